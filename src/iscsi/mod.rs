@@ -1,0 +1,5 @@
+//! iSCSI (RFC 7143), target side, ErrorRecoveryLevel 0: PDUs, negotiation, login, CHAP and the
+//! per-connection state machines. Sans-IO: bytes in, actions out.
+
+pub mod params;
+pub mod serial;

@@ -1,0 +1,235 @@
+//! Per-core, page-aligned I/O buffers that can outlive the request that filled them.
+//!
+//! A READ's data is filled by the backing store, then handed to the connection's send path.
+//! With zero-copy sends the kernel may still read the pages after the send completes, until the
+//! error-queue notification arrives, so the buffer is reference counted: the SCSI task, the send
+//! queue and the zero-copy tracker each hold a handle, and the last one returns the memory to the
+//! shard's pool. Buffers are `!Send` on purpose: they never leave the shard that allocated them,
+//! so the pool needs no lock.
+
+use std::alloc::{alloc, dealloc, Layout};
+use std::cell::RefCell;
+use std::ptr::NonNull;
+use std::rc::Rc;
+
+/// Page alignment, so buffers also suit O_DIRECT file I/O.
+const ALIGN: usize = 4096;
+/// Smallest size class (one page).
+const MIN_CLASS_SHIFT: u32 = 12;
+/// Largest pooled size class (16 MiB); larger buffers are allocated and freed directly.
+const MAX_CLASS_SHIFT: u32 = 24;
+const NR_CLASSES: usize = (MAX_CLASS_SHIFT - MIN_CLASS_SHIFT + 1) as usize;
+/// Bytes of free buffers kept per size class before extra ones go back to the allocator.
+const CACHE_BYTES_PER_CLASS: usize = 64 << 20;
+
+struct FreeLists {
+    classes: [Vec<NonNull<u8>>; NR_CLASSES],
+}
+
+/// A shard's buffer pool: free lists per power-of-two size class, no locks.
+#[derive(Clone)]
+pub struct BufPool {
+    free: Rc<RefCell<FreeLists>>,
+}
+
+impl Default for BufPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BufPool {
+    /// An empty pool; buffers are allocated on first use and recycled afterwards.
+    pub fn new() -> BufPool {
+        BufPool {
+            free: Rc::new(RefCell::new(FreeLists {
+                classes: std::array::from_fn(|_| Vec::new()),
+            })),
+        }
+    }
+
+    /// A buffer of `len` bytes (contents unspecified, but initialised memory).
+    pub fn alloc(&self, len: usize) -> IoBuf {
+        let (class, cap) = class_of(len);
+        let recycled = class.and_then(|c| self.free.borrow_mut().classes[c].pop());
+        let ptr = match recycled {
+            Some(p) => p,
+            None => raw_alloc(cap),
+        };
+        IoBuf {
+            inner: Rc::new(Inner {
+                ptr,
+                cap,
+                len,
+                pool: class.map(|c| (self.free.clone(), c)),
+            }),
+        }
+    }
+
+    /// A buffer holding a copy of `data` (for small generated responses such as INQUIRY data).
+    pub fn from_slice(&self, data: &[u8]) -> IoBuf {
+        let mut b = self.alloc(data.len());
+        b.as_mut_slice().copy_from_slice(data);
+        b
+    }
+}
+
+fn class_of(len: usize) -> (Option<usize>, usize) {
+    let cap = len.max(1).next_power_of_two().max(1 << MIN_CLASS_SHIFT);
+    let shift = cap.trailing_zeros();
+    if shift > MAX_CLASS_SHIFT {
+        (None, len.div_ceil(ALIGN) * ALIGN)
+    } else {
+        (Some((shift - MIN_CLASS_SHIFT) as usize), cap)
+    }
+}
+
+fn raw_alloc(cap: usize) -> NonNull<u8> {
+    let layout = Layout::from_size_align(cap, ALIGN).expect("buffer layout");
+    // SAFETY: `layout` has a non-zero size (cap >= 4096) and a power-of-two alignment. The
+    // memory is zeroed below so that every byte handed out is initialised.
+    let p = unsafe { alloc(layout) };
+    let p = NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+    // SAFETY: `p` points to `cap` writable bytes just allocated.
+    unsafe { std::ptr::write_bytes(p.as_ptr(), 0, cap) };
+    p
+}
+
+struct Inner {
+    ptr: NonNull<u8>,
+    cap: usize,
+    len: usize,
+    pool: Option<(Rc<RefCell<FreeLists>>, usize)>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some((free, class)) = &self.pool {
+            let mut free = free.borrow_mut();
+            let list = &mut free.classes[*class];
+            if (list.len() + 1) * self.cap <= CACHE_BYTES_PER_CLASS.max(self.cap) {
+                list.push(self.ptr);
+                return;
+            }
+        }
+        let layout = Layout::from_size_align(self.cap, ALIGN).expect("buffer layout");
+        // SAFETY: `ptr` was allocated by `raw_alloc` with exactly this layout and is not used
+        // after this point: this is the last handle.
+        unsafe { dealloc(self.ptr.as_ptr(), layout) };
+    }
+}
+
+/// A reference-counted handle to a pooled buffer. Cloning shares the same bytes; writing needs
+/// the only handle (so bytes an in-flight send reads are never changed under it).
+#[derive(Clone)]
+pub struct IoBuf {
+    inner: Rc<Inner>,
+}
+
+impl IoBuf {
+    /// Bytes in use.
+    pub fn len(&self) -> usize {
+        self.inner.len
+    }
+
+    /// True when no bytes are in use.
+    pub fn is_empty(&self) -> bool {
+        self.inner.len == 0
+    }
+
+    /// Bytes that can be used without reallocating.
+    pub fn capacity(&self) -> usize {
+        self.inner.cap
+    }
+
+    /// The bytes in use.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` is valid for `cap >= len` initialised bytes for as long as `inner` lives,
+        // and no `&mut` exists while `&self` is borrowed (as_mut_slice needs the unique handle).
+        unsafe { std::slice::from_raw_parts(self.inner.ptr.as_ptr(), self.inner.len) }
+    }
+
+    /// Mutable bytes. Panics if another handle shares this buffer: a shared buffer may be in
+    /// flight in the kernel.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let inner = Rc::get_mut(&mut self.inner).expect("IoBuf written while shared");
+        // SAFETY: we hold the only handle, so no other reference to these bytes exists.
+        unsafe { std::slice::from_raw_parts_mut(inner.ptr.as_ptr(), inner.len) }
+    }
+
+    /// Raw pointer for handing to the kernel (io_uring read/send). The caller keeps a handle
+    /// alive until the operation's completion.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.inner.ptr.as_ptr()
+    }
+
+    /// Raw mutable pointer for a kernel read into the buffer. The caller must hold the only
+    /// handle and keep it alive until the completion.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        let inner = Rc::get_mut(&mut self.inner).expect("IoBuf written while shared");
+        inner.ptr.as_ptr()
+    }
+
+    /// Shrinks or grows the used length within the capacity.
+    pub fn set_len(&mut self, len: usize) {
+        let inner = Rc::get_mut(&mut self.inner).expect("IoBuf resized while shared");
+        assert!(len <= inner.cap, "IoBuf length beyond capacity");
+        inner.len = len;
+    }
+
+    /// Number of handles sharing this buffer (used by tests and zero-copy accounting).
+    pub fn handles(&self) -> usize {
+        Rc::strong_count(&self.inner)
+    }
+}
+
+impl std::fmt::Debug for IoBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoBuf").field("len", &self.len()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_aligned_and_recycled() {
+        let pool = BufPool::new();
+        let mut a = pool.alloc(5000);
+        assert_eq!(a.len(), 5000);
+        assert_eq!(a.capacity(), 8192);
+        assert_eq!(a.as_ptr() as usize % ALIGN, 0);
+        a.as_mut_slice()[0] = 7;
+        let p = a.as_ptr();
+        drop(a);
+        let b = pool.alloc(8000);
+        assert_eq!(b.as_ptr(), p, "freed buffer of the same class is reused");
+    }
+
+    #[test]
+    fn shared_buffer_outlives_first_handle() {
+        let pool = BufPool::new();
+        let a = pool.from_slice(b"hello");
+        let send_ref = a.clone();
+        assert_eq!(a.handles(), 2);
+        drop(a);
+        assert_eq!(send_ref.as_slice(), b"hello");
+    }
+
+    #[test]
+    #[should_panic(expected = "shared")]
+    fn writing_a_shared_buffer_panics() {
+        let pool = BufPool::new();
+        let mut a = pool.alloc(10);
+        let _b = a.clone();
+        a.as_mut_slice()[0] = 1;
+    }
+
+    #[test]
+    fn huge_buffers_bypass_the_pool() {
+        let pool = BufPool::new();
+        let a = pool.alloc((32 << 20) + 1);
+        assert!(a.capacity() >= (32 << 20) + 1);
+    }
+}
