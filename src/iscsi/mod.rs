@@ -1,5 +1,8 @@
 //! iSCSI (RFC 7143), target side, ErrorRecoveryLevel 0: PDUs, negotiation, login, CHAP and the
 //! per-connection state machines. Sans-IO: bytes in, actions out.
 
+pub mod digest;
+pub mod ids;
 pub mod params;
+pub mod pdu;
 pub mod serial;
