@@ -1,8 +1,12 @@
 //! iSCSI (RFC 7143), target side, ErrorRecoveryLevel 0: PDUs, negotiation, login, CHAP and the
 //! per-connection state machines. Sans-IO: bytes in, actions out.
 
+pub mod chap;
 pub mod digest;
 pub mod ids;
+pub mod negotiate;
 pub mod params;
 pub mod pdu;
+pub mod registry;
 pub mod serial;
+pub mod text;
