@@ -1,4 +1,11 @@
 //! The management plane: the control thread, tgt's IPC, the configuration model and the text
 //! `tgtadm --op show` prints. It never touches the data path; it reaches shards by message.
 
+pub mod cli;
+pub mod cnum;
+pub mod config;
+pub mod dispatch;
+pub mod ipc;
+pub mod server;
+pub mod show;
 pub mod snapshot;

@@ -1,0 +1,1 @@
+//! tgtadm CLI (in progress).
