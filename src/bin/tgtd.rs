@@ -1,1 +1,255 @@
-fn main() {}
+//! `tgtd`: the curve-tgt target daemon. Command line as tgt's tgtd (see `tgtd --help`), plus
+//! `--cores` and `--tcp_zerocopy`. Wiring only: the work is in the library.
+
+use clap::Parser;
+use curve_tgt::mgmt::server::{socket_base_from_env, ControlOptions, ControlSocket};
+use curve_tgt::shard::cpus;
+use curve_tgt::shard::plane::Plane;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// tgtd: iSCSI target daemon (thread-per-core, io_uring).
+#[derive(Parser, Debug)]
+#[command(
+    name = "tgtd",
+    disable_version_flag = true,
+    about = "iSCSI target daemon: one io_uring shard per CPU, managed with tgtadm",
+    after_help = "Examples:\n  tgtd -f --iscsi portal=127.0.0.1:3260\n  taskset -c 0 tgtd -f -C 1 --iscsi portal=127.0.0.1:13260\n\
+                  Stop with: tgtadm --op delete --mode system (after deleting targets)"
+)]
+struct Args {
+    /// Stay in the foreground and log to stderr.
+    #[arg(short = 'f', long = "foreground")]
+    foreground: bool,
+    /// Stay in the foreground (like tgt's -D; logs to stderr too).
+    #[arg(short = 'D', long = "nodaemonize")]
+    nodaemonize: bool,
+    /// Control port: the management socket becomes <socket>.<port> (default 0).
+    #[arg(short = 'C', long = "control-port", default_value_t = 0)]
+    control_port: u16,
+    /// Worker threads per LU in tgt; accepted for compatibility, unused (I/O runs on the shards).
+    #[arg(short = 't', long = "nr_iothreads", default_value_t = 16)]
+    nr_iothreads: u32,
+    /// Write the daemon's PID to this file (when daemonizing).
+    #[arg(short = 'p', long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Debug logging: 0 or 1.
+    #[arg(short = 'd', long = "debug", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    debug: u8,
+    /// Print the version and exit.
+    #[arg(short = 'V', long = "version")]
+    version: bool,
+    /// iSCSI driver options: portal=ADDR[:PORT] (repeatable within the list),
+    /// nop_interval=SECONDS, nop_count=N. Only the last --iscsi counts, as in tgt.
+    #[arg(long = "iscsi", value_name = "k=v,...")]
+    iscsi: Vec<String>,
+    /// Zero-copy Data-In sends (1, default) or plain copies (0).
+    #[arg(long = "tcp_zerocopy", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    tcp_zerocopy: u8,
+    /// CPUs to run shards on, e.g. 0,2-3 (default: every CPU in the affinity mask).
+    #[arg(long = "cores", value_name = "LIST")]
+    cores: Option<String>,
+}
+
+/// Parsed `--iscsi` options.
+struct IscsiOpts {
+    portals: Vec<SocketAddr>,
+    nop_interval: u32,
+    nop_count: u32,
+}
+
+fn parse_portal(v: &str) -> Result<Vec<SocketAddr>, String> {
+    // ADDR, ADDR:PORT, [V6]:PORT, :PORT (wildcard).
+    let (host, port) = if let Some(rest) = v.strip_prefix('[') {
+        let (h, p) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("bad portal {v:?}"))?;
+        (h.to_string(), p.strip_prefix(':').unwrap_or(""))
+    } else if v.matches(':').count() > 1 {
+        (v.to_string(), "")
+    } else {
+        match v.split_once(':') {
+            Some((h, p)) => (h.to_string(), p),
+            None => (v.to_string(), ""),
+        }
+    };
+    let port: u16 = if port.is_empty() {
+        3260
+    } else {
+        port.parse()
+            .map_err(|_| format!("bad portal port in {v:?}"))?
+    };
+    if host.is_empty() {
+        return Ok(vec![
+            SocketAddr::from(([0, 0, 0, 0], port)),
+            SocketAddr::from(([0u16; 8], port)),
+        ]);
+    }
+    let ip: std::net::IpAddr = host
+        .parse()
+        .map_err(|_| format!("bad portal address in {v:?}"))?;
+    Ok(vec![SocketAddr::new(ip, port)])
+}
+
+fn parse_iscsi(list: Option<&String>) -> Result<IscsiOpts, String> {
+    let mut o = IscsiOpts {
+        portals: Vec::new(),
+        nop_interval: 0,
+        nop_count: 0,
+    };
+    if let Some(s) = list {
+        for item in s.split(',').filter(|i| !i.is_empty()) {
+            let (k, v) = item
+                .split_once('=')
+                .ok_or_else(|| format!("bad iscsi option {item:?}"))?;
+            match k {
+                "portal" => o.portals.extend(parse_portal(v)?),
+                "nop_interval" => {
+                    o.nop_interval = v.parse().map_err(|_| format!("bad nop_interval {v:?}"))?
+                }
+                "nop_count" => {
+                    o.nop_count = v.parse().map_err(|_| format!("bad nop_count {v:?}"))?
+                }
+                _ => return Err(format!("unknown iscsi option {k:?}")),
+            }
+        }
+    }
+    if o.portals.is_empty() {
+        o.portals = parse_portal(":3260")?;
+    }
+    Ok(o)
+}
+
+fn prepare_process() {
+    // As tgt: never the OOM killer's first choice, and as many descriptors as allowed.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
+    if let Ok(max) = std::fs::read_to_string("/proc/sys/fs/nr_open") {
+        if let Ok(n) = max.trim().parse::<u64>() {
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit reads a valid rlimit struct.
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+        }
+    }
+    // SIGPIPE: sends use MSG_NOSIGNAL, but be safe. SIGTERM is ignored as tgt does: tgtd
+    // stops through `tgtadm --op delete --mode system`, so scripts that rely on that keep working.
+    // SAFETY: installing SIG_IGN is always sound.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.version {
+        println!("{}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let level = if args.debug == 1 { "debug" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let iscsi = match parse_iscsi(args.iscsi.last()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("tgtd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cpus = match &args.cores {
+        Some(l) => cpus::parse_list(l),
+        None => cpus::allowed_cpus().map_err(|e| e.to_string()),
+    };
+    let cpus = match cpus {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tgtd: --cores: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let _ = args.nr_iothreads;
+    let zerocopy = args.tcp_zerocopy == 1;
+    if !args.foreground && !args.nodaemonize {
+        // SAFETY: daemon() forks before any thread exists, so the child is a full copy.
+        if unsafe { libc::daemon(0, 0) } != 0 {
+            eprintln!("tgtd: can't daemonize: {}", std::io::Error::last_os_error());
+            return ExitCode::from(1);
+        }
+        if let Some(p) = &args.pid_file {
+            let _ = std::fs::write(p, format!("{}\n", std::process::id()));
+        }
+    }
+    prepare_process();
+    let opts = ControlOptions {
+        control_port: args.control_port,
+        socket_base: socket_base_from_env(),
+        portals: iscsi.portals.clone(),
+        nop_interval: iscsi.nop_interval,
+        nop_count: iscsi.nop_count,
+    };
+    let sock = match ControlSocket::bind(&opts) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tgtd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (plane, events) = match Plane::start(&cpus, zerocopy) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("tgtd: can't start shards: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    use curve_tgt::mgmt::server::DataPlane;
+    for p in &iscsi.portals {
+        if let Err(e) = plane.add_portal(*p) {
+            // tgt carries on when one address family is unavailable (e.g. no IPv6).
+            tracing::warn!("can't listen on {p}: {e}");
+        }
+    }
+    tracing::info!(shards = cpus.len(), ?cpus, control = %sock.path().display(), "tgtd ready");
+    match sock.serve(&opts, Box::new(plane), events) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tgtd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portal_forms() {
+        assert_eq!(
+            parse_portal("127.0.0.1:13260").unwrap(),
+            vec!["127.0.0.1:13260".parse().unwrap()]
+        );
+        assert_eq!(
+            parse_portal("127.0.0.1").unwrap(),
+            vec!["127.0.0.1:3260".parse().unwrap()]
+        );
+        assert_eq!(
+            parse_portal("[::1]:3261").unwrap(),
+            vec!["[::1]:3261".parse().unwrap()]
+        );
+        assert_eq!(parse_portal(":3251").unwrap().len(), 2);
+        assert!(parse_portal("nonsense:1").is_err());
+        let o = parse_iscsi(Some(
+            &"portal=127.0.0.1:1,nop_interval=5,nop_count=3".to_string(),
+        ))
+        .unwrap();
+        assert_eq!((o.nop_interval, o.nop_count, o.portals.len()), (5, 3, 1));
+        assert!(parse_iscsi(Some(&"bogus=1".to_string())).is_err());
+    }
+}

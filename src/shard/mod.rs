@@ -1,5 +1,62 @@
 //! Per-core event loops. Each shard is a thread pinned to one CPU that owns one io_uring, the
-//! connections and sessions placed on it, and the backend I/O they issue.
+//! connections and sessions placed on it, and the backend I/O they issue. Cores share nothing
+//! mutable on the data path: they talk by [`msg::ShardMsg`] over crossbeam channels, each
+//! paired with an eventfd whose read is always pending on the receiving shard's ring.
 
+//TMP pub mod backend;
 pub mod buf;
+//TMP pub mod conn;
+pub mod cpus;
+//TMP pub mod event_loop;
 pub mod msg;
+//TMP pub mod plane;
+pub mod token;
+
+use crate::iscsi::registry::SessionRegistry;
+use crossbeam_channel::Sender;
+use msg::{ControlEvent, ShardMsg};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::AtomicUsize;
+
+/// How to reach one shard: its channel and its wake-up eventfd.
+pub struct ShardHandle {
+    tx: Sender<ShardMsg>,
+    wake: OwnedFd,
+}
+
+impl ShardHandle {
+    /// Queues a message and wakes the shard's ring.
+    pub fn send(&self, m: ShardMsg) {
+        if self.tx.send(m).is_ok() {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a valid u64 to an eventfd we own.
+            let _ = unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+}
+
+/// What every shard and the control side share, read-mostly: the handles to reach each
+/// shard, per-shard connection counts (for placement), the login-time session registry and
+/// the channel to the control thread. Nothing here is touched per I/O.
+pub struct Shared {
+    pub handles: Vec<ShardHandle>,
+    pub shard_conns: Vec<AtomicUsize>,
+    pub registry: SessionRegistry,
+    pub control: Sender<ControlEvent>,
+}
+
+impl Shared {
+    /// Sends to one shard.
+    pub fn send(&self, shard: usize, m: ShardMsg) {
+        if let Some(h) = self.handles.get(shard) {
+            h.send(m);
+        }
+    }
+
+    /// Sends a message built by `f` to every shard.
+    pub fn broadcast(&self, f: impl Fn() -> ShardMsg) {
+        for h in &self.handles {
+            h.send(f());
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! A connection as its shard holds it: the socket, the receive buffer the PDU framer reads,
+//! the batch of PDUs in the current send, and the protocol phase (login, then full feature).
+
+use crate::iscsi::login::LoginSm;
+use crate::iscsi::session::Session;
+use crate::iscsi::tx::TxPdu;
+use std::collections::VecDeque;
+use std::net::{SocketAddr, TcpStream};
+
+/// Receive buffer size: room for several PDUs, and at least two maximum-size PDUs.
+pub const RX_BUF_MIN: usize = 256 * 1024;
+/// Most PDUs gathered into one sendmsg.
+pub const TX_BATCH_PDUS: usize = 128;
+
+/// The protocol phase.
+pub enum Phase {
+    /// Login in progress; login responses wait in `login_out`.
+    Login(Box<LoginSm>),
+    /// Full feature phase.
+    Ffp(Box<Session>),
+}
+
+/// One connection on a shard.
+pub struct Conn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub phase: Phase,
+    /// PDUs to send while in login phase.
+    pub login_out: VecDeque<TxPdu>,
+    /// Received bytes; `rx_len` of them are valid.
+    pub rx: Vec<u8>,
+    pub rx_len: usize,
+    pub recv_inflight: bool,
+    /// The PDUs of the send in flight, and how many of their bytes already went out.
+    pub tx_batch: Vec<TxPdu>,
+    pub tx_sent: usize,
+    pub iov: Vec<libc::iovec>,
+    pub msg: Box<libc::msghdr>,
+    pub send_inflight: bool,
+    /// Backend operations in flight: the slot is not reused until they complete.
+    pub io_inflight: u32,
+    /// Closing: no new receives; freed when nothing is in flight.
+    pub closing: bool,
+    /// Close once the send queue drains (logout, login failure).
+    pub close_after_flush: bool,
+    /// Generation of this slot (in tokens).
+    pub generation: u16,
+    /// Pending backend operations, by task slot.
+    pub pending: Vec<Option<crate::shard::backend::PendingIo>>,
+}
+
+impl Conn {
+    /// A new connection starting login.
+    pub fn new(stream: TcpStream, peer: SocketAddr, local: SocketAddr, login: LoginSm, generation: u16) -> Conn {
+        // SAFETY: msghdr is a plain C struct for which all-zero is a valid empty value.
+        let msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        Conn {
+            stream,
+            peer,
+            local,
+            phase: Phase::Login(Box::new(login)),
+            login_out: VecDeque::new(),
+            rx: vec![0u8; RX_BUF_MIN],
+            rx_len: 0,
+            recv_inflight: false,
+            tx_batch: Vec::with_capacity(TX_BATCH_PDUS),
+            tx_sent: 0,
+            iov: Vec::with_capacity(TX_BATCH_PDUS * 3),
+            msg,
+            send_inflight: false,
+            io_inflight: 0,
+            closing: false,
+            close_after_flush: false,
+            generation,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The queue the next PDUs come from.
+    pub fn out_queue(&mut self) -> &mut VecDeque<TxPdu> {
+        match &mut self.phase {
+            Phase::Login(_) => &mut self.login_out,
+            Phase::Ffp(s) => &mut s.out,
+        }
+    }
+
+    /// Whether anything is queued or in flight to send.
+    pub fn has_output(&self) -> bool {
+        self.send_inflight
+            || !self.login_out.is_empty()
+            || matches!(&self.phase, Phase::Ffp(s) if !s.out.is_empty())
+    }
+
+    /// Fills `iov`/`msg` from the queue for one sendmsg. Returns false when nothing to send.
+    pub fn prepare_send(&mut self) -> bool {
+        if self.tx_batch.is_empty() {
+            let q = self.out_queue();
+            let n = q.len().min(TX_BATCH_PDUS);
+            let batch: Vec<TxPdu> = q.drain(..n).collect();
+            self.tx_batch = batch;
+            self.tx_sent = 0;
+        }
+        if self.tx_batch.is_empty() {
+            return false;
+        }
+        self.iov.clear();
+        let mut skip = self.tx_sent;
+        for p in &self.tx_batch {
+            let len = p.wire_len();
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            for s in p.slices(skip) {
+                self.iov.push(libc::iovec { iov_base: s.as_ptr() as *mut libc::c_void, iov_len: s.len() });
+            }
+            skip = 0;
+        }
+        self.msg.msg_iov = self.iov.as_mut_ptr();
+        self.msg.msg_iovlen = self.iov.len();
+        true
+    }
+
+    /// Accounts `n` sent bytes; returns true when the whole batch went out.
+    pub fn sent(&mut self, n: usize) -> bool {
+        self.tx_sent += n;
+        let total: usize = self.tx_batch.iter().map(|p| p.wire_len()).sum();
+        if self.tx_sent >= total {
+            self.tx_batch.clear();
+            self.tx_sent = 0;
+            true
+        } else {
+            false
+        }
+    }
+}

@@ -1,0 +1,642 @@
+//! One shard: a thread pinned to one CPU, owning one io_uring, its connections and sessions,
+//! and the backend I/O they issue. The loop is: wait for completions, apply each to the state
+//! it belongs to, run the tasks that became ready, then gather each connection's queued PDUs
+//! into one sendmsg and re-arm receives, so a burst of completions costs one submit.
+
+use super::backend::{Next, PendingIo, ZeroCache};
+use super::buf::BufPool;
+use super::conn::{Conn, Phase};
+use super::msg::{ConnInfo, ControlEvent, ShardMsg};
+use super::token::{OpKind, Token};
+use super::Shared;
+use crate::backing::IoResult;
+use crate::iscsi::login::{LoginCtx, LoginOutcome, LoginSm, LoginStep, SessionKind};
+use crate::iscsi::pdu::Request;
+use crate::iscsi::rx::{next_pdu, RxLimits, RxStep};
+use crate::iscsi::session::{Event, FfpParams, Kind, Session};
+use crate::iscsi::task::TaskRef;
+use crate::iscsi::tx::{Payload, TxPdu};
+use crate::mgmt::snapshot::ConfigSnapshot;
+use crate::scsi::{self, Effect, ExecCtx, LogicalUnit, NexusId, NexusState, Outcome, ScsiCommand, UaScope, UnitAttention};
+use crossbeam_channel::Receiver;
+use io_uring::{opcode, squeue, types, IoUring};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Submission queue depth per shard.
+const RING_ENTRIES: u32 = 4096;
+
+/// A shard's event loop state.
+pub struct Shard {
+    id: usize,
+    ring: IoUring,
+    rx: Receiver<ShardMsg>,
+    wake_fd: RawFd,
+    wake_buf: Box<u64>,
+    shared: Arc<Shared>,
+    cfg: Arc<ConfigSnapshot>,
+    conns: Vec<Option<Conn>>,
+    generations: Vec<u16>,
+    free: Vec<u16>,
+    dirty: Vec<u16>,
+    pool: BufPool,
+    zeros: ZeroCache,
+    shutting_down: bool,
+    epoch: Instant,
+}
+
+fn entry(e: squeue::Entry, t: Token) -> squeue::Entry {
+    e.user_data(t.encode())
+}
+
+impl Shard {
+    /// Creates the shard's ring. Runs on the shard's own thread.
+    pub fn new(id: usize, rx: Receiver<ShardMsg>, wake_fd: RawFd, shared: Arc<Shared>) -> std::io::Result<Shard> {
+        let ring = IoUring::builder().setup_single_issuer().setup_coop_taskrun().build(RING_ENTRIES).or_else(|_| IoUring::new(RING_ENTRIES))?;
+        Ok(Shard {
+            id,
+            ring,
+            rx,
+            wake_fd,
+            wake_buf: Box::new(0),
+            shared,
+            cfg: Arc::new(ConfigSnapshot::default()),
+            conns: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            dirty: Vec::new(),
+            pool: BufPool::new(),
+            zeros: ZeroCache::default(),
+            shutting_down: false,
+            epoch: Instant::now(),
+        })
+    }
+
+    fn push(&mut self, e: squeue::Entry) {
+        loop {
+            // SAFETY: every entry's buffers (receive buffers, iovecs, msghdr, I/O buffers) are
+            // owned by a connection slot or a PendingIo that is not freed while the operation
+            // is in flight (tracked by recv_inflight/send_inflight/io_inflight).
+            let pushed = unsafe { self.ring.submission().push(&e) };
+            if pushed.is_ok() {
+                return;
+            }
+            let _ = self.ring.submit();
+        }
+    }
+
+    fn arm_wake(&mut self) {
+        let e = opcode::Read::new(types::Fd(self.wake_fd), (&mut *self.wake_buf) as *mut u64 as *mut u8, 8).build();
+        self.push(entry(e, Token { kind: OpKind::Wake, conn: 0, conn_gen: 0, task_slot: 0, task_gen: 0 }));
+    }
+
+    /// Runs until shut down.
+    pub fn run(mut self) {
+        self.arm_wake();
+        let mut cqes: Vec<(u64, i32)> = Vec::with_capacity(1024);
+        loop {
+            if self.shutting_down && self.conns.iter().all(Option::is_none) {
+                break;
+            }
+            if let Err(e) = self.ring.submit_and_wait(1) {
+                if e.raw_os_error() != Some(libc::EINTR) && e.raw_os_error() != Some(libc::EBUSY) {
+                    tracing::error!(shard = self.id, "io_uring wait failed: {e}");
+                    break;
+                }
+            }
+            cqes.clear();
+            cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+            for &(ud, res) in &cqes {
+                let Some(t) = Token::decode(ud) else { continue };
+                match t.kind {
+                    OpKind::Wake => {
+                        self.drain_messages();
+                        self.arm_wake();
+                    }
+                    OpKind::Recv => self.on_recv(t, res),
+                    OpKind::Send => self.on_send(t, res),
+                    OpKind::Backend => self.on_backend(t, res),
+                    OpKind::Timer => {}
+                }
+            }
+            self.service_dirty();
+        }
+    }
+
+    fn conn_mut(&mut self, t: Token) -> Option<&mut Conn> {
+        self.conns.get_mut(usize::from(t.conn))?.as_mut().filter(|c| c.generation & 0xfff == t.conn_gen)
+    }
+
+    fn mark(&mut self, ci: u16) {
+        if !self.dirty.contains(&ci) {
+            self.dirty.push(ci);
+        }
+    }
+
+    fn drain_messages(&mut self) {
+        while let Ok(m) = self.rx.try_recv() {
+            match m {
+                ShardMsg::NewConnection { stream, peer, local } => self.add_conn(stream, peer, local),
+                ShardMsg::Config(c) => self.cfg = c,
+                ShardMsg::Ua { tid, lun, ua, except, only } => self.raise_ua(tid, lun, ua, except, only),
+                ShardMsg::CloseSession { tid, tsih } => {
+                    for i in 0..self.conns.len() {
+                        let hit = matches!(&self.conns[i], Some(c) if matches!(&c.phase, Phase::Ffp(s) if s.tsih.0 == tsih && s.kind == Kind::Normal { tid }));
+                        if hit {
+                            self.begin_close(i as u16);
+                        }
+                    }
+                }
+                ShardMsg::Shutdown => {
+                    self.shutting_down = true;
+                    for i in 0..self.conns.len() {
+                        if self.conns[i].is_some() {
+                            self.begin_close(i as u16);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn raise_ua(&mut self, tid: u32, lun: Option<crate::scsi::Lun>, ua: UnitAttention, except: Option<Arc<str>>, only: Option<Arc<str>>) {
+        let luns = self.cfg.targets.get(&tid).map(|t| t.lun_list.clone()).unwrap_or_default();
+        for c in self.conns.iter_mut().flatten() {
+            let Phase::Ffp(s) = &mut c.phase else { continue };
+            let Some(n) = s.nexus.as_mut() else { continue };
+            if n.id.tid != tid {
+                continue;
+            }
+            if except.as_ref().is_some_and(|e| **e == *n.id.initiator_port) {
+                continue;
+            }
+            if only.as_ref().is_some_and(|o| **o != *n.id.initiator_port) {
+                continue;
+            }
+            match lun {
+                Some(l) => n.push_ua(l, ua),
+                None => luns.iter().for_each(|l| n.push_ua(*l, ua)),
+            }
+        }
+    }
+
+    fn add_conn(&mut self, stream: std::net::TcpStream, peer: std::net::SocketAddr, local: std::net::SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let ci = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                if self.conns.len() >= usize::from(u16::MAX) {
+                    return; // dropping the stream closes it
+                }
+                self.conns.push(None);
+                self.generations.push(0);
+                (self.conns.len() - 1) as u16
+            }
+        };
+        let g = self.generations[usize::from(ci)].wrapping_add(1) & 0xfff;
+        self.generations[usize::from(ci)] = g;
+        let login = LoginSm::new(LoginCtx { local, peer, tpgt: 1, shard: self.id });
+        self.conns[usize::from(ci)] = Some(Conn::new(stream, peer, local, login, g));
+        self.shared.shard_conns[self.id].fetch_add(1, Ordering::Relaxed);
+        self.mark(ci);
+    }
+
+    fn token(&self, kind: OpKind, ci: u16, task: Option<TaskRef>) -> Token {
+        let g = self.conns[usize::from(ci)].as_ref().map(|c| c.generation).unwrap_or(0);
+        let (task_slot, task_gen) = task.map(|r| (r.slot as u16, r.generation)).unwrap_or((0, 0));
+        Token { kind, conn: ci, conn_gen: g & 0xfff, task_slot, task_gen }
+    }
+
+    fn on_recv(&mut self, t: Token, res: i32) {
+        let ci = t.conn;
+        let Some(c) = self.conn_mut(t) else { return };
+        c.recv_inflight = false;
+        if res <= 0 || c.closing {
+            self.begin_close(ci);
+            self.mark(ci);
+            return;
+        }
+        c.rx_len += res as usize;
+        self.parse_pdus(ci);
+        self.mark(ci);
+    }
+
+    fn parse_pdus(&mut self, ci: u16) {
+        let now_ns = self.epoch.elapsed().as_nanos() as u64;
+        let cfg = self.cfg.clone();
+        let shared = self.shared.clone();
+        let shard_id = self.id;
+        let pool = self.pool.clone();
+        let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+        let mut consumed = 0usize;
+        let mut fatal = false;
+        let mut session_up = None;
+        while !c.closing && !c.close_after_flush {
+            let lim = match &c.phase {
+                Phase::Login(_) => RxLimits::default(),
+                Phase::Ffp(s) => s.rx_limits(),
+            };
+            match next_pdu(&c.rx[consumed..c.rx_len], lim) {
+                RxStep::Incomplete { need } => {
+                    if need > c.rx.len() {
+                        c.rx.resize(need.next_power_of_two(), 0);
+                    }
+                    break;
+                }
+                RxStep::Fatal { error, bhs } => {
+                    tracing::warn!(peer = %c.peer, "closing connection: {error}");
+                    if let (Some(bhs), Phase::Ffp(s)) = (bhs, &mut c.phase) {
+                        s.queue(crate::iscsi::pdu::Bhs::reject(crate::iscsi::pdu::RejectReason::ProtocolError), Payload::Owned(bhs.to_vec()));
+                    }
+                    fatal = true;
+                    break;
+                }
+                RxStep::Pdu { pdu, len } => {
+                    let slice = &c.rx[consumed..consumed + len];
+                    match &mut c.phase {
+                        Phase::Ffp(s) => s.on_pdu(&pdu, slice, now_ns),
+                        Phase::Login(sm) => {
+                            let data = &slice[pdu.data.clone()];
+                            match &pdu.req {
+                                Request::Login(req) => match sm.on_pdu(req, data, &cfg, &shared.registry) {
+                                    LoginStep::Continue { bhs, data } => {
+                                        c.login_out.push_back(TxPdu::new(bhs, payload(data), false, false))
+                                    }
+                                    LoginStep::Fail { bhs, data } => {
+                                        c.login_out.push_back(TxPdu::new(bhs, payload(data), false, false));
+                                        c.close_after_flush = true;
+                                    }
+                                    LoginStep::Done { bhs, data, session } => {
+                                        c.login_out.push_back(TxPdu::new(bhs, payload(data), false, false));
+                                        let s = build_session(&session, &cfg, pool.clone());
+                                        if let Some((shard, tid, tsih)) = session.reinstate {
+                                            shared.send(shard, ShardMsg::CloseSession { tid, tsih: tsih.0 });
+                                        }
+                                        if let Kind::Normal { tid } = s.kind {
+                                            session_up = Some(ControlEvent::SessionUp {
+                                                shard: shard_id,
+                                                tid,
+                                                tsih: s.tsih.0,
+                                                initiator: s.initiator_name.clone(),
+                                                alias: session.initiator_alias.clone(),
+                                                conns: vec![ConnInfo { cid: s.cid.0, peer: c.peer }],
+                                            });
+                                        }
+                                        // Move the login responses ahead of anything FFP queues.
+                                        let mut s = s;
+                                        let mut q = std::mem::take(&mut c.login_out);
+                                        q.extend(s.out.drain(..));
+                                        s.out = q;
+                                        c.phase = Phase::Ffp(Box::new(s));
+                                    }
+                                },
+                                _ => {
+                                    // RFC 7143 §6.1: only Login PDUs before full feature phase.
+                                    fatal = true;
+                                }
+                            }
+                        }
+                    }
+                    consumed += len;
+                    if fatal {
+                        break;
+                    }
+                }
+            }
+        }
+        if consumed > 0 {
+            c.rx.copy_within(consumed..c.rx_len, 0);
+            c.rx_len -= consumed;
+        }
+        if fatal {
+            c.close_after_flush = true;
+        }
+        if let Some(ev) = session_up {
+            let _ = shared.control.send(ev);
+        }
+    }
+
+    fn on_send(&mut self, t: Token, res: i32) {
+        let ci = t.conn;
+        let Some(c) = self.conn_mut(t) else { return };
+        c.send_inflight = false;
+        if res < 0 {
+            if res == -libc::EAGAIN || res == -libc::EINTR {
+                self.mark(ci);
+                return;
+            }
+            self.begin_close(ci);
+            self.mark(ci);
+            return;
+        }
+        c.sent(res as usize);
+        self.mark(ci);
+    }
+
+    fn on_backend(&mut self, t: Token, res: i32) {
+        let ci = t.conn;
+        let pool = self.pool.clone();
+        let Some(c) = self.conn_mut(t) else { return };
+        c.io_inflight -= 1;
+        let slot = usize::from(t.task_slot);
+        let Some(p) = c.pending.get_mut(slot).and_then(Option::as_mut) else { return };
+        let next = p.on_cqe(res, &pool, &mut self.zeros);
+        self.after_io_step(ci, slot, next);
+        self.mark(ci);
+    }
+
+    fn after_io_step(&mut self, ci: u16, slot: usize, next: Next) {
+        match next {
+            Next::Submit(e) => {
+                let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+                let r = c.pending[slot].as_ref().map(|p| p.task);
+                c.io_inflight += 1;
+                let tok = self.token(OpKind::Backend, ci, r);
+                self.push(entry(e, tok));
+            }
+            Next::Done(result) => {
+                let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+                let Some(p) = c.pending[slot].take() else { return };
+                self.complete_task(ci, p, result);
+            }
+        }
+    }
+
+    fn complete_task(&mut self, ci: u16, p: PendingIo, result: IoResult) {
+        let cfg = self.cfg.clone();
+        let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+        let Phase::Ffp(s) = &mut c.phase else { return };
+        let effects = finish_io(s, &cfg, p, result);
+        self.deliver(effects);
+    }
+
+    /// Sends side effects (unit attentions for other nexuses) to every shard, this one
+    /// included, by message: nexuses of a target may live on any shard.
+    fn deliver(&mut self, effects: Vec<(u32, Effect)>) {
+        for (tid, e) in effects {
+            let Effect::Ua { scope, lun, ua } = e;
+            let (except, only) = match scope {
+                UaScope::OthersOf(id) => (Some(id.initiator_port), None),
+                UaScope::Only(id) => (None, Some(id.initiator_port)),
+            };
+            self.shared.broadcast(|| ShardMsg::Ua { tid, lun, ua, except: except.clone(), only: only.clone() });
+        }
+    }
+
+    fn service_dirty(&mut self) {
+        while !self.dirty.is_empty() {
+            let dirty = std::mem::take(&mut self.dirty);
+            for ci in dirty {
+                self.run_ready(ci);
+                self.handle_events(ci);
+                self.flush(ci);
+                self.arm_recv(ci);
+                self.maybe_free(ci);
+            }
+        }
+    }
+
+    /// Runs every task whose data is complete: inline answers are queued at once, backend
+    /// I/O is submitted to the ring.
+    fn run_ready(&mut self, ci: u16) {
+        let cfg = self.cfg.clone();
+        loop {
+            let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+            if c.closing {
+                return;
+            }
+            let Phase::Ffp(s) = &mut c.phase else { return };
+            let Some(r) = s.next_ready() else { return };
+            let (io, effects) = exec_task(s, &cfg, r);
+            self.deliver(effects);
+            if let Some((lu, io, data)) = io {
+                let slot = r.slot as usize;
+                let mut p = PendingIo::new(r, lu, io, data);
+                let next = p.start(&self.pool, &mut self.zeros);
+                let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+                if c.pending.len() <= slot {
+                    c.pending.resize_with(slot + 1, || None);
+                }
+                c.pending[slot] = Some(p);
+                self.after_io_step(ci, slot, next);
+            }
+        }
+    }
+
+    fn handle_events(&mut self, ci: u16) {
+        let cfg = self.cfg.clone();
+        loop {
+            let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+            let (peer, local) = (c.peer, c.local);
+            let Phase::Ffp(s) = &mut c.phase else { return };
+            let Some(ev) = s.events.pop_front() else { return };
+            match ev {
+                Event::Text { req, data } => {
+                    let (bhs, out) = c.text.on_text(&req, &data, s, peer, local, &cfg);
+                    s.send_text(bhs, out);
+                }
+                Event::LunReset { lun } => {
+                    if let Some(n) = &s.nexus {
+                        let tid = n.id.tid;
+                        if let Some(lu) = cfg.targets.get(&tid).and_then(|t| t.luns.get(&lun)) {
+                            lu.lun_reset();
+                        }
+                        let e = Effect::Ua { scope: UaScope::OthersOf(n.id.clone()), lun: Some(lun), ua: UnitAttention::LunReset };
+                        self.deliver(vec![(tid, e)]);
+                    }
+                }
+                Event::TargetReset { .. } => {
+                    if let Some(n) = &s.nexus {
+                        let tid = n.id.tid;
+                        if let Some(t) = cfg.targets.get(&tid) {
+                            t.luns.values().for_each(|lu| lu.lun_reset());
+                        }
+                        let e = Effect::Ua { scope: UaScope::OthersOf(n.id.clone()), lun: None, ua: UnitAttention::PowerOnReset };
+                        self.deliver(vec![(tid, e)]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gathers queued PDUs into one sendmsg when none is in flight.
+    fn flush(&mut self, ci: u16) {
+        let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+        if c.send_inflight || c.closing {
+            return;
+        }
+        if !c.prepare_send() {
+            if c.close_after_flush {
+                self.begin_close(ci);
+            }
+            return;
+        }
+        c.send_inflight = true;
+        let fd = c.stream.as_raw_fd();
+        let msg: *const libc::msghdr = &*c.msg;
+        let e = opcode::SendMsg::new(types::Fd(fd), msg).flags(libc::MSG_NOSIGNAL as u32).build();
+        let tok = self.token(OpKind::Send, ci, None);
+        self.push(entry(e, tok));
+    }
+
+    fn arm_recv(&mut self, ci: u16) {
+        let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+        if c.recv_inflight || c.closing || c.close_after_flush {
+            return;
+        }
+        if c.rx_len == c.rx.len() {
+            let n = c.rx.len() * 2;
+            c.rx.resize(n, 0);
+        }
+        c.recv_inflight = true;
+        let fd = c.stream.as_raw_fd();
+        // SAFETY: rx_len < rx.len(), so the pointer is inside the buffer; the buffer is not
+        // resized while the receive is in flight (recv_inflight guards every resize path:
+        // parse_pdus runs only after the receive completed).
+        let ptr = unsafe { c.rx.as_mut_ptr().add(c.rx_len) };
+        let len = (c.rx.len() - c.rx_len) as u32;
+        let e = opcode::Recv::new(types::Fd(fd), ptr, len).build();
+        let tok = self.token(OpKind::Recv, ci, None);
+        self.push(entry(e, tok));
+    }
+
+    /// Starts closing a connection: no more receives, its tasks are aborted, and the socket
+    /// is shut down so operations in flight complete. The slot is freed by `maybe_free`.
+    fn begin_close(&mut self, ci: u16) {
+        let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+        if c.closing {
+            return;
+        }
+        c.closing = true;
+        if let Phase::Ffp(s) = &mut c.phase {
+            s.abort_everything();
+        }
+        let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        self.mark(ci);
+    }
+
+    fn maybe_free(&mut self, ci: u16) {
+        let Some(c) = self.conns[usize::from(ci)].as_ref() else { return };
+        if !c.closing || c.recv_inflight || c.send_inflight || c.io_inflight > 0 {
+            return;
+        }
+        let c = self.conns[usize::from(ci)].take().expect("connection present");
+        if let Phase::Ffp(s) = &c.phase {
+            if let Kind::Normal { tid } = s.kind {
+                self.shared.registry.unregister(tid, s.tsih);
+                let _ = self.shared.control.send(ControlEvent::SessionDown { tid, tsih: s.tsih.0 });
+            }
+        }
+        self.shared.shard_conns[self.id].fetch_sub(1, Ordering::Relaxed);
+        self.free.push(ci);
+    }
+}
+
+/// Runs the SCSI layer for a task whose data is complete. Returns the backend I/O to start,
+/// if any, and side effects for other nexuses.
+#[allow(clippy::type_complexity)]
+fn exec_task(
+    s: &mut Session,
+    cfg: &ConfigSnapshot,
+    r: TaskRef,
+) -> (Option<(Arc<LogicalUnit>, crate::backing::BlockIo, Option<crate::shard::buf::IoBuf>)>, Vec<(u32, Effect)>) {
+    let Kind::Normal { tid } = s.kind else { return (None, Vec::new()) };
+    let target = cfg.targets.get(&tid);
+    let luns: &[crate::scsi::Lun] = target.map(|t| &t.lun_list[..]).unwrap_or(&[]);
+    let resp = {
+        let Some((task, nexus)) = s.task_and_nexus(r) else { return (None, Vec::new()) };
+        let lu = target.and_then(|t| t.luns.get(&task.lun)).cloned();
+        let cdb = task.cdb_bytes();
+        let cmd = ScsiCommand {
+            cdb: &cdb,
+            data_out: task.data_out(),
+            expected_len: task.expected_len,
+            read: task.read,
+            write: task.write,
+            attr: task.attr,
+        };
+        let data = task.data.clone();
+        let mut ctx = ExecCtx { tid, lun: task.lun, lu: lu.as_deref(), luns, nexus };
+        match scsi::execute(&mut ctx, &cmd) {
+            Outcome::Done(resp) => resp,
+            Outcome::Io(io) => match lu {
+                Some(lu) => return (Some((lu, io, data)), Vec::new()),
+                None => scsi::Response {
+                    status: scsi::ScsiStatus::CheckCondition,
+                    sense: Vec::new(),
+                    data: scsi::DataIn::None,
+                    effects: Vec::new(),
+                },
+            },
+        }
+    };
+    let mut resp = resp;
+    let effects = std::mem::take(&mut resp.effects).into_iter().map(|e| (tid, e)).collect();
+    s.finish(r, resp);
+    (None, effects)
+}
+
+/// Completes a task after its backend I/O.
+fn finish_io(s: &mut Session, cfg: &ConfigSnapshot, p: PendingIo, result: IoResult) -> Vec<(u32, Effect)> {
+    let Kind::Normal { tid } = s.kind else { return Vec::new() };
+    let luns: &[crate::scsi::Lun] = cfg.targets.get(&tid).map(|t| &t.lun_list[..]).unwrap_or(&[]);
+    let mut resp = {
+        let Some((task, nexus)) = s.task_and_nexus(p.task) else { return Vec::new() };
+        let cdb = task.cdb_bytes();
+        let cmd = ScsiCommand {
+            cdb: &cdb,
+            data_out: task.data_out(),
+            expected_len: task.expected_len,
+            read: task.read,
+            write: task.write,
+            attr: task.attr,
+        };
+        let mut ctx = ExecCtx { tid, lun: task.lun, lu: Some(&p.lu), luns, nexus };
+        scsi::complete(&mut ctx, &cmd, &p.io, result, p.read_buf)
+    };
+    let effects = std::mem::take(&mut resp.effects).into_iter().map(|e| (tid, e)).collect();
+    s.finish(p.task, resp);
+    effects
+}
+
+fn payload(data: Vec<u8>) -> Payload {
+    if data.is_empty() {
+        Payload::None
+    } else {
+        Payload::Owned(data)
+    }
+}
+
+/// Builds the full-feature-phase session from a finished login.
+fn build_session(o: &LoginOutcome, cfg: &ConfigSnapshot, pool: BufPool) -> Session {
+    let p = &o.params;
+    let params = FfpParams {
+        header_digest: p.header_digest,
+        data_digest: p.data_digest,
+        max_recv_data: p.max_recv_data_segment_length,
+        max_xmit_data: p.max_xmit_data_segment_length,
+        initial_r2t: p.initial_r2t,
+        immediate_data: p.immediate_data,
+        first_burst: p.first_burst_length,
+        max_burst: p.max_burst_length,
+        max_outstanding_r2t: p.max_outstanding_r2t,
+        max_queue_cmd: p.max_queue_cmd,
+    };
+    let (kind, nexus) = match o.kind {
+        SessionKind::Discovery => (Kind::Discovery, None),
+        SessionKind::Normal { tid } => {
+            let port: Arc<str> = Arc::from(format!("{},i,0x{}", o.initiator_name, o.isid.hex()));
+            let mut n = NexusState::new(NexusId { tid, initiator_port: port });
+            // A new I_T nexus starts with POWER ON, RESET OCCURRED on every LU (SAM-5 §6.3.1).
+            if let Some(t) = cfg.targets.get(&tid) {
+                for l in &t.lun_list {
+                    n.push_ua(*l, UnitAttention::PowerOnReset);
+                }
+            }
+            (Kind::Normal { tid }, Some(n))
+        }
+    };
+    Session::new(kind, o.tsih, o.cid, o.isid, o.initiator_name.clone(), params, nexus, o.exp_cmd_sn, o.next_stat_sn, pool)
+}

@@ -1,0 +1,194 @@
+//! The data plane as the control thread sees it: starting the shards, accepting connections
+//! on the portals and placing each on the least-loaded shard, and carrying configuration,
+//! unit attentions and session closes to the shards by message.
+
+use super::cpus::pin_current_thread;
+use super::event_loop::Shard;
+use super::msg::{ControlEvent, ShardMsg};
+use super::{ShardHandle, Shared};
+use crate::iscsi::registry::SessionRegistry;
+use crate::mgmt::server::DataPlane;
+use crate::mgmt::snapshot::ConfigSnapshot;
+use crate::scsi::{Lun, UnitAttention};
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+struct Portal {
+    listener: Arc<TcpListener>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The running shards and portals.
+pub struct Plane {
+    shared: Arc<Shared>,
+    latest: Arc<Mutex<Arc<ConfigSnapshot>>>,
+    portals: Mutex<HashMap<SocketAddr, Portal>>,
+    shards: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Plane {
+    /// Starts one shard per CPU in `cpus`, each pinned to its CPU. Returns the plane and the
+    /// receiver of session events for the control thread.
+    pub fn start(cpus: &[usize], zerocopy: bool) -> io::Result<(Plane, Receiver<ControlEvent>)> {
+        let _ = zerocopy; // zero-copy Data-In is a later step; copy mode for now.
+        let (ctl_tx, ctl_rx): (Sender<ControlEvent>, Receiver<ControlEvent>) = unbounded();
+        let mut handles = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in cpus {
+            let (tx, rx) = unbounded();
+            // SAFETY: eventfd returns a new descriptor or -1.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `fd` is a freshly created descriptor we own.
+            let wake = unsafe { OwnedFd::from_raw_fd(fd) };
+            receivers.push((rx, wake.as_raw_fd()));
+            handles.push(ShardHandle { tx, wake });
+        }
+        let shared = Arc::new(Shared {
+            shard_conns: cpus.iter().map(|_| AtomicUsize::new(0)).collect(),
+            handles,
+            registry: SessionRegistry::default(),
+            control: ctl_tx,
+        });
+        let mut threads = Vec::new();
+        for (i, ((rx, wake_fd), cpu)) in receivers.into_iter().zip(cpus.iter().copied()).enumerate() {
+            let shared = shared.clone();
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let t = std::thread::Builder::new().name(format!("tgtd/shard{i}")).spawn(move || {
+                if let Err(e) = pin_current_thread(cpu) {
+                    tracing::warn!("shard {i}: cannot pin to CPU {cpu}: {e}");
+                }
+                match Shard::new(i, rx, wake_fd, shared) {
+                    Ok(s) => {
+                        let _ = ready_tx.send(Ok(()));
+                        s.run();
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })?;
+            ready_rx.recv().map_err(|_| io::Error::other("shard thread died"))??;
+            threads.push(t);
+        }
+        Ok((
+            Plane {
+                shared,
+                latest: Arc::new(Mutex::new(Arc::new(ConfigSnapshot::default()))),
+                portals: Mutex::new(HashMap::new()),
+                shards: Mutex::new(threads),
+            },
+            ctl_rx,
+        ))
+    }
+
+    /// Waits for every shard thread to end (after `shutdown`).
+    pub fn join(&self) {
+        let threads = std::mem::take(&mut *self.shards.lock().expect("shards lock"));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Accepts on one portal until stopped, placing each connection on the shard with the fewest.
+fn accept_loop(listener: Arc<TcpListener>, stop: Arc<AtomicBool>, shared: Arc<Shared>, latest: Arc<Mutex<Arc<ConfigSnapshot>>>) {
+    loop {
+        let accepted = listener.accept();
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOMEM)) {
+                    // Out of descriptors: back off briefly instead of spinning.
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                continue;
+            }
+        };
+        {
+            let cfg = latest.lock().expect("config lock");
+            // tgt drops new connections while the system is offline or has no targets.
+            if !cfg.system_ready || cfg.targets.is_empty() {
+                continue;
+            }
+        }
+        let Ok(local) = stream.local_addr() else { continue };
+        let shard = shared
+            .shard_conns
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, n)| n.load(Ordering::Relaxed))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        shared.send(shard, ShardMsg::NewConnection { stream, peer, local });
+    }
+}
+
+impl DataPlane for Plane {
+    fn publish(&self, snap: Arc<ConfigSnapshot>) {
+        *self.latest.lock().expect("config lock") = snap.clone();
+        self.shared.broadcast(|| ShardMsg::Config(snap.clone()));
+    }
+
+    fn raise_ua(&self, tid: u32, lun: Option<Lun>, ua: UnitAttention) {
+        self.shared.broadcast(|| ShardMsg::Ua { tid, lun, ua, except: None, only: None });
+    }
+
+    fn close_session(&self, tid: u32, tsih: u16) {
+        self.shared.broadcast(|| ShardMsg::CloseSession { tid, tsih });
+    }
+
+    fn add_portal(&self, addr: SocketAddr) -> io::Result<()> {
+        let mut portals = self.portals.lock().expect("portals lock");
+        if portals.contains_key(&addr) {
+            return Err(io::Error::from(io::ErrorKind::AddrInUse));
+        }
+        let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        sock.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            sock.set_only_v6(true)?;
+        }
+        sock.bind(&addr.into())?;
+        sock.listen(libc::SOMAXCONN)?;
+        let listener = Arc::new(TcpListener::from(sock));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (l, s, sh, lt) = (listener.clone(), stop.clone(), self.shared.clone(), self.latest.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("tgtd/accept {addr}"))
+            .spawn(move || accept_loop(l, s, sh, lt))?;
+        portals.insert(addr, Portal { listener, stop, thread: Some(thread) });
+        Ok(())
+    }
+
+    fn remove_portal(&self, addr: SocketAddr) -> io::Result<()> {
+        let mut p = self.portals.lock().expect("portals lock").remove(&addr).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        p.stop.store(true, Ordering::Release);
+        // SAFETY: shutdown on a listening socket we own wakes its blocked accept (EINVAL).
+        unsafe { libc::shutdown(p.listener.as_raw_fd(), libc::SHUT_RDWR) };
+        if let Some(t) = p.thread.take() {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+
+    fn shutdown(&self) {
+        let addrs: Vec<SocketAddr> = self.portals.lock().expect("portals lock").keys().copied().collect();
+        for a in addrs {
+            let _ = self.remove_portal(a);
+        }
+        self.shared.broadcast(|| ShardMsg::Shutdown);
+        self.join();
+    }
+}
