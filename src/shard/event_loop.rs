@@ -338,11 +338,22 @@ impl Shard {
     fn on_backend(&mut self, t: Token, res: i32) {
         let ci = t.conn;
         let pool = self.pool.clone();
-        let Some(c) = self.conn_mut(t) else { return };
+        let mut zeros = std::mem::take(&mut self.zeros);
+        let Some(c) = self.conn_mut(t) else {
+            self.zeros = zeros;
+            return;
+        };
         c.io_inflight -= 1;
         let slot = usize::from(t.task_slot);
-        let Some(p) = c.pending.get_mut(slot).and_then(Option::as_mut) else { return };
-        let next = p.on_cqe(res, &pool, &mut self.zeros);
+        let next = match c.pending.get_mut(slot).and_then(Option::as_mut) {
+            Some(p) => p.on_cqe(res, &pool, &mut zeros),
+            None => Next::Done(IoResult::Ok),
+        };
+        self.zeros = zeros;
+        if c_pending_missing(&self.conns, ci, slot) {
+            self.mark(ci);
+            return;
+        }
         self.after_io_step(ci, slot, next);
         self.mark(ci);
     }
@@ -441,7 +452,7 @@ impl Shard {
                     if let Some(n) = &s.nexus {
                         let tid = n.id.tid;
                         if let Some(lu) = cfg.targets.get(&tid).and_then(|t| t.luns.get(&lun)) {
-                            lu.lun_reset();
+                            lu.reset();
                         }
                         let e = Effect::Ua { scope: UaScope::OthersOf(n.id.clone()), lun: Some(lun), ua: UnitAttention::LunReset };
                         self.deliver(vec![(tid, e)]);
@@ -451,7 +462,7 @@ impl Shard {
                     if let Some(n) = &s.nexus {
                         let tid = n.id.tid;
                         if let Some(t) = cfg.targets.get(&tid) {
-                            t.luns.values().for_each(|lu| lu.lun_reset());
+                            t.luns.values().for_each(|lu| lu.reset());
                         }
                         let e = Effect::Ua { scope: UaScope::OthersOf(n.id.clone()), lun: None, ua: UnitAttention::PowerOnReset };
                         self.deliver(vec![(tid, e)]);
@@ -599,6 +610,10 @@ fn finish_io(s: &mut Session, cfg: &ConfigSnapshot, p: PendingIo, result: IoResu
     let effects = std::mem::take(&mut resp.effects).into_iter().map(|e| (tid, e)).collect();
     s.finish(p.task, resp);
     effects
+}
+
+fn c_pending_missing(conns: &[Option<Conn>], ci: u16, slot: usize) -> bool {
+    conns[usize::from(ci)].as_ref().is_none_or(|c| c.pending.get(slot).is_none_or(Option::is_none))
 }
 
 fn payload(data: Vec<u8>) -> Payload {
