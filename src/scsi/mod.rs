@@ -5,11 +5,27 @@
 //! [`BlockIo`] for the shard to run on its ring ([`Outcome::Io`]); when that completes, the
 //! shard calls [`complete`] for the final status. Nothing here blocks or does I/O.
 
+pub mod cdb;
+pub mod error;
+pub mod inquiry;
 pub mod lu;
+pub mod mode;
+mod params;
+pub mod pr;
+pub mod reserve;
+pub mod sbc;
+pub mod sense;
+pub mod spc;
 pub mod types;
+pub mod ua;
+
+#[cfg(test)]
+mod tests;
 
 use crate::backing::{BlockIo, IoResult};
 use crate::shard::buf::IoBuf;
+use cdb::Cdb;
+use error::CmdError;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -208,10 +224,200 @@ pub enum Outcome {
     Io(BlockIo),
 }
 
+/// What a handler decided, before it becomes a [`Response`] or an [`Outcome::Io`].
+#[derive(Debug)]
+pub enum Step {
+    /// GOOD, no data.
+    Good,
+    /// GOOD with generated data (already truncated to the CDB's allocation length).
+    Data(Vec<u8>),
+    /// GOOD with side effects for other nexuses.
+    Effects(Vec<Effect>),
+    /// Backing-store I/O to run, then [`complete`].
+    Io(BlockIo),
+}
+
+impl Response {
+    /// GOOD with `data`.
+    fn good(data: DataIn) -> Response {
+        Response {
+            status: ScsiStatus::Good,
+            sense: Vec::new(),
+            data,
+            effects: Vec::new(),
+        }
+    }
+
+    /// The status and sense data for `err`.
+    fn error(err: CmdError, descriptor_sense: bool) -> Response {
+        Response {
+            status: err.status(),
+            sense: err
+                .sense()
+                .map(|s| s.encode(descriptor_sense))
+                .unwrap_or_default(),
+            data: DataIn::None,
+            effects: Vec::new(),
+        }
+    }
+}
+
+fn truncate(mut d: Vec<u8>, alloc: u32) -> Vec<u8> {
+    d.truncate(alloc as usize);
+    d
+}
+
 /// Runs a command up to its backing-store I/O. Implemented in the SCSI modules.
 pub fn execute(ctx: &mut ExecCtx<'_>, cmd: &ScsiCommand<'_>) -> Outcome {
-    let _ = (ctx, cmd);
-    todo!("scsi::execute")
+    let Some(lu) = ctx.lu else {
+        return Outcome::Done(no_lun(ctx, cmd));
+    };
+    let desc = lu.sense_descriptor();
+    match run(ctx, lu, cmd) {
+        Ok(Step::Good) => Outcome::Done(Response::good(DataIn::None)),
+        Ok(Step::Data(d)) => Outcome::Done(Response::good(DataIn::Bytes(d))),
+        Ok(Step::Effects(e)) => Outcome::Done(Response {
+            effects: e,
+            ..Response::good(DataIn::None)
+        }),
+        Ok(Step::Io(io)) => Outcome::Io(io),
+        Err(e) => Outcome::Done(Response::error(e, desc)),
+    }
+}
+
+/// A command to a LUN with no logical unit (SPC-4 §6.6.2, SAM-5 §5.9.5): INQUIRY reports
+/// qualifier 011b, REPORT LUNS works, REQUEST SENSE returns LOGICAL UNIT NOT SUPPORTED as its
+/// data, everything else fails with it.
+fn no_lun(ctx: &mut ExecCtx<'_>, cmd: &ScsiCommand<'_>) -> Response {
+    let result = match cdb::parse(cmd.cdb) {
+        Ok(Cdb::Inquiry {
+            evpd: false,
+            cmddt: false,
+            page: 0,
+            alloc,
+        }) => Ok(truncate(inquiry::standard_no_lun(), alloc)),
+        Ok(Cdb::ReportLuns { select, alloc }) => {
+            spc::report_luns(ctx.luns, select, alloc).map(|d| truncate(d, alloc))
+        }
+        Ok(Cdb::RequestSense { desc, alloc }) => Ok(truncate(
+            spc::request_sense(ctx.nexus, ctx.lun, None, desc),
+            alloc,
+        )),
+        Ok(_) | Err(CmdError::InvalidOpcode) | Err(_) => Err(CmdError::LunNotSupported),
+    };
+    match result {
+        Ok(d) => Response::good(DataIn::Bytes(d)),
+        Err(e) => Response::error(e, false),
+    }
+}
+
+/// UA, opcode, CDB and reservation checks, then the command itself.
+fn run(ctx: &mut ExecCtx<'_>, lu: &LogicalUnit, cmd: &ScsiCommand<'_>) -> Result<Step, CmdError> {
+    let opcode = *cmd.cdb.first().ok_or(CmdError::InvalidOpcode)?;
+    if !ua::exempt(opcode) {
+        if let Some(u) = ua::take(ctx.nexus, ctx.lun) {
+            return Err(CmdError::UnitAttention(u));
+        }
+    }
+    if !spc::implemented(lu.dev_type(), opcode) {
+        return Err(CmdError::InvalidOpcode);
+    }
+    let parsed = cdb::parse(cmd.cdb)?;
+    let me = &ctx.nexus.id;
+    reserve::check(lu, me, &parsed)?;
+    let data_out = cmd.data_out;
+    let step = match parsed {
+        Cdb::TestUnitReady => spc::test_unit_ready(lu).map(|_| Step::Good)?,
+        Cdb::RequestSense { desc, alloc } => Step::Data(truncate(
+            spc::request_sense(ctx.nexus, ctx.lun, Some(lu), desc),
+            alloc,
+        )),
+        Cdb::FormatUnit { fmtdata, fmtpinfo } => sbc::format_unit(lu, fmtpinfo, fmtdata)?,
+        Cdb::Read(r) => sbc::read(lu, &r)?,
+        Cdb::Write(r) | Cdb::WriteVerify(r) => sbc::write(lu, &r, data_out)?,
+        Cdb::Verify(r) => sbc::verify(lu, &r, data_out)?,
+        Cdb::PreFetch(r) => sbc::pre_fetch(lu, &r)?,
+        Cdb::SyncCache(r) => sbc::sync_cache(lu, &r)?,
+        Cdb::CompareAndWrite(r) => sbc::compare_and_write(lu, &r, data_out)?,
+        Cdb::WriteSame(w) => sbc::write_same(lu, &w, data_out)?,
+        Cdb::Unmap { anchor, len } => sbc::unmap(lu, anchor, len, data_out)?,
+        Cdb::Inquiry {
+            evpd,
+            cmddt,
+            page,
+            alloc,
+        } => Step::Data(truncate(inquiry::inquiry(lu, evpd, cmddt, page)?, alloc)),
+        Cdb::ModeSense {
+            ten,
+            dbd,
+            llbaa,
+            pc,
+            page,
+            subpage,
+            alloc,
+        } => {
+            let args = mode::SenseArgs {
+                ten,
+                dbd,
+                llbaa,
+                pc,
+                page,
+                subpage,
+            };
+            Step::Data(truncate(mode::mode_sense(lu, args)?, alloc))
+        }
+        Cdb::ModeSelect { ten, sp, len } => {
+            Step::Effects(mode::mode_select(lu, me, ten, sp, len, data_out)?)
+        }
+        Cdb::Reserve6 => reserve::reserve6(lu, me).map(|_| Step::Good)?,
+        Cdb::Release6 => reserve::release6(lu, me).map(|_| Step::Good)?,
+        Cdb::StartStop {
+            power_condition,
+            loej,
+            start,
+        } => spc::start_stop(lu, power_condition, loej, start).map(|_| Step::Good)?,
+        Cdb::SendDiagnostic {
+            self_test_code,
+            self_test,
+            param_len,
+        } => spc::send_diagnostic(self_test_code, self_test, param_len).map(|_| Step::Good)?,
+        Cdb::PreventAllow { prevent } => spc::prevent_allow(lu, me, prevent).map(|_| Step::Good)?,
+        Cdb::ReadCapacity10 { lba, pmi } => Step::Data(sbc::read_capacity10(lu, lba, pmi)?),
+        Cdb::ReadCapacity16 { alloc } => Step::Data(truncate(sbc::read_capacity16(lu)?, alloc)),
+        Cdb::GetLbaStatus { lba, alloc } => {
+            Step::Data(truncate(sbc::get_lba_status(lu, lba, alloc)?, alloc))
+        }
+        Cdb::PrIn { sa, alloc } => Step::Data(truncate(pr::pr_in(lu, sa, alloc)?, alloc)),
+        Cdb::PrOut {
+            sa,
+            scope,
+            pr_type,
+            len,
+        } => {
+            let args = pr::OutArgs {
+                sa,
+                scope,
+                pr_type,
+                len,
+            };
+            Step::Effects(pr::pr_out(lu, me, args, data_out)?)
+        }
+        Cdb::ReportLuns { select, alloc } => {
+            Step::Data(truncate(spc::report_luns(ctx.luns, select, alloc)?, alloc))
+        }
+        Cdb::ReportOpcodes {
+            rctd,
+            options,
+            opcode,
+            sa,
+            alloc,
+        } => Step::Data(truncate(
+            spc::report_opcodes(lu.dev_type(), rctd, options, opcode, sa)?,
+            alloc,
+        )),
+        Cdb::ReportTmf { repd, alloc } => Step::Data(truncate(spc::report_tmf(repd), alloc)),
+    };
+    Ok(step)
 }
 
 /// Finishes a command after its [`BlockIo`] completed. `read_buf` holds the data of a `Read`.
@@ -222,6 +428,40 @@ pub fn complete(
     result: IoResult,
     read_buf: Option<IoBuf>,
 ) -> Response {
-    let _ = (ctx, cmd, io, result, read_buf);
-    todo!("scsi::complete")
+    let _ = cmd;
+    let desc = ctx.lu.is_some_and(|lu| lu.sense_descriptor());
+    match result {
+        IoResult::Ok => match (io, read_buf) {
+            (BlockIo::Read { .. }, Some(buf)) => Response::good(DataIn::Buf(buf)),
+            (BlockIo::Read { .. }, None) => Response::error(CmdError::ReadError, desc),
+            _ => Response::good(DataIn::None),
+        },
+        IoResult::Miscompare { offset } => Response::error(CmdError::Miscompare { offset }, desc),
+        IoResult::Err(_) => {
+            let err = match io {
+                BlockIo::Read { .. } | BlockIo::Verify { .. } => CmdError::ReadError,
+                _ => CmdError::WriteError,
+            };
+            Response::error(err, desc)
+        }
+    }
+}
+
+/// The SCSI transfer length in bytes of a command's Data-Out (its SPDTL, RFC 7143 §11.4.5.2)
+/// for an LU with `block_size`, or `None` for commands without Data-Out or that do not parse.
+/// The iSCSI layer compares it with the EDTL to set the residual of write commands; commands
+/// that got less Data-Out than this fail with INVALID FIELD IN INFORMATION UNIT.
+pub fn data_out_len(cdb: &[u8], block_size: u32) -> Option<u64> {
+    let bs = u64::from(block_size);
+    Some(match cdb::parse(cdb).ok()? {
+        Cdb::Write(r) | Cdb::WriteVerify(r) => u64::from(r.blocks) * bs,
+        Cdb::Verify(r) if r.bytchk == 1 => u64::from(r.blocks) * bs,
+        Cdb::CompareAndWrite(r) => 2 * u64::from(r.blocks) * bs,
+        Cdb::WriteSame(w) if !w.ndob => bs,
+        Cdb::Unmap { len, .. } => u64::from(len),
+        Cdb::ModeSelect { len, .. } => u64::from(len),
+        Cdb::PrOut { len, .. } => u64::from(len),
+        Cdb::SendDiagnostic { param_len, .. } => u64::from(param_len),
+        _ => return None,
+    })
 }
