@@ -303,7 +303,7 @@ fn no_lun(ctx: &mut ExecCtx<'_>, cmd: &ScsiCommand<'_>) -> Response {
             spc::request_sense(ctx.nexus, ctx.lun, None, desc),
             alloc,
         )),
-        Ok(_) | Err(CmdError::InvalidOpcode) | Err(_) => Err(CmdError::LunNotSupported),
+        _ => Err(CmdError::LunNotSupported),
     };
     match result {
         Ok(d) => Response::good(DataIn::Bytes(d)),

@@ -292,11 +292,13 @@ pub fn mode_select(
         if plen != pg.current.len() {
             return Err(CmdError::InvalidFieldInParamList);
         }
-        for i in 0..plen {
-            let diff = body[i] ^ pg.current[i];
-            if diff & !pg.mask[i] != 0 {
-                return Err(CmdError::InvalidFieldInParamList);
-            }
+        let forbidden = body
+            .iter()
+            .zip(&pg.current)
+            .zip(&pg.mask)
+            .any(|((new, cur), mask)| (new ^ cur) & !mask != 0);
+        if forbidden {
+            return Err(CmdError::InvalidFieldInParamList);
         }
         if pg.current != body {
             pg.current.copy_from_slice(body);
