@@ -4,6 +4,7 @@
 pub mod chap;
 pub mod digest;
 pub mod ids;
+pub mod login;
 pub mod negotiate;
 pub mod params;
 pub mod pdu;
