@@ -20,7 +20,7 @@
 //! ```
 
 use super::chap::{ChapError, ChapServer, ChapStep};
-use super::ids::{Cid, Isid, Itt, Tsih};
+use super::ids::{Cid, Isid, Tsih};
 use super::negotiate::{is_security_key, NegotiationError, Negotiator, SessionParams};
 use super::params::TargetParams;
 use super::pdu::{Bhs, LoginReq, SeqFields, Stage};

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::iscsi::chap::{decode_binary, encode_hex, ChapAlg};
+use crate::iscsi::ids::Itt;
 use crate::mgmt::snapshot::{Account, Acl, AclAddr, Redirect};
 use std::collections::BTreeMap;
 
