@@ -3,7 +3,9 @@
 
 pub mod chap;
 pub mod digest;
+pub mod discovery;
 pub mod ids;
+pub mod login;
 pub mod negotiate;
 pub mod params;
 pub mod pdu;
