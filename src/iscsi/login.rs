@@ -703,7 +703,7 @@ impl LoginSm {
         let s = SeqFields {
             stat_sn: self.stat_sn,
             exp_cmd_sn: self.exp_cmd_sn,
-            max_cmd_sn: self.exp_cmd_sn.add(self.window.max(1) - 1),
+            max_cmd_sn: self.exp_cmd_sn.plus(self.window.max(1) - 1),
         };
         self.stat_sn = self.stat_sn.next();
         s

@@ -46,7 +46,7 @@ macro_rules! serial_newtype {
             }
             /// This number plus `n`, wrapping at 2^32.
             #[must_use]
-            pub fn add(self, n: u32) -> Self {
+            pub fn plus(self, n: u32) -> Self {
                 Self(self.0.wrapping_add(n))
             }
             /// Serial-arithmetic `<` (RFC 1982).
@@ -99,6 +99,6 @@ mod tests {
         let s = CmdSn(u32::MAX);
         assert_eq!(s.next(), CmdSn(0));
         assert!(s.lt(s.next()));
-        assert_eq!(CmdSn(u32::MAX - 1).add(3), CmdSn(1));
+        assert_eq!(CmdSn(u32::MAX - 1).plus(3), CmdSn(1));
     }
 }

@@ -72,8 +72,13 @@ pub enum CloseAfter {
 /// Something the session needs its owner to do that is not a plain PDU.
 #[derive(Debug)]
 pub enum Event {
-    /// A complete Text Request (continuations joined) for the text/discovery handler.
-    Text { req: TextReq, data: Vec<u8> },
+    /// A complete Text Request (continuations joined) for the text/discovery handler;
+    /// `bhs` is its header, echoed if it must be rejected.
+    Text {
+        req: TextReq,
+        data: Vec<u8>,
+        bhs: [u8; BHS_LEN],
+    },
     /// A LUN-wide task management action: abort other nexuses' tasks / raise UAs as the
     /// owner sees fit (LUN RESET raises 29/03 for other nexuses; TARGET RESET likewise).
     LunReset { lun: Lun },
@@ -113,6 +118,8 @@ pub struct Session {
     /// Outstanding NOP-In pings (TTT counter).
     ping_ttt: u32,
     pub pings_unanswered: u32,
+    /// Text Request handling (SendTargets, key negotiation), with its continuation state.
+    pub text: crate::iscsi::discovery::TextSm,
 }
 
 impl Session {
@@ -150,6 +157,7 @@ impl Session {
             pool,
             ping_ttt: 0,
             pings_unanswered: 0,
+            text: crate::iscsi::discovery::TextSm::new(),
         }
     }
 
@@ -538,6 +546,7 @@ impl Session {
         self.events.push_back(Event::Text {
             req: t.clone(),
             data,
+            bhs: *bhs,
         });
     }
 
@@ -612,10 +621,10 @@ impl Session {
                 // received" (function complete); outside, the task does not exist.
                 let in_window = t
                     .ref_cmd_sn
-                    .lt(self.exp_cmd_sn.add(self.params.max_queue_cmd))
+                    .lt(self.exp_cmd_sn.plus(self.params.max_queue_cmd))
                     && !t.ref_cmd_sn.lt(self
                         .exp_cmd_sn
-                        .add(0u32.wrapping_sub(self.params.max_queue_cmd)));
+                        .plus(0u32.wrapping_sub(self.params.max_queue_cmd)));
                 if in_window && t.ref_cmd_sn.lt(t.cmd_sn) {
                     0
                 } else {
@@ -681,7 +690,14 @@ impl Session {
     /// Delivers the SCSI layer's response for a task: Data-In with phase-collapsed status
     /// when possible, else Data-In then SCSI Response with sense (RFC 7143 §11.4, §11.7).
     /// Returns the task (for accounting) unless it was aborted meanwhile.
-    pub fn finish(&mut self, r: TaskRef, resp: Response) -> Option<Task> {
+    /// `scsi_out_len` is the Data-Out length the CDB itself asked for (writes), so residuals
+    /// compare what the command needed with the Expected Data Transfer Length.
+    pub fn finish(
+        &mut self,
+        r: TaskRef,
+        resp: Response,
+        scsi_out_len: Option<u64>,
+    ) -> Option<Task> {
         let t = self.tasks.remove(r)?;
         self.release_window(&t);
         if t.state == TaskState::Aborted {
@@ -700,9 +716,11 @@ impl Session {
         let residual = if t.read {
             expected - data_len as i64
         } else if t.write {
-            expected - i64::from(t.data_got.min(t.data_want)).min(expected)
+            scsi_out_len
+                .map(|l| expected - i64::try_from(l).unwrap_or(i64::MAX))
+                .unwrap_or(0)
         } else {
-            expected
+            0
         };
         let collapse = resp.sense.is_empty()
             && matches!(resp.status, ScsiStatus::Good | ScsiStatus::ConditionMet)
@@ -723,15 +741,7 @@ impl Session {
             );
         }
         if !collapse {
-            let mut bhs = Bhs::scsi_response(
-                t.itt,
-                status,
-                if resp.status == ScsiStatus::Good || t.read {
-                    residual
-                } else {
-                    0
-                },
-            );
+            let mut bhs = Bhs::scsi_response(t.itt, status, residual);
             bhs.0[36..40]
                 .copy_from_slice(&(data_pdus(send_len, self.params.max_xmit_data)).to_be_bytes());
             let payload = if resp.sense.is_empty() {
@@ -930,7 +940,7 @@ mod tests {
         // One task outstanding: the window is one smaller.
         assert_eq!(s.current_max_cmd_sn(), CmdSn(11 + 511 - 1));
         let r = s.next_ready().expect("read is ready at once");
-        s.finish(r, good(DataIn::Bytes(vec![7u8; 8192])));
+        s.finish(r, good(DataIn::Bytes(vec![7u8; 8192])), None);
         assert_eq!(s.out.len(), 2, "two Data-In PDUs of 4096");
         let first = s.out[0].bhs();
         let last = s.out[1].bhs();
@@ -952,7 +962,7 @@ mod tests {
         let mut s = session(FfpParams::default());
         feed(&mut s, &cmd_pdu(1, 10, true, false, 4096, &[]));
         let r = s.next_ready().unwrap();
-        s.finish(r, good(DataIn::Bytes(vec![1u8; 512])));
+        s.finish(r, good(DataIn::Bytes(vec![1u8; 512])), None);
         let b = s.out[0].bhs();
         assert_eq!(b[1] & 0x03, 0x03, "S and U bits");
         assert_eq!(be32(b, 44), 4096 - 512);
@@ -990,7 +1000,7 @@ mod tests {
         assert_eq!(t.data_out()[0], 1);
         assert_eq!(t.data_out()[1024], 2);
         assert_eq!(t.data_out()[5120], 4);
-        s.finish(r, good(DataIn::None));
+        s.finish(r, good(DataIn::None), None);
         let rsp = s.out.pop_front().unwrap();
         assert_eq!(rsp.bhs()[0], op::SCSI_RSP);
         assert_eq!(rsp.bhs()[3], 0);
@@ -1044,7 +1054,7 @@ mod tests {
             "window closed only when full"
         );
         let r = s.next_ready().unwrap();
-        s.finish(r, good(DataIn::Bytes(vec![0; 4096])));
+        s.finish(r, good(DataIn::Bytes(vec![0; 4096])), None);
         assert_eq!(s.current_max_cmd_sn(), CmdSn(10 + 512), "one slot reopens");
     }
 
@@ -1118,6 +1128,7 @@ mod tests {
                 data: DataIn::None,
                 effects: Vec::new(),
             },
+            None,
         );
         let p = s.out.pop_front().unwrap();
         assert_eq!(p.bhs()[0], op::SCSI_RSP);

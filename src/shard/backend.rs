@@ -87,7 +87,18 @@ impl PendingIo {
             Some(b) => (b.raw_fd(), b.caps()),
             None => (None, BackingCaps::default()),
         };
-        PendingIo { task, lu, io, read_buf: None, data, pattern: None, step: 0, xfer: None, fd, caps }
+        PendingIo {
+            task,
+            lu,
+            io,
+            read_buf: None,
+            data,
+            pattern: None,
+            step: 0,
+            xfer: None,
+            fd,
+            caps,
+        }
     }
 
     fn data_ptr(&self, r: &std::ops::Range<usize>) -> (usize, usize) {
@@ -104,7 +115,9 @@ impl PendingIo {
 
     fn resume(&mut self) -> Next {
         let x = self.xfer.expect("transfer in progress");
-        let fd = self.fd.expect("transfers only for stores with a descriptor");
+        let fd = self
+            .fd
+            .expect("transfers only for stores with a descriptor");
         let ptr = (x.ptr + x.done) as *mut u8;
         let len = u32::try_from(x.len - x.done).unwrap_or(u32::MAX);
         let off = x.offset + x.done as u64;
@@ -115,7 +128,9 @@ impl PendingIo {
             }
             w.build()
         } else {
-            opcode::Read::new(types::Fd(fd), ptr, len).offset(off).build()
+            opcode::Read::new(types::Fd(fd), ptr, len)
+                .offset(off)
+                .build()
         };
         Next::Submit(e)
     }
@@ -131,7 +146,14 @@ impl PendingIo {
                 let mut b = pool.alloc(len as usize);
                 let ptr = b.as_mut_ptr() as usize;
                 self.read_buf = Some(b);
-                self.begin(Xfer { write: false, ptr, len: len as usize, offset, done: 0, dsync: false })
+                self.begin(Xfer {
+                    write: false,
+                    ptr,
+                    len: len as usize,
+                    offset,
+                    done: 0,
+                    dsync: false,
+                })
             }
             BlockIo::Write { offset, data, fua } => {
                 if self.fd.is_none() {
@@ -141,14 +163,31 @@ impl PendingIo {
                 if len == 0 {
                     return Next::Done(IoResult::Ok);
                 }
-                self.begin(Xfer { write: true, ptr, len, offset, done: 0, dsync: fua })
+                self.begin(Xfer {
+                    write: true,
+                    ptr,
+                    len,
+                    offset,
+                    done: 0,
+                    dsync: fua,
+                })
             }
             BlockIo::Flush => match self.fd {
                 None => Next::Done(IoResult::Ok),
-                Some(fd) => Next::Submit(opcode::Fsync::new(types::Fd(fd)).flags(types::FsyncFlags::DATASYNC).build()),
+                Some(fd) => Next::Submit(
+                    opcode::Fsync::new(types::Fd(fd))
+                        .flags(types::FsyncFlags::DATASYNC)
+                        .build(),
+                ),
             },
             BlockIo::Discard { .. } => self.next_discard(),
-            BlockIo::WriteSame { offset, len, block, unmap, .. } => {
+            BlockIo::WriteSame {
+                offset,
+                len,
+                block,
+                unmap,
+                ..
+            } => {
                 if self.fd.is_none() || len == 0 {
                     return Next::Done(IoResult::Ok);
                 }
@@ -157,7 +196,9 @@ impl PendingIo {
                 // `self.data` keeps alive and nobody writes while the task executes.
                 let blk = unsafe { std::slice::from_raw_parts(bptr as *const u8, blen) };
                 if unmap && self.caps.unmap && blk.iter().all(|b| *b == 0) {
-                    self.io = BlockIo::Discard { ranges: vec![(offset, len)] };
+                    self.io = BlockIo::Discard {
+                        ranges: vec![(offset, len)],
+                    };
                     return self.next_discard();
                 }
                 if blen == 0 {
@@ -180,14 +221,25 @@ impl PendingIo {
                 let mut b = pool.alloc(len as usize);
                 let ptr = b.as_mut_ptr() as usize;
                 self.read_buf = Some(b);
-                self.begin(Xfer { write: false, ptr, len: len as usize, offset, done: 0, dsync: false })
+                self.begin(Xfer {
+                    write: false,
+                    ptr,
+                    len: len as usize,
+                    offset,
+                    done: 0,
+                    dsync: false,
+                })
             }
         }
     }
 
     fn next_discard(&mut self) -> Next {
-        let BlockIo::Discard { ranges } = &self.io else { unreachable!("discard state") };
-        let Some(fd) = self.fd else { return Next::Done(IoResult::Ok) };
+        let BlockIo::Discard { ranges } = &self.io else {
+            unreachable!("discard state")
+        };
+        let Some(fd) = self.fd else {
+            return Next::Done(IoResult::Ok);
+        };
         if !self.caps.unmap {
             return Next::Done(IoResult::Ok);
         }
@@ -206,7 +258,9 @@ impl PendingIo {
     }
 
     fn next_write_same(&mut self) -> Next {
-        let BlockIo::WriteSame { offset, len, .. } = self.io else { unreachable!("write same state") };
+        let BlockIo::WriteSame { offset, len, .. } = self.io else {
+            unreachable!("write same state")
+        };
         let p = self.pattern.as_ref().expect("pattern");
         let done = self.step as u64 * p.len() as u64;
         if done >= len {
@@ -215,13 +269,22 @@ impl PendingIo {
         self.step += 1;
         let n = (len - done).min(p.len() as u64) as usize;
         let ptr = p.as_ptr() as usize;
-        self.begin(Xfer { write: true, ptr, len: n, offset: offset + done, done: 0, dsync: false })
+        self.begin(Xfer {
+            write: true,
+            ptr,
+            len: n,
+            offset: offset + done,
+            done: 0,
+            dsync: false,
+        })
     }
 
     fn after_compare_read(&mut self, _pool: &BufPool, _zeros: &mut ZeroCache) -> Next {
         let read = self.read_buf.as_ref().expect("compare buffer");
         let (cmp_range, write) = match &self.io {
-            BlockIo::CompareAndWrite { verify, write, .. } => (Some(verify.clone()), Some(write.clone())),
+            BlockIo::CompareAndWrite { verify, write, .. } => {
+                (Some(verify.clone()), Some(write.clone()))
+            }
             BlockIo::Verify { compare, .. } => (compare.clone(), None),
             _ => unreachable!("compare state"),
         };
@@ -241,7 +304,14 @@ impl PendingIo {
                     return Next::Done(IoResult::Ok);
                 }
                 let (ptr, len) = self.data_ptr(&w);
-                self.begin(Xfer { write: true, ptr, len, offset, done: 0, dsync: false })
+                self.begin(Xfer {
+                    write: true,
+                    ptr,
+                    len,
+                    offset,
+                    done: 0,
+                    dsync: false,
+                })
             }
             _ => Next::Done(IoResult::Ok),
         }
@@ -265,11 +335,15 @@ impl PendingIo {
             self.xfer = None;
         }
         match &self.io {
-            BlockIo::Read { .. } | BlockIo::Write { .. } | BlockIo::Flush => Next::Done(IoResult::Ok),
+            BlockIo::Read { .. } | BlockIo::Write { .. } | BlockIo::Flush => {
+                Next::Done(IoResult::Ok)
+            }
             BlockIo::Discard { .. } => self.next_discard(),
             BlockIo::WriteSame { .. } => self.next_write_same(),
             BlockIo::CompareAndWrite { .. } if self.step == 1 => Next::Done(IoResult::Ok),
-            BlockIo::CompareAndWrite { .. } | BlockIo::Verify { .. } => self.after_compare_read(pool, zeros),
+            BlockIo::CompareAndWrite { .. } | BlockIo::Verify { .. } => {
+                self.after_compare_read(pool, zeros)
+            }
         }
     }
 }

@@ -230,6 +230,6 @@ mod tests {
     fn huge_buffers_bypass_the_pool() {
         let pool = BufPool::new();
         let a = pool.alloc((32 << 20) + 1);
-        assert!(a.capacity() >= (32 << 20) + 1);
+        assert!(a.capacity() > (32 << 20));
     }
 }

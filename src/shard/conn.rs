@@ -52,7 +52,13 @@ pub struct Conn {
 
 impl Conn {
     /// A new connection starting login.
-    pub fn new(stream: TcpStream, peer: SocketAddr, local: SocketAddr, login: LoginSm, generation: u16) -> Conn {
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        login: LoginSm,
+        generation: u16,
+    ) -> Conn {
         // SAFETY: msghdr is a plain C struct for which all-zero is a valid empty value.
         let msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         Conn {
@@ -113,7 +119,10 @@ impl Conn {
                 continue;
             }
             for s in p.slices(skip) {
-                self.iov.push(libc::iovec { iov_base: s.as_ptr() as *mut libc::c_void, iov_len: s.len() });
+                self.iov.push(libc::iovec {
+                    iov_base: s.as_ptr() as *mut libc::c_void,
+                    iov_len: s.len(),
+                });
             }
             skip = 0;
         }

@@ -17,7 +17,10 @@ use crate::iscsi::session::{Event, FfpParams, Kind, Session};
 use crate::iscsi::task::TaskRef;
 use crate::iscsi::tx::{Payload, TxPdu};
 use crate::mgmt::snapshot::ConfigSnapshot;
-use crate::scsi::{self, Effect, ExecCtx, LogicalUnit, NexusId, NexusState, Outcome, ScsiCommand, UaScope, UnitAttention};
+use crate::scsi::{
+    self, Effect, ExecCtx, LogicalUnit, NexusId, NexusState, Outcome, ScsiCommand, UaScope,
+    UnitAttention,
+};
 use crossbeam_channel::Receiver;
 use io_uring::{opcode, squeue, types, IoUring};
 use std::os::fd::{AsRawFd, RawFd};
@@ -53,8 +56,17 @@ fn entry(e: squeue::Entry, t: Token) -> squeue::Entry {
 
 impl Shard {
     /// Creates the shard's ring. Runs on the shard's own thread.
-    pub fn new(id: usize, rx: Receiver<ShardMsg>, wake_fd: RawFd, shared: Arc<Shared>) -> std::io::Result<Shard> {
-        let ring = IoUring::builder().setup_single_issuer().setup_coop_taskrun().build(RING_ENTRIES).or_else(|_| IoUring::new(RING_ENTRIES))?;
+    pub fn new(
+        id: usize,
+        rx: Receiver<ShardMsg>,
+        wake_fd: RawFd,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<Shard> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .build(RING_ENTRIES)
+            .or_else(|_| IoUring::new(RING_ENTRIES))?;
         Ok(Shard {
             id,
             ring,
@@ -88,8 +100,22 @@ impl Shard {
     }
 
     fn arm_wake(&mut self) {
-        let e = opcode::Read::new(types::Fd(self.wake_fd), (&mut *self.wake_buf) as *mut u64 as *mut u8, 8).build();
-        self.push(entry(e, Token { kind: OpKind::Wake, conn: 0, conn_gen: 0, task_slot: 0, task_gen: 0 }));
+        let e = opcode::Read::new(
+            types::Fd(self.wake_fd),
+            (&mut *self.wake_buf) as *mut u64 as *mut u8,
+            8,
+        )
+        .build();
+        self.push(entry(
+            e,
+            Token {
+                kind: OpKind::Wake,
+                conn: 0,
+                conn_gen: 0,
+                task_slot: 0,
+                task_gen: 0,
+            },
+        ));
     }
 
     /// Runs until shut down.
@@ -126,7 +152,10 @@ impl Shard {
     }
 
     fn conn_mut(&mut self, t: Token) -> Option<&mut Conn> {
-        self.conns.get_mut(usize::from(t.conn))?.as_mut().filter(|c| c.generation & 0xfff == t.conn_gen)
+        self.conns
+            .get_mut(usize::from(t.conn))?
+            .as_mut()
+            .filter(|c| c.generation & 0xfff == t.conn_gen)
     }
 
     fn mark(&mut self, ci: u16) {
@@ -138,9 +167,19 @@ impl Shard {
     fn drain_messages(&mut self) {
         while let Ok(m) = self.rx.try_recv() {
             match m {
-                ShardMsg::NewConnection { stream, peer, local } => self.add_conn(stream, peer, local),
+                ShardMsg::NewConnection {
+                    stream,
+                    peer,
+                    local,
+                } => self.add_conn(stream, peer, local),
                 ShardMsg::Config(c) => self.cfg = c,
-                ShardMsg::Ua { tid, lun, ua, except, only } => self.raise_ua(tid, lun, ua, except, only),
+                ShardMsg::Ua {
+                    tid,
+                    lun,
+                    ua,
+                    except,
+                    only,
+                } => self.raise_ua(tid, lun, ua, except, only),
                 ShardMsg::CloseSession { tid, tsih } => {
                     for i in 0..self.conns.len() {
                         let hit = matches!(&self.conns[i], Some(c) if matches!(&c.phase, Phase::Ffp(s) if s.tsih.0 == tsih && s.kind == Kind::Normal { tid }));
@@ -161,10 +200,24 @@ impl Shard {
         }
     }
 
-    fn raise_ua(&mut self, tid: u32, lun: Option<crate::scsi::Lun>, ua: UnitAttention, except: Option<Arc<str>>, only: Option<Arc<str>>) {
-        let luns = self.cfg.targets.get(&tid).map(|t| t.lun_list.clone()).unwrap_or_default();
+    fn raise_ua(
+        &mut self,
+        tid: u32,
+        lun: Option<crate::scsi::Lun>,
+        ua: UnitAttention,
+        except: Option<Arc<str>>,
+        only: Option<Arc<str>>,
+    ) {
+        let luns = self
+            .cfg
+            .targets
+            .get(&tid)
+            .map(|t| t.lun_list.clone())
+            .unwrap_or_default();
         for c in self.conns.iter_mut().flatten() {
-            let Phase::Ffp(s) = &mut c.phase else { continue };
+            let Phase::Ffp(s) = &mut c.phase else {
+                continue;
+            };
             let Some(n) = s.nexus.as_mut() else { continue };
             if n.id.tid != tid {
                 continue;
@@ -182,7 +235,12 @@ impl Shard {
         }
     }
 
-    fn add_conn(&mut self, stream: std::net::TcpStream, peer: std::net::SocketAddr, local: std::net::SocketAddr) {
+    fn add_conn(
+        &mut self,
+        stream: std::net::TcpStream,
+        peer: std::net::SocketAddr,
+        local: std::net::SocketAddr,
+    ) {
         let _ = stream.set_nodelay(true);
         let ci = match self.free.pop() {
             Some(i) => i,
@@ -197,16 +255,32 @@ impl Shard {
         };
         let g = self.generations[usize::from(ci)].wrapping_add(1) & 0xfff;
         self.generations[usize::from(ci)] = g;
-        let login = LoginSm::new(LoginCtx { local, peer, tpgt: 1, shard: self.id });
+        let login = LoginSm::new(LoginCtx {
+            local,
+            peer,
+            tpgt: 1,
+            shard: self.id,
+        });
         self.conns[usize::from(ci)] = Some(Conn::new(stream, peer, local, login, g));
         self.shared.shard_conns[self.id].fetch_add(1, Ordering::Relaxed);
         self.mark(ci);
     }
 
     fn token(&self, kind: OpKind, ci: u16, task: Option<TaskRef>) -> Token {
-        let g = self.conns[usize::from(ci)].as_ref().map(|c| c.generation).unwrap_or(0);
-        let (task_slot, task_gen) = task.map(|r| (r.slot as u16, r.generation)).unwrap_or((0, 0));
-        Token { kind, conn: ci, conn_gen: g & 0xfff, task_slot, task_gen }
+        let g = self.conns[usize::from(ci)]
+            .as_ref()
+            .map(|c| c.generation)
+            .unwrap_or(0);
+        let (task_slot, task_gen) = task
+            .map(|r| (r.slot as u16, r.generation))
+            .unwrap_or((0, 0));
+        Token {
+            kind,
+            conn: ci,
+            conn_gen: g & 0xfff,
+            task_slot,
+            task_gen,
+        }
     }
 
     fn on_recv(&mut self, t: Token, res: i32) {
@@ -229,7 +303,9 @@ impl Shard {
         let shared = self.shared.clone();
         let shard_id = self.id;
         let pool = self.pool.clone();
-        let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+        let Some(c) = self.conns[usize::from(ci)].as_mut() else {
+            return;
+        };
         let mut consumed = 0usize;
         let mut fatal = false;
         let mut session_up = None;
@@ -248,7 +324,12 @@ impl Shard {
                 RxStep::Fatal { error, bhs } => {
                     tracing::warn!(peer = %c.peer, "closing connection: {error}");
                     if let (Some(bhs), Phase::Ffp(s)) = (bhs, &mut c.phase) {
-                        s.queue(crate::iscsi::pdu::Bhs::reject(crate::iscsi::pdu::RejectReason::ProtocolError), Payload::Owned(bhs.to_vec()));
+                        s.queue(
+                            crate::iscsi::pdu::Bhs::reject(
+                                crate::iscsi::pdu::RejectReason::ProtocolError,
+                            ),
+                            Payload::Owned(bhs.to_vec()),
+                        );
                     }
                     fatal = true;
                     break;
@@ -260,38 +341,56 @@ impl Shard {
                         Phase::Login(sm) => {
                             let data = &slice[pdu.data.clone()];
                             match &pdu.req {
-                                Request::Login(req) => match sm.on_pdu(req, data, &cfg, &shared.registry) {
-                                    LoginStep::Continue { bhs, data } => {
-                                        c.login_out.push_back(TxPdu::new(bhs, payload(data), false, false))
-                                    }
-                                    LoginStep::Fail { bhs, data } => {
-                                        c.login_out.push_back(TxPdu::new(bhs, payload(data), false, false));
-                                        c.close_after_flush = true;
-                                    }
-                                    LoginStep::Done { bhs, data, session } => {
-                                        c.login_out.push_back(TxPdu::new(bhs, payload(data), false, false));
-                                        let s = build_session(&session, &cfg, pool.clone());
-                                        if let Some((shard, tid, tsih)) = session.reinstate {
-                                            shared.send(shard, ShardMsg::CloseSession { tid, tsih: tsih.0 });
+                                Request::Login(req) => {
+                                    match sm.on_pdu(req, data, &cfg, &shared.registry) {
+                                        LoginStep::Continue { bhs, data } => c.login_out.push_back(
+                                            TxPdu::new(bhs, payload(data), false, false),
+                                        ),
+                                        LoginStep::Fail { bhs, data } => {
+                                            c.login_out.push_back(TxPdu::new(
+                                                bhs,
+                                                payload(data),
+                                                false,
+                                                false,
+                                            ));
+                                            c.close_after_flush = true;
                                         }
-                                        if let Kind::Normal { tid } = s.kind {
-                                            session_up = Some(ControlEvent::SessionUp {
-                                                shard: shard_id,
-                                                tid,
-                                                tsih: s.tsih.0,
-                                                initiator: s.initiator_name.clone(),
-                                                alias: session.initiator_alias.clone(),
-                                                conns: vec![ConnInfo { cid: s.cid.0, peer: c.peer }],
-                                            });
+                                        LoginStep::Done { bhs, data, session } => {
+                                            c.login_out.push_back(TxPdu::new(
+                                                bhs,
+                                                payload(data),
+                                                false,
+                                                false,
+                                            ));
+                                            let s = build_session(&session, &cfg, pool.clone());
+                                            if let Some((shard, tid, tsih)) = session.reinstate {
+                                                shared.send(
+                                                    shard,
+                                                    ShardMsg::CloseSession { tid, tsih: tsih.0 },
+                                                );
+                                            }
+                                            if let Kind::Normal { tid } = s.kind {
+                                                session_up = Some(ControlEvent::SessionUp {
+                                                    shard: shard_id,
+                                                    tid,
+                                                    tsih: s.tsih.0,
+                                                    initiator: s.initiator_name.clone(),
+                                                    alias: session.initiator_alias.clone(),
+                                                    conns: vec![ConnInfo {
+                                                        cid: s.cid.0,
+                                                        peer: c.peer,
+                                                    }],
+                                                });
+                                            }
+                                            // Move the login responses ahead of anything FFP queues.
+                                            let mut s = s;
+                                            let mut q = std::mem::take(&mut c.login_out);
+                                            q.extend(s.out.drain(..));
+                                            s.out = q;
+                                            c.phase = Phase::Ffp(Box::new(s));
                                         }
-                                        // Move the login responses ahead of anything FFP queues.
-                                        let mut s = s;
-                                        let mut q = std::mem::take(&mut c.login_out);
-                                        q.extend(s.out.drain(..));
-                                        s.out = q;
-                                        c.phase = Phase::Ffp(Box::new(s));
                                     }
-                                },
+                                }
                                 _ => {
                                     // RFC 7143 §6.1: only Login PDUs before full feature phase.
                                     fatal = true;
@@ -361,15 +460,21 @@ impl Shard {
     fn after_io_step(&mut self, ci: u16, slot: usize, next: Next) {
         match next {
             Next::Submit(e) => {
-                let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+                let Some(c) = self.conns[usize::from(ci)].as_mut() else {
+                    return;
+                };
                 let r = c.pending[slot].as_ref().map(|p| p.task);
                 c.io_inflight += 1;
                 let tok = self.token(OpKind::Backend, ci, r);
                 self.push(entry(e, tok));
             }
             Next::Done(result) => {
-                let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
-                let Some(p) = c.pending[slot].take() else { return };
+                let Some(c) = self.conns[usize::from(ci)].as_mut() else {
+                    return;
+                };
+                let Some(p) = c.pending[slot].take() else {
+                    return;
+                };
                 self.complete_task(ci, p, result);
             }
         }
@@ -377,7 +482,9 @@ impl Shard {
 
     fn complete_task(&mut self, ci: u16, p: PendingIo, result: IoResult) {
         let cfg = self.cfg.clone();
-        let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+        let Some(c) = self.conns[usize::from(ci)].as_mut() else {
+            return;
+        };
         let Phase::Ffp(s) = &mut c.phase else { return };
         let effects = finish_io(s, &cfg, p, result);
         self.deliver(effects);
@@ -392,7 +499,13 @@ impl Shard {
                 UaScope::OthersOf(id) => (Some(id.initiator_port), None),
                 UaScope::Only(id) => (None, Some(id.initiator_port)),
             };
-            self.shared.broadcast(|| ShardMsg::Ua { tid, lun, ua, except: except.clone(), only: only.clone() });
+            self.shared.broadcast(|| ShardMsg::Ua {
+                tid,
+                lun,
+                ua,
+                except: except.clone(),
+                only: only.clone(),
+            });
         }
     }
 
@@ -414,7 +527,9 @@ impl Shard {
     fn run_ready(&mut self, ci: u16) {
         let cfg = self.cfg.clone();
         loop {
-            let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+            let Some(c) = self.conns[usize::from(ci)].as_mut() else {
+                return;
+            };
             if c.closing {
                 return;
             }
@@ -426,7 +541,9 @@ impl Shard {
                 let slot = r.slot as usize;
                 let mut p = PendingIo::new(r, lu, io, data);
                 let next = p.start(&self.pool, &mut self.zeros);
-                let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+                let Some(c) = self.conns[usize::from(ci)].as_mut() else {
+                    return;
+                };
                 if c.pending.len() <= slot {
                     c.pending.resize_with(slot + 1, || None);
                 }
@@ -439,14 +556,17 @@ impl Shard {
     fn handle_events(&mut self, ci: u16) {
         let cfg = self.cfg.clone();
         loop {
-            let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+            let Some(c) = self.conns[usize::from(ci)].as_mut() else {
+                return;
+            };
             let (peer, local) = (c.peer, c.local);
             let Phase::Ffp(s) = &mut c.phase else { return };
-            let Some(ev) = s.events.pop_front() else { return };
+            let Some(ev) = s.events.pop_front() else {
+                return;
+            };
             match ev {
-                Event::Text { req, data } => {
-                    let (bhs, out) = c.text.on_text(&req, &data, s, peer, local, &cfg);
-                    s.send_text(bhs, out);
+                Event::Text { req, data, bhs } => {
+                    text_response(s, &req, &data, &bhs, peer, local, &cfg)
                 }
                 Event::LunReset { lun } => {
                     if let Some(n) = &s.nexus {
@@ -454,7 +574,11 @@ impl Shard {
                         if let Some(lu) = cfg.targets.get(&tid).and_then(|t| t.luns.get(&lun)) {
                             lu.reset();
                         }
-                        let e = Effect::Ua { scope: UaScope::OthersOf(n.id.clone()), lun: Some(lun), ua: UnitAttention::LunReset };
+                        let e = Effect::Ua {
+                            scope: UaScope::OthersOf(n.id.clone()),
+                            lun: Some(lun),
+                            ua: UnitAttention::LunReset,
+                        };
                         self.deliver(vec![(tid, e)]);
                     }
                 }
@@ -464,7 +588,11 @@ impl Shard {
                         if let Some(t) = cfg.targets.get(&tid) {
                             t.luns.values().for_each(|lu| lu.reset());
                         }
-                        let e = Effect::Ua { scope: UaScope::OthersOf(n.id.clone()), lun: None, ua: UnitAttention::PowerOnReset };
+                        let e = Effect::Ua {
+                            scope: UaScope::OthersOf(n.id.clone()),
+                            lun: None,
+                            ua: UnitAttention::PowerOnReset,
+                        };
                         self.deliver(vec![(tid, e)]);
                     }
                 }
@@ -474,7 +602,9 @@ impl Shard {
 
     /// Gathers queued PDUs into one sendmsg when none is in flight.
     fn flush(&mut self, ci: u16) {
-        let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+        let Some(c) = self.conns[usize::from(ci)].as_mut() else {
+            return;
+        };
         if c.send_inflight || c.closing {
             return;
         }
@@ -487,13 +617,17 @@ impl Shard {
         c.send_inflight = true;
         let fd = c.stream.as_raw_fd();
         let msg: *const libc::msghdr = &*c.msg;
-        let e = opcode::SendMsg::new(types::Fd(fd), msg).flags(libc::MSG_NOSIGNAL as u32).build();
+        let e = opcode::SendMsg::new(types::Fd(fd), msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build();
         let tok = self.token(OpKind::Send, ci, None);
         self.push(entry(e, tok));
     }
 
     fn arm_recv(&mut self, ci: u16) {
-        let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+        let Some(c) = self.conns[usize::from(ci)].as_mut() else {
+            return;
+        };
         if c.recv_inflight || c.closing || c.close_after_flush {
             return;
         }
@@ -516,7 +650,9 @@ impl Shard {
     /// Starts closing a connection: no more receives, its tasks are aborted, and the socket
     /// is shut down so operations in flight complete. The slot is freed by `maybe_free`.
     fn begin_close(&mut self, ci: u16) {
-        let Some(c) = self.conns[usize::from(ci)].as_mut() else { return };
+        let Some(c) = self.conns[usize::from(ci)].as_mut() else {
+            return;
+        };
         if c.closing {
             return;
         }
@@ -529,15 +665,22 @@ impl Shard {
     }
 
     fn maybe_free(&mut self, ci: u16) {
-        let Some(c) = self.conns[usize::from(ci)].as_ref() else { return };
+        let Some(c) = self.conns[usize::from(ci)].as_ref() else {
+            return;
+        };
         if !c.closing || c.recv_inflight || c.send_inflight || c.io_inflight > 0 {
             return;
         }
-        let c = self.conns[usize::from(ci)].take().expect("connection present");
+        let c = self.conns[usize::from(ci)]
+            .take()
+            .expect("connection present");
         if let Phase::Ffp(s) = &c.phase {
             if let Kind::Normal { tid } = s.kind {
                 self.shared.registry.unregister(tid, s.tsih);
-                let _ = self.shared.control.send(ControlEvent::SessionDown { tid, tsih: s.tsih.0 });
+                let _ = self.shared.control.send(ControlEvent::SessionDown {
+                    tid,
+                    tsih: s.tsih.0,
+                });
             }
         }
         self.shared.shard_conns[self.id].fetch_sub(1, Ordering::Relaxed);
@@ -552,12 +695,23 @@ fn exec_task(
     s: &mut Session,
     cfg: &ConfigSnapshot,
     r: TaskRef,
-) -> (Option<(Arc<LogicalUnit>, crate::backing::BlockIo, Option<crate::shard::buf::IoBuf>)>, Vec<(u32, Effect)>) {
-    let Kind::Normal { tid } = s.kind else { return (None, Vec::new()) };
+) -> (
+    Option<(
+        Arc<LogicalUnit>,
+        crate::backing::BlockIo,
+        Option<crate::shard::buf::IoBuf>,
+    )>,
+    Vec<(u32, Effect)>,
+) {
+    let Kind::Normal { tid } = s.kind else {
+        return (None, Vec::new());
+    };
     let target = cfg.targets.get(&tid);
     let luns: &[crate::scsi::Lun] = target.map(|t| &t.lun_list[..]).unwrap_or(&[]);
     let resp = {
-        let Some((task, nexus)) = s.task_and_nexus(r) else { return (None, Vec::new()) };
+        let Some((task, nexus)) = s.task_and_nexus(r) else {
+            return (None, Vec::new());
+        };
         let lu = target.and_then(|t| t.luns.get(&task.lun)).cloned();
         let cdb = task.cdb_bytes();
         let cmd = ScsiCommand {
@@ -569,32 +723,63 @@ fn exec_task(
             attr: task.attr,
         };
         let data = task.data.clone();
-        let mut ctx = ExecCtx { tid, lun: task.lun, lu: lu.as_deref(), luns, nexus };
+        let out_len = if task.write {
+            lu.as_ref()
+                .and_then(|l| scsi::data_out_len(&cdb, l.block_size()))
+        } else {
+            None
+        };
+        let mut ctx = ExecCtx {
+            tid,
+            lun: task.lun,
+            lu: lu.as_deref(),
+            luns,
+            nexus,
+        };
         match scsi::execute(&mut ctx, &cmd) {
-            Outcome::Done(resp) => resp,
+            Outcome::Done(resp) => (resp, out_len),
             Outcome::Io(io) => match lu {
                 Some(lu) => return (Some((lu, io, data)), Vec::new()),
-                None => scsi::Response {
-                    status: scsi::ScsiStatus::CheckCondition,
-                    sense: Vec::new(),
-                    data: scsi::DataIn::None,
-                    effects: Vec::new(),
-                },
+                None => (
+                    scsi::Response {
+                        status: scsi::ScsiStatus::CheckCondition,
+                        sense: Vec::new(),
+                        data: scsi::DataIn::None,
+                        effects: Vec::new(),
+                    },
+                    None,
+                ),
             },
         }
     };
-    let mut resp = resp;
-    let effects = std::mem::take(&mut resp.effects).into_iter().map(|e| (tid, e)).collect();
-    s.finish(r, resp);
+    let (mut resp, out_len) = resp;
+    let effects = std::mem::take(&mut resp.effects)
+        .into_iter()
+        .map(|e| (tid, e))
+        .collect();
+    s.finish(r, resp, out_len);
     (None, effects)
 }
 
 /// Completes a task after its backend I/O.
-fn finish_io(s: &mut Session, cfg: &ConfigSnapshot, p: PendingIo, result: IoResult) -> Vec<(u32, Effect)> {
-    let Kind::Normal { tid } = s.kind else { return Vec::new() };
-    let luns: &[crate::scsi::Lun] = cfg.targets.get(&tid).map(|t| &t.lun_list[..]).unwrap_or(&[]);
-    let mut resp = {
-        let Some((task, nexus)) = s.task_and_nexus(p.task) else { return Vec::new() };
+fn finish_io(
+    s: &mut Session,
+    cfg: &ConfigSnapshot,
+    p: PendingIo,
+    result: IoResult,
+) -> Vec<(u32, Effect)> {
+    let Kind::Normal { tid } = s.kind else {
+        return Vec::new();
+    };
+    let luns: &[crate::scsi::Lun] = cfg
+        .targets
+        .get(&tid)
+        .map(|t| &t.lun_list[..])
+        .unwrap_or(&[]);
+    let (mut resp, out_len) = {
+        let Some((task, nexus)) = s.task_and_nexus(p.task) else {
+            return Vec::new();
+        };
         let cdb = task.cdb_bytes();
         let cmd = ScsiCommand {
             cdb: &cdb,
@@ -604,16 +789,81 @@ fn finish_io(s: &mut Session, cfg: &ConfigSnapshot, p: PendingIo, result: IoResu
             write: task.write,
             attr: task.attr,
         };
-        let mut ctx = ExecCtx { tid, lun: task.lun, lu: Some(&p.lu), luns, nexus };
-        scsi::complete(&mut ctx, &cmd, &p.io, result, p.read_buf)
+        let out_len = if task.write {
+            scsi::data_out_len(&cdb, p.lu.block_size())
+        } else {
+            None
+        };
+        let mut ctx = ExecCtx {
+            tid,
+            lun: task.lun,
+            lu: Some(&p.lu),
+            luns,
+            nexus,
+        };
+        (
+            scsi::complete(&mut ctx, &cmd, &p.io, result, p.read_buf),
+            out_len,
+        )
     };
-    let effects = std::mem::take(&mut resp.effects).into_iter().map(|e| (tid, e)).collect();
-    s.finish(p.task, resp);
+    let effects = std::mem::take(&mut resp.effects)
+        .into_iter()
+        .map(|e| (tid, e))
+        .collect();
+    s.finish(p.task, resp, out_len);
     effects
 }
 
 fn c_pending_missing(conns: &[Option<Conn>], ci: u16, slot: usize) -> bool {
-    conns[usize::from(ci)].as_ref().is_none_or(|c| c.pending.get(slot).is_none_or(Option::is_none))
+    conns[usize::from(ci)]
+        .as_ref()
+        .is_none_or(|c| c.pending.get(slot).is_none_or(Option::is_none))
+}
+
+/// Answers a Text Request (SendTargets discovery and key negotiation).
+fn text_response(
+    s: &mut Session,
+    req: &crate::iscsi::pdu::TextReq,
+    data: &[u8],
+    req_bhs: &[u8; crate::iscsi::pdu::BHS_LEN],
+    peer: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+    cfg: &ConfigSnapshot,
+) {
+    use crate::iscsi::discovery::{TextCtx, TextReply};
+    let kind = match s.kind {
+        Kind::Discovery => SessionKind::Discovery,
+        Kind::Normal { tid } => SessionKind::Normal { tid },
+    };
+    let name = s.initiator_name.clone();
+    let ctx = TextCtx {
+        kind: &kind,
+        initiator_name: &name,
+        peer_ip: peer.ip(),
+        local,
+        tpgt: 1,
+        cfg,
+        max_xmit: s.params.max_xmit_data,
+        max_recv: s.params.max_recv_data,
+    };
+    match s.text.on_text(req, data, &ctx) {
+        TextReply::Respond {
+            bhs,
+            data,
+            new_max_xmit,
+        } => {
+            if let Some(m) = new_max_xmit {
+                s.params.max_xmit_data = m;
+            }
+            s.send_text(bhs, data);
+        }
+        TextReply::Reject(reason) => {
+            s.queue(
+                crate::iscsi::pdu::Bhs::reject(reason),
+                Payload::Owned(req_bhs.to_vec()),
+            );
+        }
+    }
 }
 
 fn payload(data: Vec<u8>) -> Payload {
@@ -643,7 +893,10 @@ fn build_session(o: &LoginOutcome, cfg: &ConfigSnapshot, pool: BufPool) -> Sessi
         SessionKind::Discovery => (Kind::Discovery, None),
         SessionKind::Normal { tid } => {
             let port: Arc<str> = Arc::from(format!("{},i,0x{}", o.initiator_name, o.isid.hex()));
-            let mut n = NexusState::new(NexusId { tid, initiator_port: port });
+            let mut n = NexusState::new(NexusId {
+                tid,
+                initiator_port: port,
+            });
             // A new I_T nexus starts with POWER ON, RESET OCCURRED on every LU (SAM-5 §6.3.1).
             if let Some(t) = cfg.targets.get(&tid) {
                 for l in &t.lun_list {
@@ -653,5 +906,16 @@ fn build_session(o: &LoginOutcome, cfg: &ConfigSnapshot, pool: BufPool) -> Sessi
             (Kind::Normal { tid }, Some(n))
         }
     };
-    Session::new(kind, o.tsih, o.cid, o.isid, o.initiator_name.clone(), params, nexus, o.exp_cmd_sn, o.next_stat_sn, pool)
+    Session::new(
+        kind,
+        o.tsih,
+        o.cid,
+        o.isid,
+        o.initiator_name.clone(),
+        params,
+        nexus,
+        o.exp_cmd_sn,
+        o.next_stat_sn,
+        pool,
+    )
 }

@@ -3,13 +3,13 @@
 //! mutable on the data path: they talk by [`msg::ShardMsg`] over crossbeam channels, each
 //! paired with an eventfd whose read is always pending on the receiving shard's ring.
 
-//TMP pub mod backend;
+pub mod backend;
 pub mod buf;
-//TMP pub mod conn;
+pub mod conn;
 pub mod cpus;
-//TMP pub mod event_loop;
+pub mod event_loop;
 pub mod msg;
-//TMP pub mod plane;
+pub mod plane;
 pub mod token;
 
 use crate::iscsi::registry::SessionRegistry;

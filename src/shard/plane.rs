@@ -60,24 +60,29 @@ impl Plane {
             control: ctl_tx,
         });
         let mut threads = Vec::new();
-        for (i, ((rx, wake_fd), cpu)) in receivers.into_iter().zip(cpus.iter().copied()).enumerate() {
+        for (i, ((rx, wake_fd), cpu)) in receivers.into_iter().zip(cpus.iter().copied()).enumerate()
+        {
             let shared = shared.clone();
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-            let t = std::thread::Builder::new().name(format!("tgtd/shard{i}")).spawn(move || {
-                if let Err(e) = pin_current_thread(cpu) {
-                    tracing::warn!("shard {i}: cannot pin to CPU {cpu}: {e}");
-                }
-                match Shard::new(i, rx, wake_fd, shared) {
-                    Ok(s) => {
-                        let _ = ready_tx.send(Ok(()));
-                        s.run();
+            let t = std::thread::Builder::new()
+                .name(format!("tgtd/shard{i}"))
+                .spawn(move || {
+                    if let Err(e) = pin_current_thread(cpu) {
+                        tracing::warn!("shard {i}: cannot pin to CPU {cpu}: {e}");
                     }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
+                    match Shard::new(i, rx, wake_fd, shared) {
+                        Ok(s) => {
+                            let _ = ready_tx.send(Ok(()));
+                            s.run();
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
                     }
-                }
-            })?;
-            ready_rx.recv().map_err(|_| io::Error::other("shard thread died"))??;
+                })?;
+            ready_rx
+                .recv()
+                .map_err(|_| io::Error::other("shard thread died"))??;
             threads.push(t);
         }
         Ok((
@@ -101,7 +106,12 @@ impl Plane {
 }
 
 /// Accepts on one portal until stopped, placing each connection on the shard with the fewest.
-fn accept_loop(listener: Arc<TcpListener>, stop: Arc<AtomicBool>, shared: Arc<Shared>, latest: Arc<Mutex<Arc<ConfigSnapshot>>>) {
+fn accept_loop(
+    listener: Arc<TcpListener>,
+    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    latest: Arc<Mutex<Arc<ConfigSnapshot>>>,
+) {
     loop {
         let accepted = listener.accept();
         if stop.load(Ordering::Acquire) {
@@ -110,7 +120,10 @@ fn accept_loop(listener: Arc<TcpListener>, stop: Arc<AtomicBool>, shared: Arc<Sh
         let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
-                if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOMEM)) {
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOMEM)
+                ) {
                     // Out of descriptors: back off briefly instead of spinning.
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
@@ -124,7 +137,9 @@ fn accept_loop(listener: Arc<TcpListener>, stop: Arc<AtomicBool>, shared: Arc<Sh
                 continue;
             }
         }
-        let Ok(local) = stream.local_addr() else { continue };
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
         let shard = shared
             .shard_conns
             .iter()
@@ -132,7 +147,14 @@ fn accept_loop(listener: Arc<TcpListener>, stop: Arc<AtomicBool>, shared: Arc<Sh
             .min_by_key(|(_, n)| n.load(Ordering::Relaxed))
             .map(|(i, _)| i)
             .unwrap_or(0);
-        shared.send(shard, ShardMsg::NewConnection { stream, peer, local });
+        shared.send(
+            shard,
+            ShardMsg::NewConnection {
+                stream,
+                peer,
+                local,
+            },
+        );
     }
 }
 
@@ -143,11 +165,18 @@ impl DataPlane for Plane {
     }
 
     fn raise_ua(&self, tid: u32, lun: Option<Lun>, ua: UnitAttention) {
-        self.shared.broadcast(|| ShardMsg::Ua { tid, lun, ua, except: None, only: None });
+        self.shared.broadcast(|| ShardMsg::Ua {
+            tid,
+            lun,
+            ua,
+            except: None,
+            only: None,
+        });
     }
 
     fn close_session(&self, tid: u32, tsih: u16) {
-        self.shared.broadcast(|| ShardMsg::CloseSession { tid, tsih });
+        self.shared
+            .broadcast(|| ShardMsg::CloseSession { tid, tsih });
     }
 
     fn add_portal(&self, addr: SocketAddr) -> io::Result<()> {
@@ -155,7 +184,11 @@ impl DataPlane for Plane {
         if portals.contains_key(&addr) {
             return Err(io::Error::from(io::ErrorKind::AddrInUse));
         }
-        let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
         sock.set_reuse_address(true)?;
         if addr.is_ipv6() {
             sock.set_only_v6(true)?;
@@ -164,16 +197,33 @@ impl DataPlane for Plane {
         sock.listen(libc::SOMAXCONN)?;
         let listener = Arc::new(TcpListener::from(sock));
         let stop = Arc::new(AtomicBool::new(false));
-        let (l, s, sh, lt) = (listener.clone(), stop.clone(), self.shared.clone(), self.latest.clone());
+        let (l, s, sh, lt) = (
+            listener.clone(),
+            stop.clone(),
+            self.shared.clone(),
+            self.latest.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name(format!("tgtd/accept {addr}"))
             .spawn(move || accept_loop(l, s, sh, lt))?;
-        portals.insert(addr, Portal { listener, stop, thread: Some(thread) });
+        portals.insert(
+            addr,
+            Portal {
+                listener,
+                stop,
+                thread: Some(thread),
+            },
+        );
         Ok(())
     }
 
     fn remove_portal(&self, addr: SocketAddr) -> io::Result<()> {
-        let mut p = self.portals.lock().expect("portals lock").remove(&addr).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let mut p = self
+            .portals
+            .lock()
+            .expect("portals lock")
+            .remove(&addr)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         p.stop.store(true, Ordering::Release);
         // SAFETY: shutdown on a listening socket we own wakes its blocked accept (EINVAL).
         unsafe { libc::shutdown(p.listener.as_raw_fd(), libc::SHUT_RDWR) };
@@ -184,7 +234,13 @@ impl DataPlane for Plane {
     }
 
     fn shutdown(&self) {
-        let addrs: Vec<SocketAddr> = self.portals.lock().expect("portals lock").keys().copied().collect();
+        let addrs: Vec<SocketAddr> = self
+            .portals
+            .lock()
+            .expect("portals lock")
+            .keys()
+            .copied()
+            .collect();
         for a in addrs {
             let _ = self.remove_portal(a);
         }
