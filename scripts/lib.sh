@@ -28,6 +28,9 @@ OURS_TGTD=${OURS_TGTD:-$LIB_REPO/target/release/tgtd}
 OURS_TGTADM=${OURS_TGTADM:-$LIB_REPO/target/release/tgtadm}
 TGT_TGTD=${TGT_TGTD:-/usr/sbin/tgtd}
 TGT_TGTADM=${TGT_TGTADM:-/usr/sbin/tgtadm}
+# Debian's python3-* packages (matplotlib) belong to /usr/bin/python3; prefer it over a
+# python3 that happens to come first in PATH (pyenv and the like).
+PYTHON=${PYTHON:-$(command -v /usr/bin/python3 || command -v python3 || echo python3)}
 # Upper bounds for every wait below, in polls of 0.1 s.
 LIB_START_POLLS=${LIB_START_POLLS:-100}
 LIB_STOP_POLLS=${LIB_STOP_POLLS:-50}
@@ -83,11 +86,12 @@ tgtd_bin()   { case $1 in ours) echo "$OURS_TGTD";;   tgt) echo "$TGT_TGTD";;   
 tgtadm_bin() { case $1 in ours) echo "$OURS_TGTADM";; tgt) echo "$TGT_TGTADM";; *) die "unknown target kind '$1' (ours|tgt)";; esac; }
 
 # tadm CTRLPORT ARGS...: run the instance's tgtadm against its private socket, bounded in time
-# (tgtadm retries a vanished socket forever).
+# (tgtadm retries a vanished socket forever; a wedged tgtd never answers).
+LIB_TGTADM_TIMEOUT=${LIB_TGTADM_TIMEOUT:-20}
 tadm() {
   local port=$1; shift
   local kind=${LIB_TGT_KIND[$port]:-tgt}
-  timeout -k 2 20 "$(tgtadm_bin "$kind")" -C "$port" "$@"
+  timeout -k 2 "$LIB_TGTADM_TIMEOUT" "$(tgtadm_bin "$kind")" -C "$port" "$@"
 }
 
 # A TCP port on 127.0.0.1 with no listener, from 20000-29999 (below the kernel's ephemeral
@@ -161,6 +165,8 @@ stop_target() {
   pid=${LIB_TGT_PID[$ctrl]:-}
   [ -n "$pid" ] || return 0
   if kill -0 "$pid" 2>/dev/null; then
+    # Short timeouts: a tgtd that does not answer within 5 s is killed below anyway.
+    local LIB_TGTADM_TIMEOUT=5
     for tid in $(tadm "$ctrl" --op show --mode target 2>/dev/null | sed -n 's/^Target \([0-9]*\):.*/\1/p'); do
       tadm "$ctrl" --op delete --mode target --tid "$tid" --force >/dev/null 2>&1 || log "warning: deleting tid $tid on control port $ctrl failed"
     done

@@ -109,7 +109,10 @@ def main():
             problems.append(f'{lu}: no tests ran (see {path})')
         rc = log_rc(path)
         note = ''
-        if rc in (124, 137):
+        if any(l.startswith('# STALLED') for l in open(path, errors='replace')):
+            note = ' STALLED'
+            problems.append(f'{lu}: iscsi-test-cu stalled (target hung?) (see {path})')
+        elif rc in (124, 137):
             note = ' TIMED OUT'
             problems.append(f'{lu}: iscsi-test-cu timed out (see {path})')
         lu_failed = sum(1 for r in rows if r[0] == lu and r[5] == 'FAIL')

@@ -9,7 +9,8 @@
 #   TARGET=ours|tgt   which tgtd to test (default ours: target/release/tgtd, built beforehand)
 #   RESULTS=DIR       where logs go (default tests/conformance/results/<target>-<UTC time>)
 #   EXPECTED=FILE     expectations (default tests/conformance/expected.tsv)
-#   CU_TIMEOUT=S      bound on one iscsi-test-cu run (default 900 s)
+#   CU_TIMEOUT=S      bound on one iscsi-test-cu run (default 600 s; a full run takes ~20 s)
+#   CU_STALL=S        stop iscsi-test-cu when its output has not grown for S s (default 60)
 #   CU_TEST=REGEX     iscsi-test-cu --test value (default ALL)
 #   LU_SIZE=SIZE      backing file size (default 128M)
 # Exit status: 0 when no test FAILED and every expected pass passed; 1 otherwise; 2 on a
@@ -22,7 +23,8 @@ source "$REPO/scripts/lib.sh"
 
 TARGET=${TARGET:-ours}
 EXPECTED=${EXPECTED:-$HERE/expected.tsv}
-CU_TIMEOUT=${CU_TIMEOUT:-900}
+CU_TIMEOUT=${CU_TIMEOUT:-600}
+CU_STALL=${CU_STALL:-60}
 CU_TEST=${CU_TEST:-ALL}
 LU_SIZE=${LU_SIZE:-128M}
 RESULTS=${RESULTS:-$HERE/results/$TARGET-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -65,7 +67,23 @@ run_one_lu() {
   start=$(date +%s)
   # Same command as ../shared/scripts/run-conformance.sh; the second URL enables MultipathIO.
   timeout -k 10 "$CU_TIMEOUT" stdbuf -oL -eL iscsi-test-cu --dataloss -i "$I1" -I "$I2" \
-    --test="$CU_TEST" "$url" "$url" >>"$out" 2>&1 </dev/null || rc=$?
+    --test="$CU_TEST" "$url" "$url" >>"$out" 2>&1 </dev/null &
+  local cu_pid=$! size last_size=-1 still_s=0 i
+  # Stall watchdog: a target that hangs inside one test (Debian tgt spins forever on GET LBA
+  # STATUS against a null LU) would otherwise hold the whole run until CU_TIMEOUT.
+  for ((i = 0; i < CU_TIMEOUT + 30; i++)); do
+    kill -0 "$cu_pid" 2>/dev/null || break
+    size=$(stat -c %s "$out")
+    if [ "$size" = "$last_size" ]; then still_s=$((still_s + 1)); else still_s=0; last_size=$size; fi
+    if [ "$still_s" -ge "$CU_STALL" ]; then
+      log "[$lu] no output for ${CU_STALL}s, stopping iscsi-test-cu; stuck in: $(grep -E '^Suite: |^  Test: ' "$out" | tail -n 2 | tr -s ' \n' ' ')"
+      echo "# STALLED: no output for ${CU_STALL}s" >> "$out"
+      kill -TERM "$cu_pid" 2>/dev/null || true
+      break
+    fi
+    sleep 1
+  done
+  wait "$cu_pid" || rc=$?
   end=$(date +%s)
   printf '\n# rc=%s elapsed_s=%s\n' "$rc" "$((end - start))" >> "$out"
   if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
@@ -82,7 +100,7 @@ done
 logs=()
 for lu in "${LUS[@]}"; do logs+=("$lu=$RESULTS/$lu.log"); done
 rc=0
-python3 "$HERE/compare.py" --expected "$EXPECTED" --target "$TARGET" --out "$RESULTS/results.tsv" "${logs[@]}" \
+"$PYTHON" "$HERE/compare.py" --expected "$EXPECTED" --target "$TARGET" --out "$RESULTS/results.tsv" "${logs[@]}" \
   | tee "$RESULTS/summary.txt" || rc=$?
 log "conformance logs: $RESULTS"
 exit "$rc"
