@@ -151,8 +151,10 @@ def chart(path, runs):
         label = f'{t} {lu} {rw}'
         ax1.plot(qd, [r['iops'] for r in s], style, marker=marker, label=label)
         ax2.plot(qd, [r['clat_p99_us'] for r in s], style, marker=marker, label=label)
+    depths = sorted({r['iodepth'] for r in pts})
     for ax, title, yl in ((ax1, '4 KiB IOPS vs iodepth', 'IOPS'), (ax2, '4 KiB p99 completion latency', 'p99 clat (µs)')):
         ax.set_xscale('log', base=2)
+        ax.set_xticks(depths, [str(q) for q in depths])
         ax.set_xlabel('iodepth (one fio session)')
         ax.set_ylabel(yl)
         ax.set_title(title)
@@ -196,6 +198,11 @@ def report_md(d, meta, runs, tcp, comps, chart_note):
             L.append(f'| {k} | ' + ' | '.join(v.get(k, '–') for v in vals) + ' |')
         L.append('')
 
+    busy = [r for r in runs if r['loadavg1_before'] > 0.5]
+    if busy:
+        L.append(f'**Warning: the machine was not idle** ({len(busy)} of {len(runs)} runs started with a '
+                 f'1-minute load average above 0.5, up to {max(r["loadavg1_before"] for r in runs):.2f}). '
+                 'Treat these numbers as noisy; ratios from runs next to each other are the least affected.\n')
     L.append('## Results\n')
     L.append('IOPS and MB/s from fio; clat percentiles in µs; "CPU" is the average number of target '
              'cores busy during the fio run (utime+stime of all target threads over the run, login '
