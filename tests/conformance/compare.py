@@ -8,14 +8,17 @@ A test counts as
   passed   clean CUnit pass (no "[SKIPPED]" in its text),
   skipped  CUnit pass whose text says "[SKIPPED] <reason>",
   FAILED   CUnit failure, or "unfinished" (the run was cut off inside it).
-The run fails (exit 1) when any test FAILED, when a test expected to pass did not pass
-(skipped or missing), or when an LU ran no tests at all. A skip that became a pass is reported
+The run fails (exit 1) when any test FAILED (unless expected.tsv says xfail), when a test
+expected to pass did not pass (skipped or missing), or when an LU ran no tests at all. A skip that became a pass is reported
 as an improvement and does not fail the run; update expected.tsv to lock it in.
 
-expected.tsv: tab-separated `lu  suite.test  pass|skip  note`, '#' starts a comment.
+expected.tsv: tab-separated `lu  suite.test  pass|skip|xfail  note`, '#' starts a comment.
+`xfail` is for tests that must fail on that LU, e.g. libiscsi's write tests on a read-only LU
+(they do not check the WP bit and expect the write to work): the test must be FAILED and its
+text must contain the note (e.g. WRITE_PROTECTED); a pass or another failure is a problem.
 --write-expected writes such a file from the given logs (passes -> pass, skips -> skip with the
 skip reason, failures -> pass with the failure text as a note, since the target should pass
-them; review those lines by hand).
+them, or left out with --failed-as omit; review those lines by hand).
 """
 import argparse
 import os
@@ -47,8 +50,9 @@ def load_expected(path):
         if not line.strip() or line.lstrip().startswith('#'):
             continue
         f = line.split('\t')
-        if len(f) < 3 or f[2] not in ('pass', 'skip'):
-            sys.exit(f'{path}:{n}: expected "lu<TAB>suite.test<TAB>pass|skip[<TAB>note]", got {line!r}')
+        if len(f) < 3 or f[2] not in ('pass', 'skip', 'xfail') or (f[2] == 'xfail' and len(f) < 4):
+            sys.exit(f'{path}:{n}: expected "lu<TAB>suite.test<TAB>pass|skip|xfail[<TAB>note]" '
+                     f'(xfail needs a note), got {line!r}')
         exp[f[0]][f[1]] = (f[2], f[3] if len(f) > 3 else '')
     return exp
 
@@ -68,6 +72,10 @@ def main():
     ap.add_argument('--out', help='write lu/test/status/reason/verdict rows here')
     ap.add_argument('--target', default='?')
     ap.add_argument('--write-expected')
+    ap.add_argument('--failed-as', choices=('pass', 'omit'), default='pass',
+                    help='with --write-expected: how to record tests that FAILED (default pass)')
+    ap.add_argument('--xfail-match', metavar='TEXT',
+                    help='with --write-expected: record FAILED tests whose text contains TEXT as xfail TEXT')
     ap.add_argument('logs', nargs='+', metavar='LU=LOG')
     a = ap.parse_args()
 
@@ -76,6 +84,7 @@ def main():
     totals = Counter()
     problems = []
     improvements = []
+    texts = {}
     for arg in a.logs:
         lu, _, path = arg.partition('=')
         if not path:
@@ -86,9 +95,12 @@ def main():
         for suite, name, status, text in tests:
             tname = f'{suite}.{name}'
             seen[tname] = status
-            want = exp[lu].get(tname, (None, ''))[0]
+            texts[(lu, tname)] = text
+            want, wnote = exp[lu].get(tname, (None, ''))
             verdict = 'ok'
-            if status in ('FAILED', 'unfinished'):
+            if want == 'xfail':
+                verdict = 'xfail' if status == 'FAILED' and wnote in text else 'FAIL'
+            elif status in ('FAILED', 'unfinished'):
                 verdict = 'FAIL'
             elif want == 'pass' and status != 'passed':
                 verdict = 'FAIL'
@@ -116,11 +128,13 @@ def main():
             note = ' TIMED OUT'
             problems.append(f'{lu}: iscsi-test-cu timed out (see {path})')
         lu_failed = sum(1 for r in rows if r[0] == lu and r[5] == 'FAIL')
-        print(f'{lu}: {c["passed"]} passed, {c["skipped"]} skipped, {c["FAILED"]} FAILED, '
-              f'{c["unfinished"]} unfinished of {len(tests)} tests; '
+        lu_xfail = sum(1 for r in rows if r[0] == lu and r[5] == 'xfail')
+        print(f'{lu}: {c["passed"]} passed, {c["skipped"]} skipped, {c["FAILED"]} FAILED '
+              f'({lu_xfail} of them expected), {c["unfinished"]} unfinished of {len(tests)} tests; '
               f'{len(missing)} expected passes missing; {lu_failed} problems{note}')
         totals['passed'] += c['passed']
         totals['skipped'] += c['skipped']
+        totals['xfail'] += lu_xfail
         totals['failed'] += lu_failed + (0 if tests else 1)
 
     if problems:
@@ -145,10 +159,12 @@ def main():
                     f.write(f'{lu}\t{t}\tpass\t\n')
                 elif st == 'skipped':
                     f.write(f'{lu}\t{t}\tskip\t{reason}\n')
-                elif st in ('FAILED', 'unfinished'):
+                elif st == 'FAILED' and a.xfail_match and a.xfail_match in texts[(lu, t)]:
+                    f.write(f'{lu}\t{t}\txfail\t{a.xfail_match}\n')
+                elif st in ('FAILED', 'unfinished') and a.failed_as == 'pass':
                     f.write(f'{lu}\t{t}\tpass\t{a.target} {st}: {reason}\n')
     print(f'conformance ({a.target}): {totals["passed"]} passed, {totals["failed"]} failed, '
-          f'{totals["skipped"]} skipped')
+          f'{totals["skipped"]} skipped, {totals["xfail"]} failed as expected (xfail)')
     return 1 if problems else 0
 
 

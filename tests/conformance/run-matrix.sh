@@ -77,7 +77,7 @@ run_one_lu() {
     if [ "$size" = "$last_size" ]; then still_s=$((still_s + 1)); else still_s=0; last_size=$size; fi
     if [ "$still_s" -ge "$CU_STALL" ]; then
       log "[$lu] no output for ${CU_STALL}s, stopping iscsi-test-cu; stuck in: $(grep -E '^Suite: |^  Test: ' "$out" | tail -n 2 | tr -s ' \n' ' ')"
-      echo "# STALLED: no output for ${CU_STALL}s" >> "$out"
+      printf '\n# STALLED: no output for %ss\n' "$CU_STALL" >> "$out"
       kill -TERM "$cu_pid" 2>/dev/null || true
       break
     fi
