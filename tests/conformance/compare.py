@@ -14,11 +14,12 @@ as an improvement and does not fail the run; update expected.tsv to lock it in.
 
 expected.tsv: tab-separated `lu  suite.test  pass|skip|xfail  note`, '#' starts a comment.
 `xfail` is for tests that must fail on that LU, e.g. libiscsi's write tests on a read-only LU
-(they do not check the WP bit and expect the write to work): the test must be FAILED and its
-text must contain the note (e.g. WRITE_PROTECTED); a pass or another failure is a problem.
+(they do not check the WP bit and expect the write to work): the test must be FAILED and the
+note, a Python regular expression, must match its text (e.g. the target answered DATA
+PROTECT); a pass or a different failure is a problem.
 --write-expected writes such a file from the given logs (passes -> pass, skips -> skip with the
 skip reason, failures -> pass with the failure text as a note, since the target should pass
-them, or left out with --failed-as omit; review those lines by hand).
+them, left out with --failed-as omit, or xfail with --xfail-match; review by hand).
 """
 import argparse
 import os
@@ -74,8 +75,8 @@ def main():
     ap.add_argument('--write-expected')
     ap.add_argument('--failed-as', choices=('pass', 'omit'), default='pass',
                     help='with --write-expected: how to record tests that FAILED (default pass)')
-    ap.add_argument('--xfail-match', metavar='TEXT',
-                    help='with --write-expected: record FAILED tests whose text contains TEXT as xfail TEXT')
+    ap.add_argument('--xfail-match', metavar='REGEX',
+                    help='with --write-expected: record FAILED tests whose text matches REGEX as xfail REGEX')
     ap.add_argument('logs', nargs='+', metavar='LU=LOG')
     a = ap.parse_args()
 
@@ -99,7 +100,7 @@ def main():
             want, wnote = exp[lu].get(tname, (None, ''))
             verdict = 'ok'
             if want == 'xfail':
-                verdict = 'xfail' if status == 'FAILED' and wnote in text else 'FAIL'
+                verdict = 'xfail' if status == 'FAILED' and re.search(wnote, text) else 'FAIL'
             elif status in ('FAILED', 'unfinished'):
                 verdict = 'FAIL'
             elif want == 'pass' and status != 'passed':
@@ -159,7 +160,7 @@ def main():
                     f.write(f'{lu}\t{t}\tpass\t\n')
                 elif st == 'skipped':
                     f.write(f'{lu}\t{t}\tskip\t{reason}\n')
-                elif st == 'FAILED' and a.xfail_match and a.xfail_match in texts[(lu, t)]:
+                elif st == 'FAILED' and a.xfail_match and re.search(a.xfail_match, texts[(lu, t)]):
                     f.write(f'{lu}\t{t}\txfail\t{a.xfail_match}\n')
                 elif st in ('FAILED', 'unfinished') and a.failed_as == 'pass':
                     f.write(f'{lu}\t{t}\tpass\t{a.target} {st}: {reason}\n')
