@@ -251,7 +251,7 @@ def report_md(d, meta, runs, tcp, comps, chart_note):
         L.append('')
     scale = [r for r in runs if r['job'].startswith('scale-')]
     if scale:
-        L.append('## Scaling (ours, --cores N)\n')
+        L.append(f'## Scaling ({meta.get("targets", "ours")}, --cores N)\n')
         L.append('| job | IOPS | IOPS per target core | cores busy |')
         L.append('|---|---:|---:|---:|')
         for r in scale:

@@ -15,7 +15,8 @@
 #     --scaling           many-core mode: ours only, N fio sessions against --cores 1,2,4,8
 #   Environment: OURS=skip or TGT=skip leaves one target out (e.g. OURS=skip while our tgtd
 #   cannot serve I/O yet); FIO=/opt/fio-iscsi/fio; OURS_TGTD/OURS_TGTADM/TGT_TGTD/TGT_TGTADM
-#   as in scripts/lib.sh; SCALING_CORES="1 2 4 8"; SCALING_SESSIONS_PER_CORE=2.
+#   as in scripts/lib.sh; SCALING_CORES="1 2 4 8"; SCALING_SESSIONS_PER_CORE=2;
+#   SCALING_TARGET=tgt runs --scaling against Debian's tgtd (single-threaded: a plumbing check).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -207,11 +208,11 @@ main_compare() {
 # SCALING_SESSIONS_PER_CORE sessions per target core, one process (and iSCSI session) each, on
 # the CPUs the target does not use.
 main_scaling() {
-  local ncpu n cores fio_cpus sessions
+  local ncpu n cores fio_cpus sessions kind=${SCALING_TARGET:-ours}
   ncpu=$(nproc)
   record_machine
   meta mode scaling
-  meta targets ours
+  meta targets "$kind"
   meta lus null
   printf 'target\tlu\tjob\trw\tbs\tiodepth\tfio_rc\ttarget_cpu_s\twall_s\tloadavg1_before\tfio_json\n' > "$OUT/runs.tsv"
   for n in ${SCALING_CORES:-1 2 4 8}; do
@@ -219,10 +220,10 @@ main_scaling() {
     cores=$(seq -s, 0 $((n - 1)))
     fio_cpus="$n-$((ncpu - 1))"
     sessions=$((n * ${SCALING_SESSIONS_PER_CORE:-2}))
-    TARGET_CPUS=$cores FIO_CPUS=$fio_cpus LUS=null start_bench_target ours
-    TARGET_CPUS=$cores FIO_CPUS=$fio_cpus run_fio ours null "scale-cores$n-s$sessions" randread 4k 32 \
+    TARGET_CPUS=$cores FIO_CPUS=$fio_cpus LUS=null start_bench_target "$kind"
+    TARGET_CPUS=$cores FIO_CPUS=$fio_cpus run_fio "$kind" null "scale-cores$n-s$sessions" randread 4k 32 \
       --numjobs="$sessions" --group_reporting=1
-    stop_target "${CTRL[ours]}"
+    stop_target "${CTRL[$kind]}"
   done
 }
 
@@ -230,7 +231,7 @@ main_scaling() {
 BACKING=${BACKING:-$LIB_RUN_DIR/bench.img}
 log "results: $OUT"
 if [ "$SCALING" = 1 ]; then
-  [ "$OURS" != skip ] || die "--scaling measures our tgtd only; unset OURS=skip"
+  [ "$OURS" != skip ] || [ "${SCALING_TARGET:-ours}" != ours ] || die "--scaling measures our tgtd; unset OURS=skip"
   main_scaling
 else
   main_compare
