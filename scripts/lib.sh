@@ -134,22 +134,20 @@ start_target() {
   pid=$!
   LIB_TGT_PID[$ctrl]=$pid; LIB_TGT_KIND[$ctrl]=$kind; LIB_TGT_LOG[$ctrl]=$logf; LIB_LAST_PID=$pid
 
-  # 1. the management socket answers `show --mode sys`;
+  # 1. the management socket answers `show --mode sys` with a real body ("System:" first),
+  #    so a tgtadm that exits 0 without asking anyone does not count;
+  # 2. its portal listens, owned by this PID (tgt keeps running without a portal when bind
+  #    fails). Both polls end early, with tgtd's log, if tgtd exits.
+  local out
   for ((i = 0; i < LIB_START_POLLS; i++)); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      local rc=0
-      wait "$pid" 2>/dev/null || rc=$?
-      unset "LIB_TGT_PID[$ctrl]"
-      sed 's/^/    tgtd: /' "$logf" >&2
-      die "$kind tgtd exited (status $rc) before its management socket answered"
-    fi
-    tadm "$ctrl" --op show --mode sys >/dev/null 2>&1 && break
+    target_exited_check "$ctrl" "$pid" "$logf" "before its management socket answered"
+    out=$(tadm "$ctrl" --op show --mode sys 2>/dev/null) && [[ $out == System:* ]] && break
     sleep 0.1
   done
-  ((i < LIB_START_POLLS)) || { sed 's/^/    tgtd: /' "$logf" >&2; die "$kind tgtd: no answer on $TGT_IPC_SOCKET.$ctrl after $LIB_START_POLLS polls"; }
-  # 2. its portal listens (tgt keeps running without a portal when bind fails).
+  ((i < LIB_START_POLLS)) || { sed 's/^/    tgtd: /' "$logf" >&2; die "$kind tgtd: no 'System:' answer to 'tgtadm -C $ctrl --op show --mode sys' on $TGT_IPC_SOCKET.$ctrl after $LIB_START_POLLS polls"; }
   for ((i = 0; i < LIB_START_POLLS; i++)); do
-    ss -Hltnp "sport = :$pport" 2>/dev/null | grep -q "pid=$pid," && break
+    target_exited_check "$ctrl" "$pid" "$logf" "before listening on $portal"
+    [[ $(ss -Hltnp "sport = :$pport" 2>/dev/null) == *"pid=$pid,"* ]] && break
     sleep 0.1
   done
   ((i < LIB_START_POLLS)) || { sed 's/^/    tgtd: /' "$logf" >&2; die "$kind tgtd (PID $pid) is not listening on $portal"; }
@@ -157,6 +155,16 @@ start_target() {
 }
 
 target_pid() { echo "${LIB_TGT_PID[$1]:-}"; }
+
+# target_exited_check CTRLPORT PID LOG WHEN: die with tgtd's log and exit status if it is gone.
+target_exited_check() {
+  local ctrl=$1 pid=$2 logf=$3 rc=0
+  kill -0 "$pid" 2>/dev/null && return 0
+  wait "$pid" 2>/dev/null || rc=$?
+  unset "LIB_TGT_PID[$ctrl]"
+  sed 's/^/    tgtd: /' "$logf" >&2
+  die "${LIB_TGT_KIND[$ctrl]} tgtd exited (status $rc) $4"
+}
 
 # stop_target CTRLPORT: delete all targets (--force), then `delete --mode system`, wait a
 # bounded time for the PID to exit, and SIGKILL it if it is still there (tgt ignores SIGTERM).
