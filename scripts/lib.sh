@@ -44,7 +44,7 @@ LIB_LOG_NAME=${LIB_LOG_NAME:-} # name of the next tgtd log (default tgtd-KIND-CT
 LIB_LAST_PID=
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+die() { printf 'ERROR: %s\n' "$*" >&2; exit "${LIB_DIE_STATUS:-1}"; }
 
 # Shared scripts live beside the repository checkout (CI: X/main next to X/shared).
 shared_script() {

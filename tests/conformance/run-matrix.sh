@@ -42,6 +42,7 @@ command -v ss >/dev/null || { echo "ss missing: apt-get install -y iproute2" >&2
 
 mkdir -p "$RESULTS"
 export LIB_LOG_DIR=$RESULTS
+LIB_DIE_STATUS=2   # a harness error (target did not start, ...) is not a test result
 lib_init
 log "conformance: target=$TARGET LUs=${LUS[*]} results=$RESULTS"
 
