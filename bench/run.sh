@@ -67,8 +67,6 @@ declare -A PORT=() CTRL=([ours]=51 [tgt]=52)
 IQN_BASE=iqn.2026-11.io.curve-tgt:bench
 HZ=$(getconf CLK_TCK)
 
-# Raw CPU ticks (utime+stime, all threads) of a process; see proc_cpu_seconds in lib.sh.
-cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 now_s() { date +%s.%N; }
 meta() { printf '%s\t%s\n' "$1" "$2" >> "$OUT/meta/meta.tsv"; }
 fio_url() { local u="iscsi://127.0.0.1:$1/$2/1"; echo "${u//:/\\:}"; }   # fio splits names on ':'
@@ -133,13 +131,13 @@ run_fio() {
   kill -0 "$pid" 2>/dev/null || die "$kind tgtd (PID $pid) is gone; see $OUT/meta/tgtd-$kind.log"
   load=$(cut -d' ' -f1 /proc/loadavg)
   log "$kind $lu $name (load $load)"
-  c0=$(cpu_ticks "$pid"); t0=$(now_s)
+  c0=$(proc_cpu_ticks "$pid"); t0=$(now_s)
   timeout -k 5 $((DURATION + RAMP + 60)) taskset -c "$FIO_CPUS" "$FIO" --name="$name" \
     --ioengine=libiscsi --filename="$(fio_url "${PORT[$kind]}" "$IQN_BASE-$lu")" \
     --initiator=iqn.2026-11.io.curve-tgt:bench-fio \
     --rw="$rw" --bs="$bs" --iodepth="$qd" --time_based=1 --runtime="$DURATION" --ramp_time="$RAMP" \
     "$@" --output-format=json --output="$OUT/$json" > "$OUT/$json.log" 2>&1 || rc=$?
-  c1=$(cpu_ticks "$pid"); t1=$(now_s)
+  c1=$(proc_cpu_ticks "$pid"); t1=$(now_s)
   [ "$rc" = 0 ] || log "warning: fio exited $rc for $kind $lu $name; see $OUT/$json.log"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$lu" "$name" "$rw" "$bs" "$qd" "$rc" \
     "$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" 'BEGIN {printf "%.2f", (b - a) / hz}')" \

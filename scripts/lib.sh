@@ -253,10 +253,9 @@ setup_single_lu() {
   tgt_bind_all "$ctrl" "$tid"
 }
 
-# CPU seconds (user+system, all threads) a process has used so far, from /proc/PID/stat.
-proc_cpu_seconds() {
-  local pid=$1 hz
-  hz=$(getconf CLK_TCK)
-  # Fields 14 and 15 after the ")" that ends the command name (which may contain spaces).
-  awk -v hz="$hz" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' "/proc/$pid/stat"
+# CPU time (utime+stime, all threads) a process has used so far, in clock ticks
+# (getconf CLK_TCK per second), from /proc/PID/stat.
+proc_cpu_ticks() {
+  # Fields 14 and 15 counted after the ")" that ends the command name (which may hold spaces).
+  awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
 }
