@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Install what the tests (and, with --bench, the benchmarks) need on Debian 12. Idempotent:
+# when everything is present it only checks, without apt-get update.
+#
+#   bash scripts/install-deps.sh --demo     # demo only: libiscsi-bin (iscsi-ls/-inq), iproute2
+#   bash scripts/install-deps.sh            # tests: libiscsi-bin, tgt, iproute2, python3, ...
+#   bash scripts/install-deps.sh --bench    # also iperf3, python3-matplotlib, and fio with the
+#                                           # libiscsi engine in /opt/fio-iscsi (built by
+#                                           # ../shared/scripts/build-fio-libiscsi.sh, ~1 min)
+set -euo pipefail
+BENCH=0 DEMO=0
+for a in "$@"; do
+  case $a in
+    --bench) BENCH=1 ;;
+    --demo) DEMO=1 ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown option '$a'" >&2; exit 2 ;;
+  esac
+done
+export DEBIAN_FRONTEND=noninteractive
+
+# libiscsi-bin: iscsi-test-cu, iscsi-inq, iscsi-ls (conformance, demo);
+# tgt: Debian's tgtd/tgtadm (the reference target, and a tgtadm to compare against);
+# iproute2: ss (port checks); procps, util-linux: taskset, fallocate; coreutils: timeout, stdbuf.
+pkgs=(libiscsi-bin tgt iproute2 procps util-linux coreutils python3 ca-certificates)
+if [ "$BENCH" = 1 ]; then pkgs+=(iperf3 python3-matplotlib); fi
+# The demo needs no tgt: installing it may start a system tgtd on port 3260, the demo's port.
+if [ "$DEMO" = 1 ]; then pkgs=(libiscsi-bin iproute2 util-linux coreutils); fi
+# tgt's package starts a system tgtd on the default socket and port 3260; these scripts never
+# use that instance (they run their own on private sockets), so leave it as the package set it.
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { echo "need root to install: ${missing[*]}" >&2; exit 1; }
+  echo "installing: ${missing[*]}"
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "OK: packages present (${pkgs[*]})"
+fi
+
+if [ "$BENCH" = 1 ]; then
+  FIO=${FIO:-/opt/fio-iscsi/fio}
+  if [ -x "$FIO" ] && "$FIO" --enghelp 2>/dev/null | grep -qw libiscsi; then
+    echo "OK: $FIO has the libiscsi ioengine"
+  else
+    repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    build="${SHARED_DIR:-$repo/../shared}/scripts/build-fio-libiscsi.sh"
+    [ -f "$build" ] || { echo "ERROR: $build not found: the shared scripts must sit beside the repository checkout (../shared), or set SHARED_DIR" >&2; exit 1; }
+    bash "$build"
+  fi
+fi
