@@ -364,6 +364,16 @@ impl Shard {
                                             ));
                                             let s = build_session(&session, &cfg, pool.clone());
                                             if let Some((shard, tid, tsih)) = session.reinstate {
+                                                // Reinstatement ends the old I_T nexus (RFC 7143
+                                                // §6.3.5): its SPC-2 reservations and removal locks
+                                                // go before the new session issues a command.
+                                                if let (Some(n), Some(t)) =
+                                                    (&s.nexus, cfg.targets.get(&tid))
+                                                {
+                                                    t.luns
+                                                        .values()
+                                                        .for_each(|lu| lu.nexus_lost(&n.id));
+                                                }
                                                 shared.send(
                                                     shard,
                                                     ShardMsg::CloseSession { tid, tsih: tsih.0 },
@@ -676,6 +686,13 @@ impl Shard {
             .expect("connection present");
         if let Phase::Ffp(s) = &c.phase {
             if let Kind::Normal { tid } = s.kind {
+                // The nexus ends with its last connection (logout, loss, reset) unless a
+                // reinstating login already took it over, which released it then.
+                if self.shared.registry.lookup(tid, s.tsih).is_some() {
+                    if let (Some(n), Some(t)) = (&s.nexus, self.cfg.targets.get(&tid)) {
+                        t.luns.values().for_each(|lu| lu.nexus_lost(&n.id));
+                    }
+                }
                 self.shared.registry.unregister(tid, s.tsih);
                 let _ = self.shared.control.send(ControlEvent::SessionDown {
                     tid,
