@@ -658,14 +658,14 @@ impl Session {
                 0
             }
             None => {
-                // RFC 7143 §11.6.1 b/c: a RefCmdSN inside the window means "consider it
-                // received" (function complete); outside, the task does not exist.
-                let in_window = t
-                    .ref_cmd_sn
-                    .lt(self.exp_cmd_sn.plus(self.params.max_queue_cmd))
-                    && !t.ref_cmd_sn.lt(self
-                        .exp_cmd_sn
-                        .plus(0u32.wrapping_sub(self.params.max_queue_cmd)));
+                // RFC 7143 §11.5.1 b/c: a RefCmdSN inside the valid CmdSN window
+                // [ExpCmdSN, MaxCmdSN] (a command not received yet) and below the TMF's own
+                // CmdSN is "considered received": function complete. A RefCmdSN below
+                // ExpCmdSN names a command already received and finished: the task does not
+                // exist (libiscsi's AbortTaskSimpleAsync counts a GOOD write plus "function
+                // complete" as a failure).
+                let in_window =
+                    !t.ref_cmd_sn.lt(self.exp_cmd_sn) && !t.ref_cmd_sn.gt(self.max_cmd_sn());
                 if in_window && t.ref_cmd_sn.lt(t.cmd_sn) {
                     0
                 } else {
@@ -1187,6 +1187,16 @@ mod tests {
             1,
             "task does not exist"
         );
+        // A command that already finished (RefCmdSN below ExpCmdSN): does not exist.
+        tmf[32..36].copy_from_slice(&10u32.to_be_bytes());
+        feed(&mut s, &tmf);
+        assert_eq!(s.out.pop_front().unwrap().bhs()[2], 1, "finished task");
+        // A command not received yet (RefCmdSN == ExpCmdSN, below the immediate TMF's
+        // CmdSN): considered received, function complete.
+        tmf[24..28].copy_from_slice(&(s.exp_cmd_sn().0 + 1).to_be_bytes());
+        tmf[32..36].copy_from_slice(&s.exp_cmd_sn().0.to_be_bytes());
+        feed(&mut s, &tmf);
+        assert_eq!(s.out.pop_front().unwrap().bhs()[2], 0, "lost command");
     }
 
     #[test]
