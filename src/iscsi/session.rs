@@ -16,6 +16,7 @@ use super::rx::{InPdu, RxLimits};
 use super::serial::{CmdSn, DataSn, StatSn};
 use super::task::{R2t, Task, TaskRef, TaskState, TaskTable, MAX_R2T_PER_TASK, MAX_WRITE_BYTES};
 use super::tx::{Payload, TxPdu};
+use crate::scsi::error::CmdError;
 use crate::scsi::{DataIn, Lun, NexusState, Response, ScsiStatus};
 use crate::shard::buf::BufPool;
 use std::collections::VecDeque;
@@ -356,6 +357,8 @@ impl Session {
             next_r2t_offset: unsolicited_end,
             r2t_sn: 0,
             r2ts: Vec::new(),
+            unsol_data_sn: 0,
+            data_error: false,
             generation: 0,
             arrived_ns: now_ns,
         };
@@ -386,12 +389,32 @@ impl Session {
             return;
         };
         if t.data_got >= t.data_want {
-            t.state = TaskState::Ready;
-            self.ready.push_back(r);
+            self.data_complete(r);
             return;
         }
         t.state = TaskState::ReceivingData;
         self.send_r2ts(r);
+    }
+
+    /// All of a task's Data-Out is here: queue it for the SCSI layer, or, when a Data-Out PDU
+    /// came out of sequence, end it with CHECK CONDITION, ABORTED COMMAND, PROTOCOL SERVICE
+    /// CRC ERROR. RFC 7143 §7.9: an out-of-order DataSN means the target lost data PDUs to a
+    /// digest error, handled as in §7.8.2; at ErrorRecoveryLevel 0 there is no recovery R2T,
+    /// so option b applies: terminate the task with that iSCSI condition (§11.4.7.2) once
+    /// all its data has arrived.
+    fn data_complete(&mut self, r: TaskRef) {
+        let Some(t) = self.tasks.get_mut(r) else {
+            return;
+        };
+        t.r2ts.clear();
+        if t.data_error {
+            t.state = TaskState::Executing;
+            let resp = Response::error(CmdError::ProtocolServiceCrc, false);
+            self.finish(r, resp, None);
+            return;
+        }
+        t.state = TaskState::Ready;
+        self.ready.push_back(r);
     }
 
     /// Issues R2Ts up to MaxOutstandingR2T, each at most MaxBurstLength (RFC 7143 §11.8).
@@ -408,6 +431,7 @@ impl Session {
                     offset: t.next_r2t_offset,
                     len,
                     received: 0,
+                    next_data_sn: 0,
                 };
                 t.r2ts.push(r2t);
                 new.push((t.itt, t.lun, DataSn(t.r2t_sn), r2t));
@@ -458,6 +482,25 @@ impl Session {
             self.reject(RejectReason::ProtocolError, bhs);
             return;
         }
+        // DataSN check (RFC 7143 §11.7.4): numbered from 0 within the unsolicited sequence or
+        // within each R2T's sequence. A wrong one marks the task failed (see data_complete);
+        // its data still counts, so the task ends when the initiator has sent everything.
+        let expected_sn = if d.ttt == Ttt::RESERVED {
+            Some(&mut t.unsol_data_sn)
+        } else {
+            t.r2ts
+                .iter_mut()
+                .find(|x| off >= x.offset && off < x.offset + x.len)
+                .map(|x| &mut x.next_data_sn)
+        };
+        match expected_sn {
+            Some(sn) if *sn == d.data_sn.0 => *sn = sn.wrapping_add(1),
+            Some(sn) => {
+                *sn = sn.wrapping_add(1);
+                t.data_error = true;
+            }
+            None => t.data_error = true,
+        }
         if let Some(buf) = t.data.as_mut() {
             let s = off as usize;
             let e = (s + data.len()).min(buf.len());
@@ -481,9 +524,7 @@ impl Session {
             }
         }
         if t.state == TaskState::ReceivingData && t.data_got >= t.data_want {
-            t.state = TaskState::Ready;
-            t.r2ts.clear();
-            self.ready.push_back(r);
+            self.data_complete(r);
         } else if r2t_done && t.state == TaskState::ReceivingData {
             self.send_r2ts(r);
         }
@@ -617,14 +658,14 @@ impl Session {
                 0
             }
             None => {
-                // RFC 7143 §11.6.1 b/c: a RefCmdSN inside the window means "consider it
-                // received" (function complete); outside, the task does not exist.
-                let in_window = t
-                    .ref_cmd_sn
-                    .lt(self.exp_cmd_sn.plus(self.params.max_queue_cmd))
-                    && !t.ref_cmd_sn.lt(self
-                        .exp_cmd_sn
-                        .plus(0u32.wrapping_sub(self.params.max_queue_cmd)));
+                // RFC 7143 §11.5.1 b/c: a RefCmdSN inside the valid CmdSN window
+                // [ExpCmdSN, MaxCmdSN] (a command not received yet) and below the TMF's own
+                // CmdSN is "considered received": function complete. A RefCmdSN below
+                // ExpCmdSN names a command already received and finished: the task does not
+                // exist (libiscsi's AbortTaskSimpleAsync counts a GOOD write plus "function
+                // complete" as a failure).
+                let in_window =
+                    !t.ref_cmd_sn.lt(self.exp_cmd_sn) && !t.ref_cmd_sn.gt(self.max_cmd_sn());
                 if in_window && t.ref_cmd_sn.lt(t.cmd_sn) {
                     0
                 } else {
@@ -895,7 +936,12 @@ mod tests {
     }
 
     fn data_out(itt: u32, ttt: u32, offset: u32, final_: bool, data: &[u8]) -> Vec<u8> {
+        data_out_sn(itt, ttt, 0, offset, final_, data)
+    }
+
+    fn data_out_sn(itt: u32, ttt: u32, sn: u32, offset: u32, final_: bool, data: &[u8]) -> Vec<u8> {
         let mut b = vec![0u8; BHS_LEN];
+        b[36..40].copy_from_slice(&sn.to_be_bytes());
         b[0] = op::DATA_OUT;
         b[1] = if final_ { 0x80 } else { 0 };
         b[5..8].copy_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
@@ -987,7 +1033,10 @@ mod tests {
         let ttt = be32(b, 20);
         feed(&mut s, &data_out(5, ttt, 1024, false, &vec![2u8; 2048]));
         assert!(s.out.is_empty(), "no new R2T mid-burst");
-        feed(&mut s, &data_out(5, ttt, 3072, true, &vec![3u8; 2048]));
+        feed(
+            &mut s,
+            &data_out_sn(5, ttt, 1, 3072, true, &vec![3u8; 2048]),
+        );
         let r2 = s.out.pop_front().expect("second R2T");
         assert_eq!(be32(r2.bhs(), 40), 5120);
         assert_eq!(be32(r2.bhs(), 44), 4096);
@@ -1017,6 +1066,47 @@ mod tests {
         // Unsolicited data is not allowed with InitialR2T=Yes.
         feed(&mut s, &data_out(5, 0xffff_ffff, 0, true, &[0u8; 100]));
         assert_eq!(s.out.pop_front().unwrap().bhs()[0], op::REJECT);
+    }
+
+    /// RFC 7143 §7.9 / §7.8.2 b: a Data-Out with the wrong DataSN ends the task with CHECK
+    /// CONDITION, ABORTED COMMAND, 47h/05h once all its data is in; nothing reaches SCSI.
+    #[test]
+    fn wrong_data_sn_fails_the_task() {
+        // (DataSN of the first PDU, of the second PDU); None: a single 1024-byte PDU.
+        for sns in [
+            (0u32, Some(0u32)),
+            (27, None),
+            (u32::MAX, None),
+            (1, Some(0)),
+        ] {
+            let mut s = session(FfpParams::default());
+            feed(&mut s, &cmd_pdu(5, 10, false, true, 1024, &[]));
+            let r2t = s.out.pop_front().unwrap();
+            let ttt = be32(r2t.bhs(), 20);
+            match sns {
+                (a, Some(b)) => {
+                    feed(&mut s, &data_out_sn(5, ttt, a, 0, false, &[1u8; 512]));
+                    assert!(s.out.is_empty(), "{sns:?}: waits for the rest of the data");
+                    feed(&mut s, &data_out_sn(5, ttt, b, 512, true, &[1u8; 512]));
+                }
+                (a, None) => feed(&mut s, &data_out_sn(5, ttt, a, 0, true, &[1u8; 1024])),
+            }
+            assert!(s.next_ready().is_none(), "{sns:?}: not run");
+            let rsp = s.out.pop_front().expect("SCSI Response");
+            let b = rsp.bhs();
+            assert_eq!(b[0], op::SCSI_RSP);
+            assert_eq!(b[3], ScsiStatus::CheckCondition as u8);
+            let sense = &rsp.payload.bytes()[2..];
+            assert_eq!((sense[2], sense[12], sense[13]), (0x0b, 0x47, 0x05));
+            assert_eq!(s.task_count(), 0);
+        }
+        // In-sequence DataSNs (0, 1) run normally.
+        let mut s = session(FfpParams::default());
+        feed(&mut s, &cmd_pdu(5, 10, false, true, 1024, &[]));
+        let ttt = be32(s.out.pop_front().unwrap().bhs(), 20);
+        feed(&mut s, &data_out_sn(5, ttt, 0, 0, false, &[1u8; 512]));
+        feed(&mut s, &data_out_sn(5, ttt, 1, 512, true, &[1u8; 512]));
+        assert!(s.next_ready().is_some());
     }
 
     #[test]
@@ -1097,6 +1187,16 @@ mod tests {
             1,
             "task does not exist"
         );
+        // A command that already finished (RefCmdSN below ExpCmdSN): does not exist.
+        tmf[32..36].copy_from_slice(&10u32.to_be_bytes());
+        feed(&mut s, &tmf);
+        assert_eq!(s.out.pop_front().unwrap().bhs()[2], 1, "finished task");
+        // A command not received yet (RefCmdSN == ExpCmdSN, below the immediate TMF's
+        // CmdSN): considered received, function complete.
+        tmf[24..28].copy_from_slice(&(s.exp_cmd_sn().0 + 1).to_be_bytes());
+        tmf[32..36].copy_from_slice(&s.exp_cmd_sn().0.to_be_bytes());
+        feed(&mut s, &tmf);
+        assert_eq!(s.out.pop_front().unwrap().bhs()[2], 0, "lost command");
     }
 
     #[test]

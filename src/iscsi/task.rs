@@ -40,6 +40,9 @@ pub struct R2t {
     pub offset: u32,
     pub len: u32,
     pub received: u32,
+    /// DataSN the next Data-Out of this R2T's sequence must carry (RFC 7143 §11.7.4: each
+    /// R2T starts a sequence numbered from 0).
+    pub next_data_sn: u32,
 }
 
 /// A task's iSCSI-level state.
@@ -71,6 +74,12 @@ pub struct Task {
     pub r2t_sn: u32,
     /// Outstanding R2Ts.
     pub r2ts: Vec<R2t>,
+    /// DataSN the next unsolicited Data-Out must carry (RFC 7143 §11.7.4: the unsolicited
+    /// sequence is numbered from 0).
+    pub unsol_data_sn: u32,
+    /// A Data-Out arrived out of sequence: once all data is in, the task ends with CHECK
+    /// CONDITION instead of running (RFC 7143 §7.9, §7.8.2 option b).
+    pub data_error: bool,
     /// Slot generation, folded into TTTs.
     pub generation: u16,
     /// When the command arrived (for in-target latency).
@@ -93,7 +102,10 @@ impl Task {
     /// The Data-Out bytes received.
     pub fn data_out(&self) -> &[u8] {
         match &self.data {
-            Some(b) => &b.as_slice()[..self.data_got as usize],
+            Some(b) => {
+                let s = b.as_slice();
+                &s[..(self.data_got as usize).min(s.len())]
+            }
             None => &[],
         }
     }
@@ -244,6 +256,8 @@ mod tests {
             next_r2t_offset: 0,
             r2t_sn: 0,
             r2ts: Vec::new(),
+            unsol_data_sn: 0,
+            data_error: false,
             generation: 0,
             arrived_ns: 0,
         }

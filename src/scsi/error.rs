@@ -45,6 +45,9 @@ pub enum CmdError {
     ReadError,
     /// MEDIUM ERROR 0Ch/00h: the backing store failed a write.
     WriteError,
+    /// ABORTED COMMAND 47h/05h PROTOCOL SERVICE CRC ERROR: the iSCSI layer ended the task
+    /// because Data-Out PDUs were lost or out of sequence (RFC 7143 §11.4.7.2).
+    ProtocolServiceCrc,
     /// UNIT ATTENTION: a pending condition for this nexus is reported instead of running the
     /// command (SAM-5 §5.14).
     UnitAttention(UnitAttention),
@@ -83,6 +86,7 @@ impl CmdError {
             },
             CmdError::ReadError => Sense::new(MediumError, 0x11, 0x00),
             CmdError::WriteError => Sense::new(MediumError, 0x0c, 0x00),
+            CmdError::ProtocolServiceCrc => Sense::new(AbortedCommand, 0x47, 0x05),
             CmdError::UnitAttention(ua) => {
                 let (asc, ascq) = ua.asc_ascq();
                 Sense::new(UnitAttention, asc, ascq)

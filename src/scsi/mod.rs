@@ -249,7 +249,7 @@ impl Response {
     }
 
     /// The status and sense data for `err`.
-    fn error(err: CmdError, descriptor_sense: bool) -> Response {
+    pub fn error(err: CmdError, descriptor_sense: bool) -> Response {
         Response {
             status: err.status(),
             sense: err
@@ -450,7 +450,8 @@ pub fn complete(
 /// The SCSI transfer length in bytes of a command's Data-Out (its SPDTL, RFC 7143 §11.4.5.2)
 /// for an LU with `block_size`, or `None` for commands without Data-Out or that do not parse.
 /// The iSCSI layer compares it with the EDTL to set the residual of write commands; commands
-/// that got less Data-Out than this fail with INVALID FIELD IN INFORMATION UNIT.
+/// that got less Data-Out than this either store only the whole blocks that arrived (WRITE,
+/// WRITE AND VERIFY) or fail with INVALID FIELD IN INFORMATION UNIT (see `sbc`).
 pub fn data_out_len(cdb: &[u8], block_size: u32) -> Option<u64> {
     let bs = u64::from(block_size);
     Some(match cdb::parse(cdb).ok()? {

@@ -72,14 +72,31 @@ pub fn read(lu: &LogicalUnit, r: &BlockRange) -> Result<Step, CmdError> {
     }))
 }
 
-/// The Data-Out range a write uses: the first `bytes` bytes. Less Data-Out than the CDB asks
-/// for (EDTL < transfer length) is refused without writing anything, which libiscsi's
-/// residual tests accept (FCP-4 option b: INVALID FIELD IN COMMAND INFORMATION UNIT).
+/// The Data-Out range a command that must get all of its data uses: the first `bytes` bytes.
+/// Less Data-Out than the CDB asks for is refused without touching the medium (FCP-4 §9.4.2
+/// option b: INVALID FIELD IN COMMAND INFORMATION UNIT).
 fn data_range(data_out: &[u8], bytes: usize) -> Result<std::ops::Range<usize>, CmdError> {
     if data_out.len() < bytes {
         return Err(CmdError::InvalidFieldInIu);
     }
     Ok(0..bytes)
+}
+
+/// How many bytes of a WRITE to store when the initiator's Expected Data Transfer Length
+/// (`data_out` is exactly what it sent, at most the EDTL) differs from the CDB's transfer
+/// length of `bytes`. RFC 7143 §11.4.5.2 leaves the outcome to SCSI: the target reports the
+/// residual, and FCP-4 §9.4.2 option a "processes the command normally except that data
+/// beyond [the EDTL] shall not be requested or transferred" — so whole blocks that arrived
+/// are written and the rest of the range is left alone (libiscsi's Write*Residuals expect
+/// GOOD here). A Data-Out that ends inside a block cannot be written without inventing data,
+/// so it takes option b (INVALID FIELD IN COMMAND INFORMATION UNIT, nothing written).
+/// Extra Data-Out beyond the transfer length (EDTL > SPDTL) is ignored.
+fn write_len(data_out: &[u8], bytes: u32, block_size: u32) -> Result<u32, CmdError> {
+    let got = u32::try_from(data_out.len()).unwrap_or(u32::MAX).min(bytes);
+    if got < bytes && got % block_size != 0 {
+        return Err(CmdError::InvalidFieldInIu);
+    }
+    Ok(got)
 }
 
 /// WRITE(6/10/12/16) and WRITE AND VERIFY (the verify step is the write completing: the data
@@ -90,9 +107,13 @@ pub fn write(lu: &LogicalUnit, r: &BlockRange, data_out: &[u8]) -> Result<Step, 
         return Ok(Step::Good);
     }
     let bytes = xfer_bytes(lu, r.blocks)?;
+    let len = write_len(data_out, bytes, lu.block_size())?;
+    if len == 0 {
+        return Ok(Step::Good);
+    }
     Ok(Step::Io(BlockIo::Write {
         offset: offset(lu, r.lba),
-        data: data_range(data_out, bytes as usize)?,
+        data: 0..len as usize,
         fua: r.fua,
     }))
 }
@@ -128,13 +149,21 @@ pub fn compare_and_write(
     if r.blocks > MAX_CAW_BLOCKS {
         return Err(CmdError::InvalidFieldInCdb);
     }
+    // SBC-3 §5.2: the Data-Out Buffer holds exactly 2 × NUMBER OF LOGICAL BLOCKS blocks (the
+    // verify instance, then the write instance). Data-Out of another length (including any
+    // Data-Out with NUMBER OF LOGICAL BLOCKS 0) means the CDB's length does not describe the
+    // data: the command cannot be performed atomically as asked, so it is refused as an
+    // invalid NUMBER OF LOGICAL BLOCKS before anything is compared or written.
+    let n = xfer_bytes(lu, r.blocks)?;
+    if data_out.len() != 2 * n as usize {
+        return Err(CmdError::InvalidFieldInCdb);
+    }
     check_rw(lu, r, true)?;
     if r.blocks == 0 {
         return Ok(Step::Good);
     }
-    let n = xfer_bytes(lu, r.blocks)?;
-    let both = data_range(data_out, 2 * n as usize)?;
-    let half = both.end / 2;
+    let half = n as usize;
+    let both = 0..2 * half;
     Ok(Step::Io(BlockIo::CompareAndWrite {
         offset: offset(lu, r.lba),
         len: n,

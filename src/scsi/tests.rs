@@ -250,9 +250,39 @@ fn read_write_checks() {
             fua: true
         }
     );
-    // Less Data-Out than the CDB asks for.
-    let r = done(exec(Some(&lu), &mut n, &cdb10(0x2a, 0, 0, 2), &data[..512]));
+    // Less Data-Out than the CDB asks for (EDTL < SPDTL, FCP-4 §9.4.2 a): the whole blocks
+    // that arrived are written, the rest of the range is untouched.
+    assert_eq!(
+        io(exec(Some(&lu), &mut n, &cdb10(0x2a, 0, 0, 2), &data[..512])),
+        BlockIo::Write {
+            offset: 0,
+            data: 0..512,
+            fua: false
+        }
+    );
+    // No Data-Out at all: GOOD, nothing written (the residual tells the initiator).
+    good(&done(exec(Some(&lu), &mut n, &cdb10(0x2a, 0, 0, 1), &[])));
+    // Data-Out ending inside a block: refused, nothing written (option b).
+    let r = done(exec(Some(&lu), &mut n, &cdb10(0x2a, 0, 0, 1), &data[..200]));
     assert_eq!(sense_of(&r), (5, 0x0e, 0x03));
+    // More Data-Out than the CDB asks for (EDTL > SPDTL): only the CDB's blocks are written.
+    assert_eq!(
+        io(exec(Some(&lu), &mut n, &cdb10(0x2a, 0, 0, 1), &data)),
+        BlockIo::Write {
+            offset: 0,
+            data: 0..512,
+            fua: false
+        }
+    );
+    // WRITE AND VERIFY(10) follows the same rule.
+    assert_eq!(
+        io(exec(Some(&lu), &mut n, &cdb10(0x2e, 0, 0, 2), &data[..512])),
+        BlockIo::Write {
+            offset: 0,
+            data: 0..512,
+            fua: false
+        }
+    );
     assert_eq!(data_out_len(&cdb10(0x2a, 0, 0, 2), 512), Some(1024));
     lu.apply_params("readonly=1").unwrap();
     let r = done(exec(Some(&lu), &mut n, &cdb10(0x2a, 0, 0, 2), &data));
@@ -284,6 +314,16 @@ fn compare_and_write_and_completion() {
     c[13] = 129;
     let r = done(exec(Some(&lu), &mut n, &c, &data));
     assert_eq!(sense_of(&r), (5, 0x24, 0));
+    // SBC-3 §5.2: Data-Out must be exactly 2 × NUMBER OF LOGICAL BLOCKS blocks.
+    for (nlb, len) in [(1u8, 2048usize), (3, 2048), (2, 2047), (0, 2048)] {
+        c[13] = nlb;
+        let r = done(exec(Some(&lu), &mut n, &c, &data[..len]));
+        assert_eq!(sense_of(&r), (5, 0x24, 0), "nlb {nlb} len {len}");
+    }
+    // NUMBER OF LOGICAL BLOCKS 0 without Data-Out: nothing to do.
+    c[13] = 0;
+    good(&done(exec(Some(&lu), &mut n, &c, &[])));
+    c[13] = 2;
     let cmd = ScsiCommand {
         cdb: &c,
         data_out: &data,

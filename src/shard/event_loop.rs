@@ -579,11 +579,14 @@ impl Shard {
                     text_response(s, &req, &data, &bhs, peer, local, &cfg)
                 }
                 Event::LunReset { lun } => {
-                    if let Some(n) = &s.nexus {
+                    if let Some(n) = &mut s.nexus {
                         let tid = n.id.tid;
                         if let Some(lu) = cfg.targets.get(&tid).and_then(|t| t.luns.get(&lun)) {
                             lu.reset();
                         }
+                        // SAM-5 §6.3.3 (logical unit reset): the unit attention is for every
+                        // I_T nexus, the one that asked for the reset included.
+                        n.push_ua(lun, UnitAttention::LunReset);
                         let e = Effect::Ua {
                             scope: UaScope::OthersOf(n.id.clone()),
                             lun: Some(lun),
