@@ -1491,3 +1491,66 @@ fn account_delete_without_user_is_refused_and_tgtd_stays_up() {
     let o = d.tgtadm(Impl::Ours, &["--op", "show", "--mode", "account"]);
     assert_eq!(o.rc, 0, "tgtd still answers: {o:?}");
 }
+
+#[test]
+fn tgtadm_help_keeps_debians_text_and_documents_every_mode() {
+    require_debian_tgt();
+    let run = |who: Impl| {
+        let o = std::process::Command::new(who.tgtadm())
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let (debian, ours) = (run(Impl::Debian), run(Impl::Ours));
+    // Debian's lines, in Debian's order (ours only inserts lines).
+    let mut rest = ours.lines();
+    for line in debian.lines() {
+        assert!(
+            rest.any(|l| l == line),
+            "Debian's help line {line:?} missing or out of order in ours:\n{ours}"
+        );
+    }
+    for usage in [
+        "--mode system --op show",
+        "--mode system --op update",
+        "--mode system --op delete",
+        "--mode target --op stat",
+        "--mode logicalunit --op update --tid <id> --lun <lun> --params",
+        "disksize=auto",
+        "--mode portal --op new --params portal=",
+        "--mode conn --op show",
+        "--mode conn --op delete",
+        "--mode session --op stat",
+        "--mode lld --op stop",
+        "--mode account --op show",
+    ] {
+        assert!(ours.contains(usage), "help lacks {usage:?}");
+    }
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tgtd"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let tgtd = String::from_utf8(o.stdout).unwrap();
+    assert!(o.status.success());
+    for opt in [
+        "--foreground",
+        "--nodaemonize",
+        "--control-port",
+        "--nr_iothreads",
+        "--pid-file",
+        "--debug",
+        "--version",
+        "--iscsi",
+        "portal=",
+        "nop_interval=",
+        "nop_count=",
+        "--tcp_zerocopy",
+        "--cores",
+        "TGT_IPC_SOCKET",
+        "--op delete --mode system",
+    ] {
+        assert!(tgtd.contains(opt), "tgtd --help lacks {opt:?}:\n{tgtd}");
+    }
+}
