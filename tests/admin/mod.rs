@@ -237,6 +237,8 @@ fn be32(b: &[u8], at: usize) -> u32 {
 pub struct Initiator {
     pub s: TcpStream,
     pub tsih: u16,
+    /// Every key=value the target sent during login.
+    pub login_keys: Vec<String>,
     cmd_sn: u32,
     exp_stat_sn: u32,
     itt: u32,
@@ -282,6 +284,7 @@ impl Initiator {
         let mut ini = Initiator {
             s,
             tsih: 0,
+            login_keys: Vec::new(),
             cmd_sn: 1,
             exp_stat_sn: 0,
             itt: 0x100,
@@ -291,11 +294,18 @@ impl Initiator {
              HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=262144\0\
              ImmediateData=Yes\0InitialR2T=Yes\0"
         );
+        // Keys the target offers on its own (not answers to ours) need an answer: accept them.
+        const DECLARED: &[&str] = &["TargetPortalGroupTag", "TargetAlias", "TargetAddress"];
+        let offered: Vec<&str> = keys
+            .split('\0')
+            .filter_map(|k| k.split_once('=').map(|(n, _)| n))
+            .collect();
+        let mut answer = String::new();
         for round in 0..4u32 {
             let data = if round == 0 {
                 keys.as_bytes().to_vec()
             } else {
-                Vec::new()
+                std::mem::take(&mut answer).into_bytes()
             };
             let mut h = [0u8; 48];
             h[0] = 0x43;
@@ -312,7 +322,17 @@ impl Initiator {
             ini.s
                 .write_all(&pdu)
                 .map_err(|e| format!("send login: {e}"))?;
-            let (r, _) = ini.read_pdu().map_err(|e| format!("login response: {e}"))?;
+            let (r, data) = ini.read_pdu().map_err(|e| format!("login response: {e}"))?;
+            for k in data.split(|&b| b == 0).filter(|k| !k.is_empty()) {
+                let k = String::from_utf8_lossy(k).into_owned();
+                if let Some((name, _)) = k.split_once('=') {
+                    if !offered.contains(&name) && !DECLARED.contains(&name) {
+                        answer.push_str(&k);
+                        answer.push('\0');
+                    }
+                }
+                ini.login_keys.push(k);
+            }
             if r[0] & 0x3f != 0x23 {
                 return Err(format!("login response opcode {:#x}", r[0]));
             }
