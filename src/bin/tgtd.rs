@@ -9,45 +9,93 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// tgtd: iSCSI target daemon (thread-per-core, io_uring).
+/// The iSCSI target daemon. Command line as tgt's tgtd (tgtd(8)), plus this product's own
+/// options; configured at run time with tgtadm(8) or tgt-admin(8).
 #[derive(Parser, Debug)]
 #[command(
     name = "tgtd",
     disable_version_flag = true,
-    about = "iSCSI target daemon: one io_uring shard per CPU, managed with tgtadm",
-    after_help = "Examples:\n  tgtd -f --iscsi portal=127.0.0.1:3260\n  taskset -c 0 tgtd -f -C 1 --iscsi portal=127.0.0.1:13260\n\
-                  Stop with: tgtadm --op delete --mode system (after deleting targets)"
+    about = "Linux SCSI target daemon (iSCSI), compatible with tgt 1.0.85",
+    long_about = "tgtd - the SCSI target daemon\n\n\
+Serves SCSI logical units over iSCSI. One io_uring event loop (a shard) runs on each CPU; \
+every connection lives on one shard. Targets, logical units, ACLs and CHAP accounts are \
+configured at run time through the management socket with tgtadm(8), or from \
+/etc/tgt/targets.conf with tgt-admin(8); Debian's tgtadm and tgt-admin work unchanged.",
+    after_help = "\
+ISCSI DRIVER OPTIONS (--iscsi k=v[,k=v...]):
+  portal=ADDR[:PORT]    listen on ADDR:PORT (default port 3260); IPv6 as [ADDR]:PORT;
+                        :PORT means every address. Repeat the item for several portals.
+                        Default: the wildcard address, IPv4 and IPv6, port 3260.
+  nop_interval=SECONDS  default NOP-In interval for new targets (0 = off)
+  nop_count=N           default number of unanswered NOP-Ins before closing a connection
+                        (both are stored per target and shown by tgtadm; this build does
+                        not send NOP-In pings yet)
+  The value is a separate word (--iscsi portal=..., not --iscsi=portal=...); only the last
+  --iscsi counts.
+
+BACKING STORES (tgtadm --bstype): rdwr (files and block devices), aio, null.
+
+MANAGEMENT SOCKET:
+  ${TGT_IPC_SOCKET:-/var/run/tgtd/socket}.<control port>, with a .lock file that stops a
+  second tgtd on the same control port. Only the tgtd user (same uid and gid) is served.
+
+SIGNALS AND STOPPING:
+  SIGTERM is ignored, as in tgt. Stop tgtd with
+      tgtadm --op delete --mode target --tid N [--force]     (each target)
+      tgtadm --op delete --mode system
+
+EXAMPLES:
+  tgtd                                          daemonize, portal 0.0.0.0:3260 and [::]:3260
+  tgtd -f --iscsi portal=127.0.0.1:3260         foreground, logging to stderr
+  tgtd -f -C 1 --iscsi portal=:13260            second instance: tgtadm -C 1 ...
+  taskset -c 2,3 tgtd -f                        shards on CPUs 2 and 3 (or --cores 2,3)
+
+SEE ALSO: tgtadm(8), tgt-admin(8), targets.conf(5)"
 )]
 struct Args {
-    /// Stay in the foreground and log to stderr.
+    /// Run in the foreground, logging to stderr (no daemon, no logger process).
     #[arg(short = 'f', long = "foreground")]
     foreground: bool,
-    /// Stay in the foreground (like tgt's -D; logs to stderr too).
+    /// Run in the foreground with the logger (tgt's -D); this build logs to stderr too.
     #[arg(short = 'D', long = "nodaemonize")]
     nodaemonize: bool,
-    /// Control port: the management socket becomes <socket>.<port> (default 0).
-    #[arg(short = 'C', long = "control-port", default_value_t = 0)]
+    /// Use port NNNN for the management channel: the socket becomes <socket>.NNNN, so several
+    /// tgtd can run side by side. tgtadm and tgt-admin take the same -C.
+    #[arg(
+        short = 'C',
+        long = "control-port",
+        value_name = "NNNN",
+        default_value_t = 0
+    )]
     control_port: u16,
-    /// Worker threads per LU in tgt; accepted for compatibility, unused (I/O runs on the shards).
-    #[arg(short = 't', long = "nr_iothreads", default_value_t = 16)]
+    /// Number of I/O threads per LU in tgt. Accepted for compatibility and ignored: I/O runs
+    /// on the shards.
+    #[arg(
+        short = 't',
+        long = "nr_iothreads",
+        value_name = "NNNN",
+        default_value_t = 16
+    )]
     nr_iothreads: u32,
     /// Write the daemon's PID to this file (when daemonizing).
-    #[arg(short = 'p', long = "pid-file")]
+    #[arg(short = 'p', long = "pid-file", value_name = "FILENAME")]
     pid_file: Option<PathBuf>,
-    /// Debug logging: 0 or 1.
-    #[arg(short = 'd', long = "debug", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    /// Debug level 0 or 1: 1 prints debugging information. Can also be changed at run time
+    /// with `tgtadm --op update --mode sys --name debug --value on|off`.
+    #[arg(short = 'd', long = "debug", value_name = "DEBUGLEVEL", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
     debug: u8,
     /// Print the version and exit.
     #[arg(short = 'V', long = "version")]
     version: bool,
-    /// iSCSI driver options: portal=ADDR[:PORT] (repeatable within the list),
-    /// nop_interval=SECONDS, nop_count=N. Only the last --iscsi counts, as in tgt.
+    /// iSCSI driver options: portal=ADDR[:PORT], nop_interval=SECONDS, nop_count=N (see
+    /// below).
     #[arg(long = "iscsi", value_name = "k=v,...")]
     iscsi: Vec<String>,
-    /// Zero-copy Data-In sends (1, default) or plain copies (0).
-    #[arg(long = "tcp_zerocopy", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    /// Zero-copy Data-In sends: 1 (default) or 0 for plain copies. (This product's own.)
+    #[arg(long = "tcp_zerocopy", value_name = "0|1", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     tcp_zerocopy: u8,
-    /// CPUs to run shards on, e.g. 0,2-3 (default: every CPU in the affinity mask).
+    /// CPUs to run shards on, e.g. 0,2-3; default: every CPU in the affinity mask (so
+    /// `taskset` works too). (This product's own.)
     #[arg(long = "cores", value_name = "LIST")]
     cores: Option<String>,
 }

@@ -828,6 +828,44 @@ Usage: tgtadm [OPTION]\n\
 \tdelete an outgoing account.\n\
 --lld <driver> --mode lld --op start\n\
 \tStart the specified lld without restarting the tgtd process.\n\
+--lld <driver> --mode lld --op stop\n\
+\tStop the specified lld (refused while it has targets).\n\
+--lld <driver> --mode lld --op show\n\
+\tshow the llds, their state and their targets.\n\
+--lld <driver> --mode target --op stat --tid <id>\n\
+\tshow the I/O statistics of the target with <id>.\n\
+--lld <driver> --mode logicalunit --op update --tid <id> --lun <lun> --params <key=value,...>\n\
+\tchange the parameters of the logical unit: scsi_id, scsi_sn,\n\
+\tvendor_id, product_id, product_rev, sense_format, lbppbe, la_lba,\n\
+\toptimal_xfer_gran, optimal_xfer_len, removable, readonly, online,\n\
+\tthin_provisioning, rotation_rate, mode_page, path, and\n\
+\tdisksize=auto (re-read the backing store's size after growing it).\n\
+--lld <driver> --mode logicalunit --op stat --tid <id> --lun <lun>\n\
+\tshow the I/O statistics of the logical unit.\n\
+--lld <driver> --mode account --op show\n\
+\tshow all the accounts.\n\
+--lld <driver> --mode account --op bind --user <name>\n\
+\twithout --tid, bind the account globally (discovery sessions).\n\
+--lld <driver> --mode portal --op new --params portal=<address>:<port>\n\
+--lld <driver> --mode portal --op delete --params portal=<address>:<port>\n\
+\tadd or remove a listening portal.\n\
+--lld <driver> --mode portal --op show\n\
+\tshow the portals.\n\
+--lld <driver> --mode conn --op show --tid <id>\n\
+\tshow the connections of the target with <id>.\n\
+--lld <driver> --mode conn --op delete --tid <id> --sid <sid> --cid <cid>\n\
+\tclose the connection <cid> of the session <sid>.\n\
+--lld <driver> --mode session --op stat --tid <id> --sid <sid>\n\
+--lld <driver> --mode conn --op stat --tid <id> --sid <sid> --cid <cid>\n\
+\tshow the statistics of the session or the connection.\n\
+--mode system --op show\n\
+\tshow the system state, llds, backing stores and device types.\n\
+--mode system --op update --name <debug|State> --value <on|off|offline|ready>\n\
+\tswitch debugging, or take the whole target system offline or ready.\n\
+--lld <driver> --mode target --op update --tid <id> --name state --value <offline|ready>\n\
+\ttake one target offline (new logins are refused) or ready.\n\
+--mode system --op delete\n\
+\tstop tgtd (refused while targets exist).\n\
 --control-port <port> use control port <port>\n\
 --help\n\
 \tdisplay this help and exit\n\n\

@@ -118,6 +118,9 @@ pub struct Session {
     pub initiator: String,
     pub alias: Option<String>,
     pub conns: Vec<ConnInfo>,
+    /// The nexus's LUs in tgt's list order, which session stat prints: the target's LUs at
+    /// login in descending order, then each LU added later in front (tgt `list_add`s them).
+    pub lu_order: Vec<Lun>,
 }
 
 /// One target.
@@ -132,6 +135,9 @@ pub struct Target {
     pub bindings: Bindings,
     pub params: TargetParams,
     pub luns: BTreeMap<Lun, Arc<LogicalUnit>>,
+    /// The `bstype` given for LUs created without a backing store: tgt still shows it
+    /// ("Backing store type: rdwr" for a pathless `lu new`), the LU itself has none.
+    pub pathless_bstype: BTreeMap<Lun, String>,
     pub redirect: RedirectInfo,
     /// Sessions in login order (tgt appends nexuses to its list).
     pub sessions: Vec<Session>,
@@ -270,6 +276,7 @@ impl Config {
                 bindings: Bindings::default(),
                 params,
                 luns,
+                pathless_bstype: BTreeMap::new(),
                 redirect: RedirectInfo::default(),
                 sessions: Vec::new(),
             },
@@ -408,9 +415,17 @@ impl Config {
         &mut self,
         tid: i32,
         lu: Arc<LogicalUnit>,
+        pathless_bstype: Option<&str>,
     ) -> Result<Vec<Effect>, TgtadmError> {
         self.lu_check_new(tid, lu.lun().0)?;
         let t = self.target_mut(tid)?;
+        match pathless_bstype {
+            Some(b) => t.pathless_bstype.insert(lu.lun(), b.to_string()),
+            None => t.pathless_bstype.remove(&lu.lun()),
+        };
+        for s in &mut t.sessions {
+            s.lu_order.insert(0, lu.lun());
+        }
         t.luns.insert(lu.lun(), lu);
         Ok(luns_changed(tid, t))
     }
@@ -425,6 +440,10 @@ impl Config {
             return Err(TgtadmError::InvalidRequest);
         }
         t.luns.remove(&Lun(lun));
+        t.pathless_bstype.remove(&Lun(lun));
+        for s in &mut t.sessions {
+            s.lu_order.retain(|l| *l != Lun(lun));
+        }
         Ok(luns_changed(tid, t))
     }
 
@@ -512,8 +531,9 @@ impl Config {
     // ---- sessions (from shard events) ----
 
     /// A session finished login.
-    pub fn session_up(&mut self, tid: u32, s: Session) {
+    pub fn session_up(&mut self, tid: u32, mut s: Session) {
         if let Some(t) = self.targets.get_mut(&tid) {
+            s.lu_order = t.luns.keys().rev().copied().collect();
             t.sessions.retain(|x| x.tsih != s.tsih);
             t.sessions.push(s);
         }
@@ -580,7 +600,19 @@ impl Config {
                         .map_or_else(String::new, |c| c.peer.ip().to_string()),
                 })
                 .collect(),
-            luns: t.luns.values().map(|lu| lu.show()).collect(),
+            luns: t
+                .luns
+                .values()
+                .map(|lu| {
+                    let mut s = lu.show();
+                    if s.path == "None" {
+                        if let Some(b) = t.pathless_bstype.get(&lu.lun()) {
+                            s.bstype.clone_from(b);
+                        }
+                    }
+                    s
+                })
+                .collect(),
             in_users: t.bindings.incoming().filter_map(user).collect(),
             out_user: t.bindings.outgoing.and_then(user),
             acl_addrs: t.acl_addrs.clone(),
@@ -734,6 +766,7 @@ mod tests {
                     cid: 0,
                     peer: "127.0.0.1:5000".parse().unwrap(),
                 }],
+                lu_order: Vec::new(),
             },
         );
         assert_eq!(c.target_delete(1, false), Err(TgtadmError::TargetActive));

@@ -309,7 +309,8 @@ fn lu_new(cfg: &mut Config, req: &Request, plane: &dyn DataPlane) -> Result<Repl
         block_size: block_size(args.blocksize),
     })
     .map_err(|_| TgtadmError::InvalidRequest)?;
-    let effects = cfg.lu_insert(tid, Arc::new(lu))?;
+    let pathless = args.path.is_none().then_some(bstype);
+    let effects = cfg.lu_insert(tid, Arc::new(lu), pathless)?;
     apply(plane, effects);
     changed()
 }
@@ -387,9 +388,9 @@ fn stat_lines(cfg: &Config, tid: Option<u32>, lun: Option<Lun>) -> Vec<LuStatLin
 
 fn session_stat(cfg: &Config, sid: u64) -> Result<Reply, TgtadmError> {
     let (tid, s) = cfg.session_by_tsih(sid).ok_or(TgtadmError::NoSession)?;
-    let lus: Vec<_> = cfg.targets[&tid]
-        .luns
-        .keys()
+    let lus: Vec<_> = s
+        .lu_order
+        .iter()
         .map(|l| LuStatLine {
             tid,
             lun: l.0,

@@ -280,6 +280,7 @@ pub fn apply_event(cfg: &mut Config, ev: ControlEvent) {
                 initiator,
                 alias,
                 conns,
+                lu_order: Vec::new(),
             },
         ),
         ControlEvent::SessionDown { tid, tsih } => cfg.session_down(tid, tsih),
