@@ -42,6 +42,15 @@ else
   echo "OK: packages present (${pkgs[*]})"
 fi
 
+# qemu-img's iscsi:// driver (qemu-block-extra, matched to the installed qemu-utils) for the
+# end-to-end data test; the shared script picks the matching version and suite.
+if [ "$DEMO" = 0 ]; then
+  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  qemu="${SHARED_DIR:-$repo/../shared}/scripts/install-qemu-iscsi.sh"
+  [ -f "$qemu" ] || { echo "ERROR: $qemu not found: the shared scripts must sit beside the repository checkout (../shared), or set SHARED_DIR" >&2; exit 1; }
+  bash "$qemu"
+fi
+
 if [ "$BENCH" = 1 ]; then
   FIO=${FIO:-/opt/fio-iscsi/fio}
   if [ -x "$FIO" ] && "$FIO" --enghelp 2>/dev/null | grep -qw libiscsi; then
