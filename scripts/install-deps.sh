@@ -42,13 +42,30 @@ else
   echo "OK: packages present (${pkgs[*]})"
 fi
 
-# qemu-img's iscsi:// driver (qemu-block-extra, matched to the installed qemu-utils) for the
-# end-to-end data test; the shared script picks the matching version and suite.
+# qemu-img's iscsi:// driver (qemu-block-extra) for the end-to-end data test. It must match the
+# installed qemu-utils exactly (this machine's comes from bookworm-backports), and
+# `qemu-img --help` lists iscsi even when the module is missing, so check the package itself.
 if [ "$DEMO" = 0 ]; then
-  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-  qemu="${SHARED_DIR:-$repo/../shared}/scripts/install-qemu-iscsi.sh"
-  [ -f "$qemu" ] || { echo "ERROR: $qemu not found: the shared scripts must sit beside the repository checkout (../shared), or set SHARED_DIR" >&2; exit 1; }
-  bash "$qemu"
+  qver=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+  if [ -z "$qver" ]; then
+    apt-get update -q && apt-get install -y -q qemu-utils
+    qver=$(dpkg-query -W -f='${Version}' qemu-utils)
+  fi
+  have=$(dpkg-query -W -f='${Status} ${Version}' qemu-block-extra 2>/dev/null || true)
+  if [ "$have" != "install ok installed $qver" ]; then
+    if ! apt-cache madison qemu-block-extra 2>/dev/null | grep -qF "$qver"; then
+      if ! grep -qs 'bookworm-backports' /etc/apt/sources.list.d/* /etc/apt/sources.list; then
+        mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+        [ -n "$mirror" ] || mirror=$(awk '$1=="deb"{print $2; exit}' /etc/apt/sources.list)
+        [ -n "$mirror" ] || { echo "ERROR: no Debian mirror in the apt sources" >&2; exit 1; }
+        printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+          "$mirror" > /etc/apt/sources.list.d/backports.sources
+      fi
+      apt-get update -q
+    fi
+    apt-get install -y -q --no-install-recommends "qemu-block-extra=$qver"
+  fi
+  echo "OK: qemu-block-extra $qver (qemu-img iscsi://)"
 fi
 
 if [ "$BENCH" = 1 ]; then
