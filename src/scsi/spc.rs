@@ -243,15 +243,18 @@ pub fn start_stop(
     if power_condition != 0 || !loej || !lu.removable() {
         return Ok(());
     }
+    // SBC-3 §5.25 with §5.10: while any nexus prevents medium removal, the load/eject
+    // mechanism is locked: LOEJ fails with MEDIUM REMOVAL PREVENTED for an eject and, as in
+    // tgt, for a load too (libiscsi's PreventAllow.Eject expects both).
+    let st = lu.lock();
+    if !st.prevent.is_empty() {
+        return Err(CmdError::MediumRemovalPrevented);
+    }
     if start {
         if lu.backing().is_some() {
             lu.set_online(true);
         }
         return Ok(());
-    }
-    let st = lu.lock();
-    if !st.prevent.is_empty() {
-        return Err(CmdError::MediumRemovalPrevented);
     }
     lu.set_online(false);
     Ok(())
