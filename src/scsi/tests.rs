@@ -464,10 +464,16 @@ fn report_luns_and_opcodes() {
     assert_eq!((d[1] & 7, d[3], d[4]), (3, 10, 0x28));
     // One command without SA for an opcode that has service actions.
     ro[3] = 0x9e;
-    assert_eq!(
-        sense_of(&done(exec(Some(&lu), &mut n, &ro, &[]))),
-        (5, 0x24, 0)
-    );
+    let r = done(exec(Some(&lu), &mut n, &ro, &[]));
+    assert_eq!(sense_of(&r), (5, 0x24, 0));
+    // The field pointer names REPORTING OPTIONS (CDB byte 2; SPC-4 §4.5.2.4.2).
+    assert_eq!(&r.sense[15..18], &[0xc0, 0, 2]);
+    // Service-action reporting for an opcode without service actions (TEST UNIT READY).
+    ro[2] = 2;
+    ro[3] = 0;
+    let r = done(exec(Some(&lu), &mut n, &ro, &[]));
+    assert_eq!(sense_of(&r), (5, 0x24, 0));
+    assert_eq!(&r.sense[15..18], &[0xc0, 0, 2]);
     // ORWRITE is not implemented.
     let r = done(exec(Some(&lu), &mut n, &cdb16(0x8b, 0, 0, 1), &[0; 512]));
     assert_eq!(sense_of(&r), (5, 0x20, 0));
