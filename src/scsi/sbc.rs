@@ -191,6 +191,11 @@ pub fn write_same(lu: &LogicalUnit, w: &WriteSame, data_out: &[u8]) -> Result<St
     if w.wrprotect != 0 || w.anchor || w.lbdata || w.pbdata {
         return Err(CmdError::InvalidFieldInCdb);
     }
+    // A write-protected medium refuses every write, deallocating ones included, with DATA
+    // PROTECT before the UNMAP/NDOB provisioning checks (SBC-3 §4.11; libiscsi's
+    // ReadOnly.ReadOnlySBC sends WRITE SAME UNMAP to a read-only, fully provisioned LU).
+    require_medium(lu)?;
+    require_writable(lu)?;
     if w.unmap && !lu.lbp_enabled() {
         return Err(CmdError::InvalidFieldInCdb);
     }
@@ -199,8 +204,6 @@ pub fn write_same(lu: &LogicalUnit, w: &WriteSame, data_out: &[u8]) -> Result<St
     if w.ndob && !(w.unmap && lu.lbprz()) {
         return Err(CmdError::InvalidFieldInCdb);
     }
-    require_medium(lu)?;
-    require_writable(lu)?;
     let nr = lu.nr_blocks();
     if w.lba >= nr && !(w.lba == nr && w.blocks == 0) {
         return Err(CmdError::LbaOutOfRange);

@@ -211,6 +211,15 @@ fn thin_provisioning_on_file() {
             ranges: vec![(2000 * 512, 48 * 512)]
         }
     );
+    // A read-only LU refuses WRITE SAME UNMAP with DATA PROTECT (SBC-3 §4.11), also when
+    // it is not provisioned.
+    lu.apply_params("readonly=1").unwrap();
+    let r = done(exec(Some(&lu), &mut n, &ws, &[0xffu8; 512]));
+    assert_eq!(sense_of(&r), (7, 0x27, 0));
+    lu.apply_params("thin_provisioning=0").unwrap();
+    let r = done(exec(Some(&lu), &mut n, &ws, &[]));
+    assert_eq!(sense_of(&r), (7, 0x27, 0));
+    lu.apply_params("readonly=0,thin_provisioning=1").unwrap();
     // ... but its Data-Out must still be exactly one block.
     let r = done(exec(Some(&lu), &mut n, &ws, &[0xffu8; 1024]));
     assert_eq!(sense_of(&r), (5, 0x1a, 0));
