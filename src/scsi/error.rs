@@ -13,6 +13,8 @@ pub enum CmdError {
     InvalidOpcode,
     /// 24h/00h: a CDB field holds a value this target does not accept (SPC-4 §4.5.2.4.2).
     InvalidFieldInCdb,
+    /// 24h/00h with the field pointer at this CDB byte (SPC-4 §4.5.2.4.2).
+    InvalidFieldInCdbAt(u16),
     /// 26h/00h: a parameter-list field holds a value this target does not accept.
     InvalidFieldInParamList,
     /// 1Ah/00h: the parameter list is shorter than its own headers say, or of a length the
@@ -68,6 +70,10 @@ impl CmdError {
         let s = match self {
             CmdError::InvalidOpcode => Sense::new(IllegalRequest, 0x20, 0x00),
             CmdError::InvalidFieldInCdb => Sense::new(IllegalRequest, 0x24, 0x00),
+            CmdError::InvalidFieldInCdbAt(byte) => Sense {
+                cdb_field: Some(byte),
+                ..Sense::new(IllegalRequest, 0x24, 0x00)
+            },
             CmdError::InvalidFieldInParamList => Sense::new(IllegalRequest, 0x26, 0x00),
             CmdError::ParamListLength => Sense::new(IllegalRequest, 0x1a, 0x00),
             CmdError::InvalidFieldInIu => Sense::new(IllegalRequest, 0x0e, 0x03),

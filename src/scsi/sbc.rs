@@ -34,6 +34,18 @@ fn check_range(lu: &LogicalUnit, lba: u64, blocks: u64) -> Result<(), CmdError> 
     }
 }
 
+/// [`check_range`] for commands whose zero length means "no blocks" (READ, WRITE, VERIFY,
+/// PRE-FETCH): the LBA itself must still name a block of the medium. SBC-3 §4.5 refuses a
+/// command that "references ... a logical block not within the capacity of the medium", and
+/// the LBA one past the last is not (libiscsi's *.ZeroBlocks send LBA == capacity when the
+/// capacity is 2^31 blocks, as on a null LU).
+fn check_lba_range(lu: &LogicalUnit, lba: u64, blocks: u64) -> Result<(), CmdError> {
+    if blocks == 0 && lba >= lu.nr_blocks() {
+        return Err(CmdError::LbaOutOfRange);
+    }
+    check_range(lu, lba, blocks)
+}
+
 /// Byte length of `blocks` blocks, bounded by the advertised MAXIMUM TRANSFER LENGTH.
 fn xfer_bytes(lu: &LogicalUnit, blocks: u32) -> Result<u32, CmdError> {
     let bytes = u64::from(blocks) << lu.blk_shift();
@@ -57,7 +69,7 @@ fn check_rw(lu: &LogicalUnit, r: &BlockRange, writes: bool) -> Result<(), CmdErr
     if writes {
         require_writable(lu)?;
     }
-    check_range(lu, r.lba, u64::from(r.blocks))
+    check_lba_range(lu, r.lba, u64::from(r.blocks))
 }
 
 /// READ(6/10/12/16).
@@ -179,6 +191,11 @@ pub fn write_same(lu: &LogicalUnit, w: &WriteSame, data_out: &[u8]) -> Result<St
     if w.wrprotect != 0 || w.anchor || w.lbdata || w.pbdata {
         return Err(CmdError::InvalidFieldInCdb);
     }
+    // A write-protected medium refuses every write, deallocating ones included, with DATA
+    // PROTECT before the UNMAP/NDOB provisioning checks (SBC-3 §4.11; libiscsi's
+    // ReadOnly.ReadOnlySBC sends WRITE SAME UNMAP to a read-only, fully provisioned LU).
+    require_medium(lu)?;
+    require_writable(lu)?;
     if w.unmap && !lu.lbp_enabled() {
         return Err(CmdError::InvalidFieldInCdb);
     }
@@ -187,8 +204,6 @@ pub fn write_same(lu: &LogicalUnit, w: &WriteSame, data_out: &[u8]) -> Result<St
     if w.ndob && !(w.unmap && lu.lbprz()) {
         return Err(CmdError::InvalidFieldInCdb);
     }
-    require_medium(lu)?;
-    require_writable(lu)?;
     let nr = lu.nr_blocks();
     if w.lba >= nr && !(w.lba == nr && w.blocks == 0) {
         return Err(CmdError::LbaOutOfRange);
@@ -204,14 +219,19 @@ pub fn write_same(lu: &LogicalUnit, w: &WriteSame, data_out: &[u8]) -> Result<St
     }
     let off = offset(lu, w.lba);
     let len = blocks << lu.blk_shift();
-    if w.ndob {
+    // SBC-3 §5.42/§5.43: UNMAP set asks the device server to unmap the range (§4.7.3.4). With
+    // provisioning enabled (checked above) the range is deallocated whatever the Data-Out
+    // block holds, as tgt and LIO do; with LBPRZ it then reads back as zeros, which
+    // libiscsi's WriteSame10.UnmapUntilEnd checks after an UNMAP of a 0xFF block.
+    let bs = lu.block_size() as usize;
+    // Without NDOB the Data-Out is exactly one block, even when it is not used (UNMAP).
+    if !w.ndob && data_out.len() != bs {
+        return Err(CmdError::ParamListLength);
+    }
+    if w.ndob || w.unmap {
         return Ok(Step::Io(BlockIo::Discard {
             ranges: vec![(off, len)],
         }));
-    }
-    let bs = lu.block_size() as usize;
-    if data_out.len() != bs {
-        return Err(CmdError::ParamListLength);
     }
     Ok(Step::Io(BlockIo::WriteSame {
         offset: off,
@@ -281,7 +301,7 @@ pub fn sync_cache(lu: &LogicalUnit, r: &BlockRange) -> Result<Step, CmdError> {
 /// PRE-FETCH(10/16) (SBC-3 §5.9): nothing to stage; GOOD after the range check.
 pub fn pre_fetch(lu: &LogicalUnit, r: &BlockRange) -> Result<Step, CmdError> {
     require_medium(lu)?;
-    check_range(lu, r.lba, u64::from(r.blocks))?;
+    check_lba_range(lu, r.lba, u64::from(r.blocks))?;
     Ok(Step::Good)
 }
 

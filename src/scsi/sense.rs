@@ -24,9 +24,17 @@ pub struct Sense {
     pub ascq: u8,
     /// INFORMATION field (VALID bit set when present).
     pub info: Option<u64>,
+    /// Field pointer (SPC-4 §4.5.2.4.2): the CDB byte at fault, for ILLEGAL REQUEST.
+    pub cdb_field: Option<u16>,
 }
 
 impl Sense {
+    /// The three sense-key specific bytes: SKSV, C/D = 1 (a CDB byte), the field pointer.
+    fn sks(&self) -> Option<[u8; 3]> {
+        let b = self.cdb_field?.to_be_bytes();
+        Some([0x80 | 0x40, b[0], b[1]])
+    }
+
     /// A condition without INFORMATION.
     pub const fn new(key: SenseKey, asc: u8, ascq: u8) -> Sense {
         Sense {
@@ -34,6 +42,7 @@ impl Sense {
             asc,
             ascq,
             info: None,
+            cdb_field: None,
         }
     }
 
@@ -61,6 +70,9 @@ impl Sense {
         s[7] = 10;
         s[12] = self.asc;
         s[13] = self.ascq;
+        if let Some(sks) = self.sks() {
+            s[15..18].copy_from_slice(&sks);
+        }
         s
     }
 
@@ -74,6 +86,12 @@ impl Sense {
         if let Some(info) = self.info {
             s.extend_from_slice(&[0x00, 0x0a, 0x80, 0x00]);
             s.extend_from_slice(&info.to_be_bytes());
+        }
+        if let Some(sks) = self.sks() {
+            // Sense key specific sense data descriptor (SPC-4 §4.5.2.3).
+            s.extend_from_slice(&[0x02, 0x06, 0x00, 0x00]);
+            s.extend_from_slice(&sks);
+            s.push(0);
         }
         s[7] = (s.len() - 8) as u8;
         s
@@ -113,5 +131,17 @@ mod tests {
             ..s
         };
         assert_eq!(big.fixed()[0], 0x70);
+    }
+
+    #[test]
+    fn field_pointer() {
+        let s = Sense {
+            cdb_field: Some(2),
+            ..Sense::new(SenseKey::IllegalRequest, 0x24, 0)
+        };
+        assert_eq!(&s.fixed()[15..18], &[0xc0, 0, 2]);
+        let d = s.descriptor();
+        assert_eq!(d[7], 8);
+        assert_eq!(&d[8..16], &[0x02, 0x06, 0, 0, 0xc0, 0, 2, 0]);
     }
 }

@@ -190,17 +190,22 @@ pub fn report_opcodes(
         return Ok(d);
     }
     let has_sa = ops.iter().any(|i| i.opcode == opcode && i.sa.is_some());
+    // SPC-4 §6.35.1: REPORTING OPTIONS 001b for an opcode with service actions, or 010b for
+    // one without, is an invalid REPORTING OPTIONS field (CDB byte 2). The field pointer tells
+    // the initiator it is that field and not the command itself that is unsupported (libiscsi
+    // reads a MAINTENANCE IN INVALID FIELD IN CDB without one as "not implemented").
+    let bad_options = CmdError::InvalidFieldInCdbAt(2);
     let found = match options {
-        1 if has_sa => return Err(CmdError::InvalidFieldInCdb),
+        1 if has_sa => return Err(bad_options),
         1 => ops.iter().find(|i| i.opcode == opcode),
-        2 if !has_sa && implemented(dev, opcode) => return Err(CmdError::InvalidFieldInCdb),
+        2 if !has_sa && implemented(dev, opcode) => return Err(bad_options),
         2 => ops
             .iter()
             .find(|i| i.opcode == opcode && i.sa.map(u16::from) == Some(sa)),
         3 => ops
             .iter()
             .find(|i| i.opcode == opcode && (i.sa.is_none() || i.sa.map(u16::from) == Some(sa))),
-        _ => return Err(CmdError::InvalidFieldInCdb),
+        _ => return Err(bad_options),
     };
     d.push(0);
     match found {
@@ -243,15 +248,18 @@ pub fn start_stop(
     if power_condition != 0 || !loej || !lu.removable() {
         return Ok(());
     }
+    // SBC-3 §5.25 with §5.10: while any nexus prevents medium removal, the load/eject
+    // mechanism is locked: LOEJ fails with MEDIUM REMOVAL PREVENTED for an eject and, as in
+    // tgt, for a load too (libiscsi's PreventAllow.Eject expects both).
+    let st = lu.lock();
+    if !st.prevent.is_empty() {
+        return Err(CmdError::MediumRemovalPrevented);
+    }
     if start {
         if lu.backing().is_some() {
             lu.set_online(true);
         }
         return Ok(());
-    }
-    let st = lu.lock();
-    if !st.prevent.is_empty() {
-        return Err(CmdError::MediumRemovalPrevented);
     }
     lu.set_online(false);
     Ok(())

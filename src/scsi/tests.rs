@@ -203,11 +203,26 @@ fn thin_provisioning_on_file() {
     assert_eq!(sense_of(&r), (5, 0x1a, 0));
     // WRITE SAME with UNMAP, 0 blocks = to the end.
     let ws = cdb16(0x93, 0x08, 2000, 0);
-    let op = io(exec(Some(&lu), &mut n, &ws, &[0u8; 512]));
-    assert!(
-        matches!(op, BlockIo::WriteSame { offset, len, unmap: true, .. }
-        if offset == 2000 * 512 && len == 48 * 512)
+    // SBC-3 §5.43: UNMAP deallocates the range whatever the block holds (0xFF here).
+    let op = io(exec(Some(&lu), &mut n, &ws, &[0xffu8; 512]));
+    assert_eq!(
+        op,
+        BlockIo::Discard {
+            ranges: vec![(2000 * 512, 48 * 512)]
+        }
     );
+    // A read-only LU refuses WRITE SAME UNMAP with DATA PROTECT (SBC-3 §4.11), also when
+    // it is not provisioned.
+    lu.apply_params("readonly=1").unwrap();
+    let r = done(exec(Some(&lu), &mut n, &ws, &[0xffu8; 512]));
+    assert_eq!(sense_of(&r), (7, 0x27, 0));
+    lu.apply_params("thin_provisioning=0").unwrap();
+    let r = done(exec(Some(&lu), &mut n, &ws, &[]));
+    assert_eq!(sense_of(&r), (7, 0x27, 0));
+    lu.apply_params("readonly=0,thin_provisioning=1").unwrap();
+    // ... but its Data-Out must still be exactly one block.
+    let r = done(exec(Some(&lu), &mut n, &ws, &[0xffu8; 1024]));
+    assert_eq!(sense_of(&r), (5, 0x1a, 0));
     // GET LBA STATUS on a sparse file: one deallocated extent.
     let gls = cdb16(0x9e, 0x12, 0, 64);
     let r = done(exec(Some(&lu), &mut n, &gls, &[]));
@@ -241,6 +256,18 @@ fn read_write_checks() {
     );
     // READ(10) with 0 blocks is GOOD without I/O.
     good(&done(exec(Some(&lu), &mut n, &cdb10(0x28, 0, 0, 0), &[])));
+    // ... but its LBA must still be a block of the medium (SBC-3 §4.5): capacity is refused.
+    let cap = lu.nr_blocks() as u32;
+    for op in [0x28u8, 0x2a, 0x2f, 0x34] {
+        let r = done(exec(Some(&lu), &mut n, &cdb10(op, 0, cap, 0), &[]));
+        assert_eq!(sense_of(&r), (5, 0x21, 0), "opcode {op:#x}");
+    }
+    good(&done(exec(
+        Some(&lu),
+        &mut n,
+        &cdb10(0x28, 0, cap - 1, 0),
+        &[],
+    )));
     let data = vec![7u8; 1024];
     assert_eq!(
         io(exec(Some(&lu), &mut n, &cdb16(0x8a, 0x08, 1, 2), &data)),
@@ -446,10 +473,16 @@ fn report_luns_and_opcodes() {
     assert_eq!((d[1] & 7, d[3], d[4]), (3, 10, 0x28));
     // One command without SA for an opcode that has service actions.
     ro[3] = 0x9e;
-    assert_eq!(
-        sense_of(&done(exec(Some(&lu), &mut n, &ro, &[]))),
-        (5, 0x24, 0)
-    );
+    let r = done(exec(Some(&lu), &mut n, &ro, &[]));
+    assert_eq!(sense_of(&r), (5, 0x24, 0));
+    // The field pointer names REPORTING OPTIONS (CDB byte 2; SPC-4 §4.5.2.4.2).
+    assert_eq!(&r.sense[15..18], &[0xc0, 0, 2]);
+    // Service-action reporting for an opcode without service actions (TEST UNIT READY).
+    ro[2] = 2;
+    ro[3] = 0;
+    let r = done(exec(Some(&lu), &mut n, &ro, &[]));
+    assert_eq!(sense_of(&r), (5, 0x24, 0));
+    assert_eq!(&r.sense[15..18], &[0xc0, 0, 2]);
     // ORWRITE is not implemented.
     let r = done(exec(Some(&lu), &mut n, &cdb16(0x8b, 0, 0, 1), &[0; 512]));
     assert_eq!(sense_of(&r), (5, 0x20, 0));
@@ -698,6 +731,13 @@ fn removable_eject_and_prevent() {
         sense_of(&done(exec(Some(&lu), &mut a, &TUR, &[]))),
         (2, 0x3a, 0)
     );
+    // Loading is refused too while a nexus prevents removal (SBC-3 §5.25, tgt).
+    good(&done(exec(Some(&lu), &mut a, &prevent, &[])));
+    assert_eq!(
+        sense_of(&done(exec(Some(&lu), &mut a, &load, &[]))),
+        (5, 0x53, 2)
+    );
+    good(&done(exec(Some(&lu), &mut a, &[0x1e, 0, 0, 0, 0, 0], &[])));
     good(&done(exec(Some(&lu), &mut a, &load, &[])));
     good(&done(exec(Some(&lu), &mut a, &TUR, &[])));
 }
