@@ -339,6 +339,16 @@ fn run(ctx: &mut ExecCtx<'_>, lu: &LogicalUnit, cmd: &ScsiCommand<'_>) -> Result
         Cdb::PreFetch(r) => sbc::pre_fetch(lu, &r)?,
         Cdb::SyncCache(r) => sbc::sync_cache(lu, &r)?,
         Cdb::CompareAndWrite(r) => sbc::compare_and_write(lu, &r, data_out)?,
+        Cdb::ReadDefectData {
+            twelve,
+            plist,
+            glist,
+            format,
+            alloc,
+        } => Step::Data(truncate(
+            sbc::read_defect_data(lu, twelve, plist, glist, format)?,
+            alloc,
+        )),
         Cdb::WriteSame(w) => sbc::write_same(lu, &w, data_out)?,
         Cdb::Unmap { anchor, len } => sbc::unmap(lu, anchor, len, data_out)?,
         Cdb::Inquiry {

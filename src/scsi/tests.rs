@@ -314,11 +314,52 @@ fn read_write_checks() {
     lu.apply_params("readonly=1").unwrap();
     let r = done(exec(Some(&lu), &mut n, &cdb10(0x2a, 0, 0, 2), &data));
     assert_eq!(sense_of(&r), (7, 0x27, 0));
+    // Zero blocks in range: still a write to a protected medium.
+    let r = done(exec(Some(&lu), &mut n, &cdb10(0x2a, 0, 0, 0), &[]));
+    assert_eq!(sense_of(&r), (7, 0x27, 0));
+    // Out of range on a protected medium: LBA OUT OF RANGE first (WRITE, WRITE AND VERIFY,
+    // COMPARE AND WRITE).
+    let r = done(exec(Some(&lu), &mut n, &cdb10(0x2a, 0, cap - 1, 2), &data));
+    assert_eq!(sense_of(&r), (5, 0x21, 0));
+    let r = done(exec(Some(&lu), &mut n, &cdb16(0x8e, 0, u64::MAX, 1), &data));
+    assert_eq!(sense_of(&r), (5, 0x21, 0));
+    let mut caw = cdb16(0x89, 0, u64::from(cap), 0);
+    caw[13] = 1;
+    let r = done(exec(Some(&lu), &mut n, &caw, &data));
+    assert_eq!(sense_of(&r), (5, 0x21, 0));
     lu.apply_params("readonly=0,online=0").unwrap();
     let r = done(exec(Some(&lu), &mut n, &cdb10(0x28, 0, 0, 1), &[]));
     assert_eq!(sense_of(&r), (2, 0x3a, 0));
     let r = done(exec(Some(&lu), &mut n, &TUR, &[]));
     assert_eq!(sense_of(&r), (2, 0x3a, 0));
+}
+
+#[test]
+fn read_defect_data_is_empty() {
+    let (lu, _f) = file_disk(1 << 20);
+    let mut n = nexus("a");
+    // (10): REQ_PLIST | REQ_GLIST, long block format (011b), header only.
+    let mut c = [0u8; 10];
+    c[0] = 0x37;
+    c[2] = 0x18 | 3;
+    c[8] = 32;
+    let r = done(exec(Some(&lu), &mut n, &c, &[]));
+    good(&r);
+    assert_eq!(bytes(&r), &[0, 0x18 | 3, 0, 0]);
+    // Allocation length truncates.
+    c[8] = 2;
+    assert_eq!(bytes(&done(exec(Some(&lu), &mut n, &c, &[]))), &[0, 0x1b]);
+    // Reserved format 111b.
+    c[2] = 7;
+    let r = done(exec(Some(&lu), &mut n, &c, &[]));
+    assert_eq!(sense_of(&r), (5, 0x24, 0));
+    // (12): flags in byte 1, generation code and 4-byte length zero.
+    let mut c = [0u8; 12];
+    c[0] = 0xb7;
+    c[1] = 0x08;
+    c[9] = 32;
+    let r = done(exec(Some(&lu), &mut n, &c, &[]));
+    assert_eq!(bytes(&r), &[0, 0x08, 0, 0, 0, 0, 0, 0]);
 }
 
 #[test]
