@@ -35,6 +35,7 @@ pub mod op {
     pub const READ_16: u8 = 0x88;
     pub const COMPARE_AND_WRITE: u8 = 0x89;
     pub const WRITE_16: u8 = 0x8a;
+    pub const ORWRITE_16: u8 = 0x8b;
     pub const WRITE_VERIFY_16: u8 = 0x8e;
     pub const VERIFY_16: u8 = 0x8f;
     pub const PRE_FETCH_16: u8 = 0x90;
@@ -141,6 +142,8 @@ pub enum Cdb {
         len: u32,
     },
     CompareAndWrite(BlockRange),
+    /// ORWRITE(16) (SBC-3 §5.8); `protect` is ORPROTECT.
+    OrWrite(BlockRange),
     /// READ DEFECT DATA(10)/(12) (SBC-3 §5.12, §5.13).
     ReadDefectData {
         twelve: bool,
@@ -372,6 +375,11 @@ pub fn parse(cdb: &[u8]) -> Result<Cdb, CmdError> {
             fua: c[1] & 0x08 != 0,
             bytchk: 0,
         }),
+        op::ORWRITE_16 => Cdb::OrWrite(BlockRange {
+            // Bit 1 of byte 1 is the obsolete FUA_NV, not a BYTCHK.
+            bytchk: 0,
+            ..range16(c)
+        }),
         op::READ_DEFECT_DATA_10 => Cdb::ReadDefectData {
             twelve: false,
             plist: c[2] & 0x10 != 0,
@@ -470,7 +478,7 @@ mod tests {
             Err(CmdError::InvalidFieldInCdb)
         );
         assert_eq!(parse(&[]), Err(CmdError::InvalidOpcode));
-        assert_eq!(parse(&[0x8b; 16]), Err(CmdError::InvalidOpcode));
+        assert_eq!(parse(&[0x8c; 16]), Err(CmdError::InvalidOpcode));
         assert_eq!(parse(&[0xc0; 16]), Err(CmdError::InvalidOpcode));
     }
 

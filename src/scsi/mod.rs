@@ -339,6 +339,7 @@ fn run(ctx: &mut ExecCtx<'_>, lu: &LogicalUnit, cmd: &ScsiCommand<'_>) -> Result
         Cdb::PreFetch(r) => sbc::pre_fetch(lu, &r)?,
         Cdb::SyncCache(r) => sbc::sync_cache(lu, &r)?,
         Cdb::CompareAndWrite(r) => sbc::compare_and_write(lu, &r, data_out)?,
+        Cdb::OrWrite(r) => sbc::orwrite(lu, &r, data_out)?,
         Cdb::ReadDefectData {
             twelve,
             plist,
@@ -465,7 +466,7 @@ pub fn complete(
 pub fn data_out_len(cdb: &[u8], block_size: u32) -> Option<u64> {
     let bs = u64::from(block_size);
     Some(match cdb::parse(cdb).ok()? {
-        Cdb::Write(r) | Cdb::WriteVerify(r) => u64::from(r.blocks) * bs,
+        Cdb::Write(r) | Cdb::WriteVerify(r) | Cdb::OrWrite(r) => u64::from(r.blocks) * bs,
         Cdb::Verify(r) if r.bytchk == 1 => u64::from(r.blocks) * bs,
         Cdb::CompareAndWrite(r) => 2 * u64::from(r.blocks) * bs,
         Cdb::WriteSame(w) if !w.ndob => bs,

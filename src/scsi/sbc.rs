@@ -192,6 +192,27 @@ pub fn compare_and_write(
     }))
 }
 
+/// ORWRITE(16) (SBC-3 §5.8): read the blocks, OR each byte with Data-Out, write the result.
+/// ORPROTECT must be 0 (no protection information); zero blocks is GOOD after the range
+/// check. Unlike WRITE, a short Data-Out cannot be written in part: the OR needs every byte,
+/// so less than the transfer length is refused before anything is read (FCP-4 §9.4.2 b).
+/// The read and the write run back to back on the shard's ring with the same exclusion as
+/// COMPARE AND WRITE (none against other shards' writes to the same blocks).
+pub fn orwrite(lu: &LogicalUnit, r: &BlockRange, data_out: &[u8]) -> Result<Step, CmdError> {
+    check_rw(lu, r, true)?;
+    if r.blocks == 0 {
+        return Ok(Step::Good);
+    }
+    let bytes = xfer_bytes(lu, r.blocks)?;
+    let data = data_range(data_out, bytes as usize)?;
+    Ok(Step::Io(BlockIo::OrWrite {
+        offset: offset(lu, r.lba),
+        len: bytes,
+        data,
+        fua: r.fua,
+    }))
+}
+
 /// WRITE SAME(10/16) (SBC-3 §5.42), with tgt's checks: ANCHOR unsupported, UNMAP only with
 /// provisioning, LBDATA/PBDATA (obsolete) refused, exactly one block of Data-Out, NUMBER OF
 /// LOGICAL BLOCKS 0 meaning "to the last block".

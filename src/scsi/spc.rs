@@ -106,6 +106,7 @@ const DISK_OPS: &[OpInfo] = &[
     o(op::READ_16, None, 16),
     o(op::COMPARE_AND_WRITE, None, 16),
     o(op::WRITE_16, None, 16),
+    o(op::ORWRITE_16, None, 16),
     o(op::WRITE_VERIFY_16, None, 16),
     o(op::VERIFY_16, None, 16),
     o(op::PRE_FETCH_16, None, 16),
