@@ -150,6 +150,14 @@ pub enum BlockIo {
         verify: Range<usize>,
         write: Range<usize>,
     },
+    /// ORWRITE (SBC-3 §5.8): read `len` bytes at `offset`, OR `data` of Data-Out (`len` bytes)
+    /// into them, write the result back; `fua` as for `Write`.
+    OrWrite {
+        offset: u64,
+        len: u32,
+        data: Range<usize>,
+        fua: bool,
+    },
     /// VERIFY / WRITE AND VERIFY's compare step: read `len` at `offset` and compare with
     /// `compare` of Data-Out when given (BYTCHK=1), else only check the medium is readable.
     Verify {

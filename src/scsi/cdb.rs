@@ -25,6 +25,7 @@ pub mod op {
     pub const VERIFY_10: u8 = 0x2f;
     pub const PRE_FETCH_10: u8 = 0x34;
     pub const SYNC_CACHE_10: u8 = 0x35;
+    pub const READ_DEFECT_DATA_10: u8 = 0x37;
     pub const WRITE_SAME_10: u8 = 0x41;
     pub const UNMAP: u8 = 0x42;
     pub const MODE_SELECT_10: u8 = 0x55;
@@ -34,6 +35,7 @@ pub mod op {
     pub const READ_16: u8 = 0x88;
     pub const COMPARE_AND_WRITE: u8 = 0x89;
     pub const WRITE_16: u8 = 0x8a;
+    pub const ORWRITE_16: u8 = 0x8b;
     pub const WRITE_VERIFY_16: u8 = 0x8e;
     pub const VERIFY_16: u8 = 0x8f;
     pub const PRE_FETCH_16: u8 = 0x90;
@@ -46,6 +48,7 @@ pub mod op {
     pub const WRITE_12: u8 = 0xaa;
     pub const WRITE_VERIFY_12: u8 = 0xae;
     pub const VERIFY_12: u8 = 0xaf;
+    pub const READ_DEFECT_DATA_12: u8 = 0xb7;
 
     /// SERVICE ACTION IN(16) service actions.
     pub const SAI_READ_CAPACITY_16: u8 = 0x10;
@@ -139,6 +142,16 @@ pub enum Cdb {
         len: u32,
     },
     CompareAndWrite(BlockRange),
+    /// ORWRITE(16) (SBC-3 §5.8); `protect` is ORPROTECT.
+    OrWrite(BlockRange),
+    /// READ DEFECT DATA(10)/(12) (SBC-3 §5.12, §5.13).
+    ReadDefectData {
+        twelve: bool,
+        plist: bool,
+        glist: bool,
+        format: u8,
+        alloc: u32,
+    },
     PrIn {
         sa: u8,
         alloc: u32,
@@ -362,6 +375,27 @@ pub fn parse(cdb: &[u8]) -> Result<Cdb, CmdError> {
             fua: c[1] & 0x08 != 0,
             bytchk: 0,
         }),
+        op::ORWRITE_16 => Cdb::OrWrite(BlockRange {
+            // Bit 1 of byte 1 is the obsolete FUA_NV, not a BYTCHK.
+            bytchk: 0,
+            ..range16(c)
+        }),
+        op::READ_DEFECT_DATA_10 => Cdb::ReadDefectData {
+            twelve: false,
+            plist: c[2] & 0x10 != 0,
+            glist: c[2] & 0x08 != 0,
+            format: c[2] & 0x07,
+            alloc: u32::from(be16(c, 7)),
+        },
+        // SBC-3 §5.13: the list flags are in byte 1 (bytes 2-5 are the ADDRESS DESCRIPTOR
+        // INDEX, which an empty list has no use for).
+        op::READ_DEFECT_DATA_12 => Cdb::ReadDefectData {
+            twelve: true,
+            plist: c[1] & 0x10 != 0,
+            glist: c[1] & 0x08 != 0,
+            format: c[1] & 0x07,
+            alloc: be32(c, 6),
+        },
         op::PR_IN => Cdb::PrIn {
             sa: c[1] & 0x1f,
             alloc: u32::from(be16(c, 7)),
@@ -444,7 +478,7 @@ mod tests {
             Err(CmdError::InvalidFieldInCdb)
         );
         assert_eq!(parse(&[]), Err(CmdError::InvalidOpcode));
-        assert_eq!(parse(&[0x8b; 16]), Err(CmdError::InvalidOpcode));
+        assert_eq!(parse(&[0x8c; 16]), Err(CmdError::InvalidOpcode));
         assert_eq!(parse(&[0xc0; 16]), Err(CmdError::InvalidOpcode));
     }
 

@@ -339,6 +339,17 @@ fn run(ctx: &mut ExecCtx<'_>, lu: &LogicalUnit, cmd: &ScsiCommand<'_>) -> Result
         Cdb::PreFetch(r) => sbc::pre_fetch(lu, &r)?,
         Cdb::SyncCache(r) => sbc::sync_cache(lu, &r)?,
         Cdb::CompareAndWrite(r) => sbc::compare_and_write(lu, &r, data_out)?,
+        Cdb::OrWrite(r) => sbc::orwrite(lu, &r, data_out)?,
+        Cdb::ReadDefectData {
+            twelve,
+            plist,
+            glist,
+            format,
+            alloc,
+        } => Step::Data(truncate(
+            sbc::read_defect_data(lu, twelve, plist, glist, format)?,
+            alloc,
+        )),
         Cdb::WriteSame(w) => sbc::write_same(lu, &w, data_out)?,
         Cdb::Unmap { anchor, len } => sbc::unmap(lu, anchor, len, data_out)?,
         Cdb::Inquiry {
@@ -455,7 +466,7 @@ pub fn complete(
 pub fn data_out_len(cdb: &[u8], block_size: u32) -> Option<u64> {
     let bs = u64::from(block_size);
     Some(match cdb::parse(cdb).ok()? {
-        Cdb::Write(r) | Cdb::WriteVerify(r) => u64::from(r.blocks) * bs,
+        Cdb::Write(r) | Cdb::WriteVerify(r) | Cdb::OrWrite(r) => u64::from(r.blocks) * bs,
         Cdb::Verify(r) if r.bytchk == 1 => u64::from(r.blocks) * bs,
         Cdb::CompareAndWrite(r) => 2 * u64::from(r.blocks) * bs,
         Cdb::WriteSame(w) if !w.ndob => bs,

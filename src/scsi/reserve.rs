@@ -42,7 +42,8 @@ pub fn access(cdb: &Cdb) -> Access {
         | Cdb::Verify(_)
         | Cdb::PreFetch(_)
         | Cdb::ModeSense { .. }
-        | Cdb::GetLbaStatus { .. } => Access::Read,
+        | Cdb::GetLbaStatus { .. }
+        | Cdb::ReadDefectData { .. } => Access::Read,
         _ => Access::Write,
     }
 }

@@ -59,17 +59,25 @@ fn offset(lu: &LogicalUnit, lba: u64) -> u64 {
     lba << lu.blk_shift()
 }
 
-/// Common READ/WRITE/VERIFY checks, in tgt's order: protection, medium, write protect, range.
+/// Common READ/WRITE/VERIFY checks: protection field, medium, LBA range, then write protect.
+///
+/// SBC-3 §4.11 (write protection) and §4.5 (LBA range) do not rank the two conditions, and
+/// SAM-5 leaves the order in which a device server detects errors to it. The range comes
+/// first here: a command naming blocks the medium does not have is malformed whatever the
+/// medium's state, and libiscsi's Write*/WriteVerify*/OrWrite.BeyondEol expect LBA OUT OF
+/// RANGE from a write-protected LU too. A write that is in range (a zero-length one included)
+/// still gets DATA PROTECT.
 fn check_rw(lu: &LogicalUnit, r: &BlockRange, writes: bool) -> Result<(), CmdError> {
     if r.protect != 0 {
         // No protection information: RDPROTECT/WRPROTECT/VRPROTECT must be 0 (SBC-3 §5.8).
         return Err(CmdError::InvalidFieldInCdb);
     }
     require_medium(lu)?;
+    check_lba_range(lu, r.lba, u64::from(r.blocks))?;
     if writes {
         require_writable(lu)?;
     }
-    check_lba_range(lu, r.lba, u64::from(r.blocks))
+    Ok(())
 }
 
 /// READ(6/10/12/16).
@@ -181,6 +189,27 @@ pub fn compare_and_write(
         len: n,
         verify: 0..half,
         write: half..both.end,
+    }))
+}
+
+/// ORWRITE(16) (SBC-3 §5.8): read the blocks, OR each byte with Data-Out, write the result.
+/// ORPROTECT must be 0 (no protection information); zero blocks is GOOD after the range
+/// check. Unlike WRITE, a short Data-Out cannot be written in part: the OR needs every byte,
+/// so less than the transfer length is refused before anything is read (FCP-4 §9.4.2 b).
+/// The read and the write run back to back on the shard's ring with the same exclusion as
+/// COMPARE AND WRITE (none against other shards' writes to the same blocks).
+pub fn orwrite(lu: &LogicalUnit, r: &BlockRange, data_out: &[u8]) -> Result<Step, CmdError> {
+    check_rw(lu, r, true)?;
+    if r.blocks == 0 {
+        return Ok(Step::Good);
+    }
+    let bytes = xfer_bytes(lu, r.blocks)?;
+    let data = data_range(data_out, bytes as usize)?;
+    Ok(Step::Io(BlockIo::OrWrite {
+        offset: offset(lu, r.lba),
+        len: bytes,
+        data,
+        fua: r.fua,
     }))
 }
 
@@ -380,6 +409,31 @@ pub fn get_lba_status(lu: &LogicalUnit, lba: u64, alloc: u32) -> Result<Vec<u8>,
     let plen = (d.len() - 4) as u32;
     d[0..4].copy_from_slice(&plen.to_be_bytes());
     Ok(d)
+}
+
+/// READ DEFECT DATA(10)/(12) (SBC-3 §5.12, §5.13): a file or device behind the target has no
+/// defects this device server manages, so both lists are empty. An empty list is expressible
+/// in every defined DEFECT LIST FORMAT, so the requested one is returned as-is (no RECOVERED
+/// ERROR / DEFECT LIST NOT FOUND for a substituted format); 111b is reserved. PLISTV / GLISTV
+/// say that the requested lists are valid (they are: empty). The (12) header carries a
+/// GENERATION CODE (0: the list never changes) and a 4-byte DEFECT LIST LENGTH.
+pub fn read_defect_data(
+    lu: &LogicalUnit,
+    twelve: bool,
+    plist: bool,
+    glist: bool,
+    format: u8,
+) -> Result<Vec<u8>, CmdError> {
+    if format > 6 {
+        return Err(CmdError::InvalidFieldInCdb);
+    }
+    require_medium(lu)?;
+    let flags = u8::from(plist) << 4 | u8::from(glist) << 3 | format;
+    Ok(if twelve {
+        vec![0, flags, 0, 0, 0, 0, 0, 0]
+    } else {
+        vec![0, flags, 0, 0]
+    })
 }
 
 /// FORMAT UNIT (SBC-3 §5.3): there is nothing to format; protection formats and parameter

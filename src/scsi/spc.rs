@@ -87,6 +87,7 @@ const DISK_OPS: &[OpInfo] = &[
     o(op::VERIFY_10, None, 10),
     o(op::PRE_FETCH_10, None, 10),
     o(op::SYNC_CACHE_10, None, 10),
+    o(op::READ_DEFECT_DATA_10, None, 10),
     o(op::WRITE_SAME_10, None, 10),
     o(op::UNMAP, None, 10),
     o(op::MODE_SELECT_10, None, 10),
@@ -105,6 +106,7 @@ const DISK_OPS: &[OpInfo] = &[
     o(op::READ_16, None, 16),
     o(op::COMPARE_AND_WRITE, None, 16),
     o(op::WRITE_16, None, 16),
+    o(op::ORWRITE_16, None, 16),
     o(op::WRITE_VERIFY_16, None, 16),
     o(op::VERIFY_16, None, 16),
     o(op::PRE_FETCH_16, None, 16),
@@ -119,6 +121,7 @@ const DISK_OPS: &[OpInfo] = &[
     o(op::WRITE_12, None, 12),
     o(op::WRITE_VERIFY_12, None, 12),
     o(op::VERIFY_12, None, 12),
+    o(op::READ_DEFECT_DATA_12, None, 12),
 ];
 
 /// Commands of tgt's LUN 0 controller.

@@ -314,11 +314,86 @@ fn read_write_checks() {
     lu.apply_params("readonly=1").unwrap();
     let r = done(exec(Some(&lu), &mut n, &cdb10(0x2a, 0, 0, 2), &data));
     assert_eq!(sense_of(&r), (7, 0x27, 0));
+    // Zero blocks in range: still a write to a protected medium.
+    let r = done(exec(Some(&lu), &mut n, &cdb10(0x2a, 0, 0, 0), &[]));
+    assert_eq!(sense_of(&r), (7, 0x27, 0));
+    // Out of range on a protected medium: LBA OUT OF RANGE first (WRITE, WRITE AND VERIFY,
+    // COMPARE AND WRITE).
+    let r = done(exec(Some(&lu), &mut n, &cdb10(0x2a, 0, cap - 1, 2), &data));
+    assert_eq!(sense_of(&r), (5, 0x21, 0));
+    let r = done(exec(Some(&lu), &mut n, &cdb16(0x8e, 0, u64::MAX, 1), &data));
+    assert_eq!(sense_of(&r), (5, 0x21, 0));
+    let mut caw = cdb16(0x89, 0, u64::from(cap), 0);
+    caw[13] = 1;
+    let r = done(exec(Some(&lu), &mut n, &caw, &data));
+    assert_eq!(sense_of(&r), (5, 0x21, 0));
     lu.apply_params("readonly=0,online=0").unwrap();
     let r = done(exec(Some(&lu), &mut n, &cdb10(0x28, 0, 0, 1), &[]));
     assert_eq!(sense_of(&r), (2, 0x3a, 0));
     let r = done(exec(Some(&lu), &mut n, &TUR, &[]));
     assert_eq!(sense_of(&r), (2, 0x3a, 0));
+}
+
+#[test]
+fn orwrite_checks() {
+    let (lu, _f) = file_disk(1 << 20); // 2048 blocks
+    let mut n = nexus("a");
+    let data = vec![0xa5u8; 1024];
+    // FUA set, obsolete FUA_NV (bit 1) ignored.
+    assert_eq!(
+        io(exec(Some(&lu), &mut n, &cdb16(0x8b, 0x0a, 3, 2), &data)),
+        BlockIo::OrWrite {
+            offset: 3 * 512,
+            len: 1024,
+            data: 0..1024,
+            fua: true
+        }
+    );
+    assert_eq!(data_out_len(&cdb16(0x8b, 0, 3, 2), 512), Some(1024));
+    good(&done(exec(Some(&lu), &mut n, &cdb16(0x8b, 0, 0, 0), &[])));
+    for (lba, blocks) in [(2047, 2), (2049, 0), (u64::MAX, 1), (1 << 63, 1)] {
+        let r = done(exec(Some(&lu), &mut n, &cdb16(0x8b, 0, lba, blocks), &data));
+        assert_eq!(sense_of(&r), (5, 0x21, 0), "lba {lba} blocks {blocks}");
+    }
+    // ORPROTECT without protection information.
+    let r = done(exec(Some(&lu), &mut n, &cdb16(0x8b, 0x20, 0, 1), &data));
+    assert_eq!(sense_of(&r), (5, 0x24, 0));
+    // The OR needs every byte: a short Data-Out is refused, nothing read or written.
+    let r = done(exec(Some(&lu), &mut n, &cdb16(0x8b, 0, 0, 2), &data[..512]));
+    assert_eq!(sense_of(&r), (5, 0x0e, 0x03));
+    lu.apply_params("readonly=1").unwrap();
+    let r = done(exec(Some(&lu), &mut n, &cdb16(0x8b, 0, 0, 1), &data));
+    assert_eq!(sense_of(&r), (7, 0x27, 0));
+    let r = done(exec(Some(&lu), &mut n, &cdb16(0x8b, 0, 2048, 1), &data));
+    assert_eq!(sense_of(&r), (5, 0x21, 0));
+}
+
+#[test]
+fn read_defect_data_is_empty() {
+    let (lu, _f) = file_disk(1 << 20);
+    let mut n = nexus("a");
+    // (10): REQ_PLIST | REQ_GLIST, long block format (011b), header only.
+    let mut c = [0u8; 10];
+    c[0] = 0x37;
+    c[2] = 0x18 | 3;
+    c[8] = 32;
+    let r = done(exec(Some(&lu), &mut n, &c, &[]));
+    good(&r);
+    assert_eq!(bytes(&r), &[0, 0x18 | 3, 0, 0]);
+    // Allocation length truncates.
+    c[8] = 2;
+    assert_eq!(bytes(&done(exec(Some(&lu), &mut n, &c, &[]))), &[0, 0x1b]);
+    // Reserved format 111b.
+    c[2] = 7;
+    let r = done(exec(Some(&lu), &mut n, &c, &[]));
+    assert_eq!(sense_of(&r), (5, 0x24, 0));
+    // (12): flags in byte 1, generation code and 4-byte length zero.
+    let mut c = [0u8; 12];
+    c[0] = 0xb7;
+    c[1] = 0x08;
+    c[9] = 32;
+    let r = done(exec(Some(&lu), &mut n, &c, &[]));
+    assert_eq!(bytes(&r), &[0, 0x08, 0, 0, 0, 0, 0, 0]);
 }
 
 #[test]
@@ -483,8 +558,8 @@ fn report_luns_and_opcodes() {
     let r = done(exec(Some(&lu), &mut n, &ro, &[]));
     assert_eq!(sense_of(&r), (5, 0x24, 0));
     assert_eq!(&r.sense[15..18], &[0xc0, 0, 2]);
-    // ORWRITE is not implemented.
-    let r = done(exec(Some(&lu), &mut n, &cdb16(0x8b, 0, 0, 1), &[0; 512]));
+    // READ ATTRIBUTE is not implemented.
+    let r = done(exec(Some(&lu), &mut n, &cdb16(0x8c, 0, 0, 1), &[]));
     assert_eq!(sense_of(&r), (5, 0x20, 0));
 }
 

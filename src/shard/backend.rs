@@ -213,9 +213,14 @@ impl PendingIo {
                 self.step = 0;
                 self.next_write_same()
             }
-            BlockIo::CompareAndWrite { offset, len, .. } | BlockIo::Verify { offset, len, .. } => {
+            BlockIo::CompareAndWrite { offset, len, .. }
+            | BlockIo::Verify { offset, len, .. }
+            | BlockIo::OrWrite { offset, len, .. } => {
                 if self.fd.is_none() {
                     self.read_buf = Some(zeros.get(pool, len as usize));
+                    if matches!(self.io, BlockIo::OrWrite { .. }) {
+                        return self.after_or_read();
+                    }
                     return self.after_compare_read(pool, zeros);
                 }
                 let mut b = pool.alloc(len as usize);
@@ -276,6 +281,37 @@ impl PendingIo {
             offset: offset + done,
             done: 0,
             dsync: false,
+        })
+    }
+
+    /// ORWRITE's second step: OR Data-Out into the blocks read, write them back.
+    fn after_or_read(&mut self) -> Next {
+        let BlockIo::OrWrite {
+            offset, data, fua, ..
+        } = self.io.clone()
+        else {
+            unreachable!("orwrite state")
+        };
+        self.step = 1;
+        if self.fd.is_none() {
+            // The null store's read buffer is a shared zero buffer: nothing to store anyway.
+            return Next::Done(IoResult::Ok);
+        }
+        let (dptr, dlen) = self.data_ptr(&data);
+        // SAFETY: as in WriteSame: inside the Data-Out buffer `self.data` keeps alive.
+        let d = unsafe { std::slice::from_raw_parts(dptr as *const u8, dlen) };
+        let buf = self.read_buf.as_mut().expect("orwrite buffer");
+        for (b, o) in buf.as_mut_slice().iter_mut().zip(d) {
+            *b |= *o;
+        }
+        let (ptr, len) = (buf.as_ptr() as usize, buf.len());
+        self.begin(Xfer {
+            write: true,
+            ptr,
+            len,
+            offset,
+            done: 0,
+            dsync: fua,
         })
     }
 
@@ -340,7 +376,10 @@ impl PendingIo {
             }
             BlockIo::Discard { .. } => self.next_discard(),
             BlockIo::WriteSame { .. } => self.next_write_same(),
-            BlockIo::CompareAndWrite { .. } if self.step == 1 => Next::Done(IoResult::Ok),
+            BlockIo::CompareAndWrite { .. } | BlockIo::OrWrite { .. } if self.step == 1 => {
+                Next::Done(IoResult::Ok)
+            }
+            BlockIo::OrWrite { .. } => self.after_or_read(),
             BlockIo::CompareAndWrite { .. } | BlockIo::Verify { .. } => {
                 self.after_compare_read(pool, zeros)
             }
