@@ -96,6 +96,40 @@ impl BackingStore for FileStore {
     fn raw_fd(&self) -> Option<RawFd> {
         Some(self.file.as_raw_fd())
     }
+    fn lba_status_blocks(&self, offset: u64, limit: u64, block: u64) -> io::Result<(bool, u64)> {
+        let (mapped, len) = self.lba_status(offset, limit)?;
+        if self.is_block || block == 0 {
+            return Ok((mapped, len));
+        }
+        if !mapped {
+            // A hole, extended by the zero blocks that follow it inside a partly punched
+            // file-system block (UNMAP of fewer blocks than the file system's unit zeroes them).
+            if len >= limit {
+                return Ok((false, len));
+            }
+            let (z, _) = self.block_run(offset + len, limit - len, block, true)?;
+            return Ok((false, len + z));
+        }
+        // Mapped by SEEK_DATA: leading zero blocks count as deallocated (they read as zeros,
+        // LBPRZ); otherwise the run of data blocks, or the whole extent when the scan saw no
+        // zero block.
+        let (z, _) = self.block_run(offset, len, block, true)?;
+        if z > 0 {
+            // Zeros to the end of the data extent run on into the hole after it.
+            if z == len && len < limit {
+                let (m2, l2) = self.lba_status(offset + len, limit - len)?;
+                if !m2 {
+                    return Ok((false, len + l2));
+                }
+            }
+            return Ok((false, z));
+        }
+        let (d, scanned) = self.block_run(offset, len, block, false)?;
+        if d < scanned {
+            return Ok((true, d.max(block)));
+        }
+        Ok((true, len))
+    }
     fn lba_status(&self, offset: u64, limit: u64) -> io::Result<(bool, u64)> {
         if self.is_block {
             return Ok((true, limit));
@@ -127,6 +161,30 @@ impl BackingStore for FileStore {
     }
 }
 
+/// Most bytes read to refine one GET LBA STATUS extent (the command is rare; the bound keeps
+/// it cheap on a large LU).
+const ZERO_SCAN_MAX: u64 = 64 * 1024;
+
+impl FileStore {
+    /// Reads up to `max` bytes at `offset` and counts the leading whole `block`s that are all
+    /// zeros (`zeros == true`) or all not-all-zero (`zeros == false`). Returns (bytes of the
+    /// run, bytes scanned).
+    fn block_run(&self, offset: u64, max: u64, block: u64, zeros: bool) -> io::Result<(u64, u64)> {
+        use std::os::unix::fs::FileExt;
+        let want = max.min(ZERO_SCAN_MAX) / block * block;
+        if want == 0 {
+            return Ok((0, 0));
+        }
+        let mut buf = vec![0u8; want as usize];
+        let n = self.file.read_at(&mut buf, offset)? as u64 / block * block;
+        let run = buf[..n as usize]
+            .chunks(block as usize)
+            .take_while(|b| b.iter().all(|x| *x == 0) == zeros)
+            .count() as u64;
+        Ok((run * block, n))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +200,38 @@ mod tests {
         let (mapped, len) = s.lba_status(0, 1 << 20).unwrap();
         assert!(!mapped);
         assert_eq!(len, 1 << 20);
+    }
+
+    #[test]
+    fn zeroed_sub_blocks_report_deallocated() {
+        use std::os::unix::fs::FileExt;
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(1 << 20).unwrap();
+        f.as_file().write_all_at(&vec![b'A'; 37 * 512], 0).unwrap();
+        // "UNMAP" LBA 3 the way the file system can: zeroes inside a 4 KiB block.
+        f.as_file().write_all_at(&[0u8; 512], 3 * 512).unwrap();
+        let s = FileStore::open("rdwr", f.path().to_str().unwrap(), BsOFlags::default()).unwrap();
+        assert_eq!(
+            s.lba_status_blocks(3 * 512, 1 << 20, 512).unwrap(),
+            (false, 512)
+        );
+        assert_eq!(
+            s.lba_status_blocks(0, 1 << 20, 512).unwrap(),
+            (true, 3 * 512)
+        );
+        assert_eq!(
+            s.lba_status_blocks(4 * 512, 1 << 20, 512).unwrap(),
+            (true, 33 * 512)
+        );
+        // The zero blocks after the data, inside its last file-system block, then the hole.
+        assert_eq!(
+            s.lba_status_blocks(37 * 512, (1 << 20) - 37 * 512, 512)
+                .unwrap(),
+            (false, (1 << 20) - 37 * 512)
+        );
+        // Past the data: a hole to the end.
+        let (mapped, _) = s.lba_status_blocks(40 * 512, 1 << 20, 512).unwrap();
+        assert!(!mapped);
     }
 
     #[test]

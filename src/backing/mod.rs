@@ -93,6 +93,14 @@ pub trait BackingStore: Send + Sync + std::fmt::Debug {
         let _ = offset;
         Ok((true, limit))
     }
+    /// [`BackingStore::lba_status`] at logical-block granularity `block`: where the store's
+    /// allocation unit is larger than a logical block (a 4 KiB file-system block under 512-byte
+    /// LBAs), a deallocated block may still be allocated but read as zeros. For a store whose
+    /// deallocated blocks read as zeros (LBPRZ), such blocks are reported deallocated.
+    fn lba_status_blocks(&self, offset: u64, limit: u64, block: u64) -> io::Result<(bool, u64)> {
+        let _ = block;
+        self.lba_status(offset, limit)
+    }
 }
 
 /// Opens a store by tgt type name: `rdwr` and `aio` are files or block devices through

@@ -393,7 +393,7 @@ pub fn get_lba_status(lu: &LogicalUnit, lba: u64, alloc: u32) -> Result<Vec<u8>,
         let limit_blocks = (nr - cur).min(u64::from(u32::MAX));
         let (mapped, len_bytes) = if store.caps().lba_status {
             store
-                .lba_status(cur << shift, limit_blocks << shift)
+                .lba_status_blocks(cur << shift, limit_blocks << shift, 1 << shift)
                 .map_err(|_| CmdError::ReadError)?
         } else {
             (true, limit_blocks << shift)
