@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: Debian's tgtd and ours, same LUs, same CPU pinning, one run.
+# See bench/README.md for how to read the output.
+#
+#   bench/run.sh [options]
+#     --duration S        fio runtime per job (default 20)
+#     --ramp S            fio ramp_time per job (default 2)
+#     --target-cpus LIST  CPUs both targets are pinned to (taskset; ours also gets --cores) (default 0)
+#     --fio-cpus LIST     CPUs fio and the iperf3 client are pinned to (default 1)
+#     --lus "LIST"        LU kinds: null rdwr aio (default "null rdwr aio"; aio runs on tgt only)
+#     --jobs REGEX        only jobs whose name matches (default: all; see JOBS below)
+#     --file-size SIZE    size of the /dev/shm backing file (default 1G)
+#     --no-iperf          skip the loopback TCP baseline
+#     --out DIR           results directory (default bench/results/<UTC timestamp>)
+#     --scaling           many-core mode: ours only, N fio sessions against --cores 1,2,4,8
+#   Environment: OURS=skip or TGT=skip leaves one target out (e.g. OURS=skip while our tgtd
+#   cannot serve I/O yet); FIO=/opt/fio-iscsi/fio; OURS_TGTD/OURS_TGTADM/TGT_TGTD/TGT_TGTADM
+#   as in scripts/lib.sh; SCALING_CORES="1 2 4 8"; SCALING_SESSIONS_PER_CORE=2.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$REPO/scripts/lib.sh"
+
+DURATION=20 RAMP=2 TARGET_CPUS=0 FIO_CPUS=1 LUS="null rdwr aio" JOB_RE=. FILE_SIZE=1G IPERF=1
+OUT='' SCALING=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --duration) DURATION=$2; shift 2 ;;
+    --ramp) RAMP=$2; shift 2 ;;
+    --target-cpus) TARGET_CPUS=$2; shift 2 ;;
+    --fio-cpus) FIO_CPUS=$2; shift 2 ;;
+    --lus) LUS=$2; shift 2 ;;
+    --jobs) JOB_RE=$2; shift 2 ;;
+    --file-size) FILE_SIZE=$2; shift 2 ;;
+    --no-iperf) IPERF=0; shift ;;
+    --out) OUT=$2; shift 2 ;;
+    --scaling) SCALING=1; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option '$1' (see --help)" ;;
+  esac
+done
+FIO=${FIO:-/opt/fio-iscsi/fio}
+OURS=${OURS:-run} TGT=${TGT:-run}
+OUT=${OUT:-$HERE/results/$(date -u +%Y%m%dT%H%M%SZ)}
+if ! { [ -x "$FIO" ] && "$FIO" --enghelp 2>/dev/null | grep -qw libiscsi; }; then
+  die "$FIO with the libiscsi engine is missing: run 'bash scripts/install-deps.sh --bench'"
+fi
+command -v ss >/dev/null || die "ss missing: apt-get install -y iproute2"
+[ "$IPERF" = 0 ] || command -v iperf3 >/dev/null || die "iperf3 missing: run 'bash scripts/install-deps.sh --bench'"
+
+# Job list: name rw bs iodepth.
+JOBS=(
+  "randread-4k-qd1 randread 4k 1"     "randwrite-4k-qd1 randwrite 4k 1"
+  "randread-4k-qd32 randread 4k 32"   "randwrite-4k-qd32 randwrite 4k 32"
+  "randread-4k-qd128 randread 4k 128" "randwrite-4k-qd128 randwrite 4k 128"
+  "randread-4k-qd512 randread 4k 512" "randwrite-4k-qd512 randwrite 4k 512"
+  "read-128k-qd16 read 128k 16"       "write-128k-qd16 write 128k 16"
+  "read-1m-qd4 read 1m 4"
+)
+
+mkdir -p "$OUT/fio" "$OUT/meta" "$OUT/tcp"
+export LIB_LOG_DIR=$OUT/meta
+lib_init
+declare -A PORT=() CTRL=([ours]=51 [tgt]=52)
+IQN_BASE=iqn.2026-11.io.curve-tgt:bench
+HZ=$(getconf CLK_TCK)
+
+# Raw CPU ticks (utime+stime, all threads) of a process; see proc_cpu_seconds in lib.sh.
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+now_s() { date +%s.%N; }
+meta() { printf '%s\t%s\n' "$1" "$2" >> "$OUT/meta/meta.tsv"; }
+fio_url() { local u="iscsi://127.0.0.1:$1/$2/1"; echo "${u//:/\\:}"; }   # fio splits names on ':'
+
+record_machine() {
+  : > "$OUT/meta/meta.tsv"
+  meta date_utc "$(date -u +%FT%TZ)"
+  meta host "$(hostname)"
+  meta cpu_model "$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)"
+  meta cpus_online "$(nproc)"
+  meta mem_total "$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  meta kernel "$(uname -r)"
+  meta os "$(. /etc/os-release && echo "$PRETTY_NAME")"
+  meta fio "$("$FIO" --version)"
+  meta libiscsi "$(dpkg-query -W -f='${Version}' libiscsi7 2>/dev/null || echo '?')"
+  meta iperf3 "$(iperf3 --version 2>/dev/null | head -n 1 || echo '-')"
+  meta tgt_version "$("$TGT_TGTD" -V 2>/dev/null || echo '?') ($(dpkg-query -W -f='${Version}' tgt 2>/dev/null || echo '?'))"
+  meta ours_version "$("$OURS_TGTD" -V 2>/dev/null || echo '?') (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+  meta duration_s "$DURATION"
+  meta ramp_s "$RAMP"
+  meta target_cpus "$TARGET_CPUS"
+  meta fio_cpus "$FIO_CPUS"
+  meta file_size "$FILE_SIZE"
+  meta backing_file "$BACKING"
+  meta governor "$(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null || echo n/a)"
+  sysctl -n net.core.optmem_max >/dev/null 2>&1 && meta optmem_max "$(sysctl -n net.core.optmem_max)"
+}
+
+# start_bench_target KIND: one target per LU kind (tid 1 null, 2 rdwr, 3 aio), MaxQueueCmd 512
+# so queue depths up to 512 reach the target (tgt's default window is 128).
+start_bench_target() {
+  local kind=$1 tid=0 lu extra=()
+  PORT[$kind]=$(free_tcp_port)
+  [ "$kind" = ours ] && extra=(--cores "$TARGET_CPUS")
+  LIB_LOG_NAME="tgtd-$kind.log" start_target "$kind" "127.0.0.1:${PORT[$kind]}" "${CTRL[$kind]}" "$TARGET_CPUS" "${extra[@]}"
+  for lu in $LUS; do
+    tid=$((tid + 1))
+    lu_runs_on "$lu" "$kind" || continue
+    case $lu in
+      null) setup_single_lu "${CTRL[$kind]}" "$tid" "$IQN_BASE-$lu" null ;;
+      rdwr) setup_single_lu "${CTRL[$kind]}" "$tid" "$IQN_BASE-$lu" file "$BACKING" ;;
+      aio)  setup_single_lu "${CTRL[$kind]}" "$tid" "$IQN_BASE-$lu" aio "$BACKING" ;;
+      *) die "unknown LU kind '$lu' (null rdwr aio)" ;;
+    esac
+    tgt_set_target_param "${CTRL[$kind]}" "$tid" MaxQueueCmd 512 \
+      || { [ "$kind" = ours ] && log "warning: our tgtd refused MaxQueueCmd=512"; }
+    tadm "${CTRL[$kind]}" --op show --mode target --tid "$tid" > "$OUT/meta/params-$kind-$lu.txt" || true
+  done
+  tadm "${CTRL[$kind]}" --op show --mode target > "$OUT/meta/show-$kind.txt" || true
+}
+
+lu_runs_on() { # LU KIND: aio is tgt's libaio store; ours serves every file LU through io_uring.
+  [ "$1" != aio ] || [ "$2" = tgt ] || [ -n "${OURS_AIO:-}" ]
+}
+
+# run_fio KIND LU NAME RW BS QD [EXTRA FIO ARGS]: one fio run, plus the target's CPU time and
+# the load average before it; appends a row to runs.tsv.
+run_fio() {
+  local kind=$1 lu=$2 name=$3 rw=$4 bs=$5 qd=$6; shift 6
+  local pid=${LIB_TGT_PID[${CTRL[$kind]}]} json="fio/$kind-$lu-$name.json" rc=0
+  local load c0 c1 t0 t1
+  kill -0 "$pid" 2>/dev/null || die "$kind tgtd (PID $pid) is gone; see $OUT/meta/tgtd-$kind.log"
+  load=$(cut -d' ' -f1 /proc/loadavg)
+  log "$kind $lu $name (load $load)"
+  c0=$(cpu_ticks "$pid"); t0=$(now_s)
+  timeout -k 5 $((DURATION + RAMP + 60)) taskset -c "$FIO_CPUS" "$FIO" --name="$name" \
+    --ioengine=libiscsi --filename="$(fio_url "${PORT[$kind]}" "$IQN_BASE-$lu")" \
+    --initiator=iqn.2026-11.io.curve-tgt:bench-fio \
+    --rw="$rw" --bs="$bs" --iodepth="$qd" --time_based=1 --runtime="$DURATION" --ramp_time="$RAMP" \
+    "$@" --output-format=json --output="$OUT/$json" > "$OUT/$json.log" 2>&1 || rc=$?
+  c1=$(cpu_ticks "$pid"); t1=$(now_s)
+  [ "$rc" = 0 ] || log "warning: fio exited $rc for $kind $lu $name; see $OUT/$json.log"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$lu" "$name" "$rw" "$bs" "$qd" "$rc" \
+    "$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" 'BEGIN {printf "%.2f", (b - a) / hz}')" \
+    "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')" "$load" "$json" >> "$OUT/runs.tsv"
+}
+
+# iperf_run NAME LEN SENDER_CPUS RECEIVER_CPUS: single-stream loopback TCP with LEN-byte
+# writes. The sender is the iperf3 client, so no reverse mode is needed: "send" pins the sender
+# like the targets (the direction of iSCSI read data), "recv" pins it like fio (write data).
+iperf_run() {
+  local name=$1 len=$2 snd=$3 rcv=$4 port spid i secs=$(( DURATION < 10 ? DURATION : 10 ))
+  port=$(free_tcp_port)
+  taskset -c "$rcv" iperf3 -s -1 -B 127.0.0.1 -p "$port" > "$OUT/tcp/$name.server.log" 2>&1 &
+  spid=$!
+  for ((i = 0; i < 50; i++)); do port_is_listening "$port" && break; sleep 0.1; done
+  timeout -k 5 $((secs + 30)) taskset -c "$snd" iperf3 -c 127.0.0.1 -p "$port" -l "$len" -t "$secs" -J \
+    > "$OUT/tcp/$name.json" 2>"$OUT/tcp/$name.err" || log "warning: iperf3 $name failed"
+  for ((i = 0; i < 50; i++)); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
+  kill "$spid" 2>/dev/null || true
+  wait "$spid" 2>/dev/null || true
+}
+
+main_compare() {
+  local kinds=() kind lu i j order
+  [ "$TGT" = skip ] || kinds+=(tgt)
+  [ "$OURS" = skip ] || kinds+=(ours)
+  [ ${#kinds[@]} -gt 0 ] || die "both OURS=skip and TGT=skip: nothing to run"
+  record_machine
+  meta mode compare
+  meta targets "${kinds[*]}"
+  meta lus "$LUS"
+  if [[ " $LUS " == *" rdwr "* || " $LUS " == *" aio "* ]]; then
+    log "backing file $BACKING ($FILE_SIZE, allocated)"
+    make_backing_file "$BACKING" "$FILE_SIZE" thick
+  fi
+  for kind in "${kinds[@]}"; do start_bench_target "$kind"; done
+  printf 'target\tlu\tjob\trw\tbs\tiodepth\tfio_rc\ttarget_cpu_s\twall_s\tloadavg1_before\tfio_json\n' > "$OUT/runs.tsv"
+
+  # Alternate the targets job by job (and swap who goes first every other job), so drift in
+  # the machine's state (other load, page cache, thermal) falls on both alike.
+  i=0
+  for lu in $LUS; do
+    for j in "${JOBS[@]}"; do
+      read -r name rw bs qd <<<"$j"
+      [[ $name =~ $JOB_RE ]] || continue
+      if ((i % 2 == 0)); then order=("${kinds[@]}"); else order=(); for ((k = ${#kinds[@]} - 1; k >= 0; k--)); do order+=("${kinds[k]}"); done; fi
+      for kind in "${order[@]}"; do
+        lu_runs_on "$lu" "$kind" || continue
+        run_fio "$kind" "$lu" "$name" "$rw" "$bs" "$qd"
+      done
+      i=$((i + 1))
+    done
+  done
+  for kind in "${kinds[@]}"; do stop_target "${CTRL[$kind]}"; done
+
+  if [ "$IPERF" = 1 ]; then
+    log "loopback TCP baseline (iperf3 -l 128K and 1M, both directions between CPUs $TARGET_CPUS and $FIO_CPUS)"
+    iperf_run send-128k 128K "$TARGET_CPUS" "$FIO_CPUS"
+    iperf_run send-1m 1M "$TARGET_CPUS" "$FIO_CPUS"
+    iperf_run recv-128k 128K "$FIO_CPUS" "$TARGET_CPUS"
+    iperf_run recv-1m 1M "$FIO_CPUS" "$TARGET_CPUS"
+  fi
+}
+
+# Many-core mode: our tgtd only, with --cores 1,2,4,8 (as the machine allows); fio runs
+# SCALING_SESSIONS_PER_CORE sessions per target core, one process (and iSCSI session) each, on
+# the CPUs the target does not use.
+main_scaling() {
+  local ncpu n cores fio_cpus sessions
+  ncpu=$(nproc)
+  record_machine
+  meta mode scaling
+  meta targets ours
+  meta lus null
+  printf 'target\tlu\tjob\trw\tbs\tiodepth\tfio_rc\ttarget_cpu_s\twall_s\tloadavg1_before\tfio_json\n' > "$OUT/runs.tsv"
+  for n in ${SCALING_CORES:-1 2 4 8}; do
+    if ((n + 1 > ncpu)); then log "scaling: skipping --cores $n: needs $((n + 1)) CPUs, have $ncpu"; continue; fi
+    cores=$(seq -s, 0 $((n - 1)))
+    fio_cpus="$n-$((ncpu - 1))"
+    sessions=$((n * ${SCALING_SESSIONS_PER_CORE:-2}))
+    TARGET_CPUS=$cores FIO_CPUS=$fio_cpus LUS=null start_bench_target ours
+    TARGET_CPUS=$cores FIO_CPUS=$fio_cpus run_fio ours null "scale-cores$n-s$sessions" randread 4k 32 \
+      --numjobs="$sessions" --group_reporting=1
+    stop_target "${CTRL[ours]}"
+  done
+}
+
+# The run directory (sockets, backing file) is on /dev/shm when there is one; see lib_init.
+BACKING=${BACKING:-$LIB_RUN_DIR/bench.img}
+log "results: $OUT"
+if [ "$SCALING" = 1 ]; then
+  [ "$OURS" != skip ] || die "--scaling measures our tgtd only; unset OURS=skip"
+  main_scaling
+else
+  main_compare
+fi
+"$PYTHON" "$HERE/report.py" "$OUT"
+log "report: $OUT/report.md"

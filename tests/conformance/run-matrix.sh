@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# libiscsi conformance matrix: for each kind of LU, start a fresh target, export one LU and run
+# `iscsi-test-cu --dataloss` (all tests, both initiator names, and the same URL again as the
+# MultipathIO second path), then compare the per-test results with expected.tsv.
+#
+#   tests/conformance/run-matrix.sh [LU...]        LU: thick thin readonly null (default: all)
+#
+# Environment:
+#   TARGET=ours|tgt   which tgtd to test (default ours: target/release/tgtd, built beforehand)
+#   RESULTS=DIR       where logs go (default tests/conformance/results/<target>-<UTC time>)
+#   EXPECTED=FILE     expectations (default tests/conformance/expected.tsv)
+#   CU_TIMEOUT=S      bound on one iscsi-test-cu run (default 600 s; a full run takes ~20 s)
+#   CU_STALL=S        stop iscsi-test-cu when its output has not grown for S s (default 60)
+#   CU_TEST=REGEX     iscsi-test-cu --test value (default ALL)
+#   LU_SIZE=SIZE      backing file size (default 128M)
+# Exit status: 0 when no test FAILED and every expected pass passed; 1 otherwise; 2 on a
+# harness error (target did not start, iscsi-test-cu missing, ...).
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$REPO/scripts/lib.sh"
+
+TARGET=${TARGET:-ours}
+EXPECTED=${EXPECTED:-$HERE/expected.tsv}
+CU_TIMEOUT=${CU_TIMEOUT:-600}
+CU_STALL=${CU_STALL:-60}
+CU_TEST=${CU_TEST:-ALL}
+LU_SIZE=${LU_SIZE:-128M}
+RESULTS=${RESULTS:-$HERE/results/$TARGET-$(date -u +%Y%m%dT%H%M%SZ)}
+I1=${I1:-iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test}
+I2=${I2:-iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2}
+IQN_BASE=iqn.2026-11.io.curve-tgt:conformance
+CTRL=${CTRL:-43}
+
+if [ $# -gt 0 ]; then LUS=("$@"); else LUS=(thick thin readonly null); fi
+for lu in "${LUS[@]}"; do
+  case $lu in thick|thin|readonly|null) ;; *) echo "unknown LU kind '$lu' (thick thin readonly null)" >&2; exit 2;; esac
+done
+command -v iscsi-test-cu >/dev/null || { echo "iscsi-test-cu missing: run scripts/install-deps.sh (package libiscsi-bin)" >&2; exit 2; }
+command -v ss >/dev/null || { echo "ss missing: apt-get install -y iproute2" >&2; exit 2; }
+
+mkdir -p "$RESULTS"
+export LIB_LOG_DIR=$RESULTS
+lib_init
+log "conformance: target=$TARGET LUs=${LUS[*]} results=$RESULTS"
+
+run_one_lu() {
+  local lu=$1 port iqn url out rc=0 start end
+  port=$(free_tcp_port)
+  iqn="$IQN_BASE-$lu"
+  url="iscsi://127.0.0.1:$port/$iqn/1"
+  out="$RESULTS/$lu.log"
+  LIB_LOG_NAME="tgtd-$lu.log" start_target "$TARGET" "127.0.0.1:$port" "$CTRL"
+  case $lu in
+    thick)    setup_single_lu "$CTRL" 1 "$iqn" file "$LIB_RUN_DIR/$lu.img" "$LU_SIZE" ;;
+    thin)     setup_single_lu "$CTRL" 1 "$iqn" thin "$LIB_RUN_DIR/$lu.img" "$LU_SIZE" ;;
+    readonly) setup_single_lu "$CTRL" 1 "$iqn" readonly "$LIB_RUN_DIR/$lu.img" "$LU_SIZE" ;;
+    null)     setup_single_lu "$CTRL" 1 "$iqn" null ;;
+  esac
+  tadm "$CTRL" --op show --mode target > "$RESULTS/$lu.show.txt"
+  {
+    echo "# $(date -u +%FT%TZ) target=$TARGET lu=$lu iscsi-test-cu (libiscsi-bin $(dpkg-query -W -f='${Version}' libiscsi-bin 2>/dev/null || echo '?'))"
+    echo "# cmd: iscsi-test-cu --dataloss -i $I1 -I $I2 --test=$CU_TEST $url $url"
+  } > "$out"
+  log "[$lu] iscsi-test-cu on $url (timeout ${CU_TIMEOUT}s)"
+  start=$(date +%s)
+  # Same command as ../shared/scripts/run-conformance.sh; the second URL enables MultipathIO.
+  timeout -k 10 "$CU_TIMEOUT" stdbuf -oL -eL iscsi-test-cu --dataloss -i "$I1" -I "$I2" \
+    --test="$CU_TEST" "$url" "$url" >>"$out" 2>&1 </dev/null &
+  local cu_pid=$! size last_size=-1 still_s=0 i
+  # Stall watchdog: a target that hangs inside one test (Debian tgt spins forever on GET LBA
+  # STATUS against a null LU) would otherwise hold the whole run until CU_TIMEOUT.
+  for ((i = 0; i < CU_TIMEOUT + 30; i++)); do
+    kill -0 "$cu_pid" 2>/dev/null || break
+    size=$(stat -c %s "$out")
+    if [ "$size" = "$last_size" ]; then still_s=$((still_s + 1)); else still_s=0; last_size=$size; fi
+    if [ "$still_s" -ge "$CU_STALL" ]; then
+      log "[$lu] no output for ${CU_STALL}s, stopping iscsi-test-cu; stuck in: $(grep -E '^Suite: |^  Test: ' "$out" | tail -n 2 | tr -s ' \n' ' ')"
+      echo "# STALLED: no output for ${CU_STALL}s" >> "$out"
+      kill -TERM "$cu_pid" 2>/dev/null || true
+      break
+    fi
+    sleep 1
+  done
+  wait "$cu_pid" || rc=$?
+  end=$(date +%s)
+  printf '\n# rc=%s elapsed_s=%s\n' "$rc" "$((end - start))" >> "$out"
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    log "[$lu] iscsi-test-cu TIMED OUT after ${CU_TIMEOUT}s; last line: $(grep -v '^#' "$out" | tail -n 1)"
+  fi
+  log "[$lu] done in $((end - start))s (iscsi-test-cu status $rc)"
+  stop_target "$CTRL"
+}
+
+for lu in "${LUS[@]}"; do
+  run_one_lu "$lu"
+done
+
+logs=()
+for lu in "${LUS[@]}"; do logs+=("$lu=$RESULTS/$lu.log"); done
+rc=0
+"$PYTHON" "$HERE/compare.py" --expected "$EXPECTED" --target "$TARGET" --out "$RESULTS/results.tsv" "${logs[@]}" \
+  | tee "$RESULTS/summary.txt" || rc=$?
+log "conformance logs: $RESULTS"
+exit "$rc"
