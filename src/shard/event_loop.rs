@@ -43,6 +43,10 @@ const HOLD_MAX_PDUS: usize = 256;
 /// While every connection holds, wake for this many completions (or the deadline), so the
 /// initiator's trickle of commands is gathered too instead of costing a wake-up each.
 const HOLD_WAIT_EVENTS: usize = 64;
+/// Before sleeping, poll the ring's task-run flag this long (no syscalls): a command that
+/// arrives meanwhile is served without the wake-up of a sleeping (on a VM: halted) CPU.
+/// Never while holding responses. `CURVE_TGT_POLL_US` overrides; 0 turns it off.
+const POLL_NS: u64 = 50_000;
 
 /// A shard's event loop state.
 pub struct Shard {
@@ -66,6 +70,8 @@ pub struct Shard {
     hold_deadline: Option<u64>,
     /// Live connections (login or full feature phase).
     live: usize,
+    /// How long to poll for completions before sleeping (`CURVE_TGT_POLL_US`, 0 = never).
+    spin_ns: u64,
 }
 
 fn entry(e: squeue::Entry, t: Token) -> squeue::Entry {
@@ -86,6 +92,7 @@ impl Shard {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
+            .setup_taskrun_flag()
             .build(RING_ENTRIES)
             .or_else(|_| {
                 IoUring::builder()
@@ -113,6 +120,10 @@ impl Shard {
             holding: Vec::new(),
             hold_deadline: None,
             live: 0,
+            spin_ns: std::env::var("CURVE_TGT_POLL_US")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(POLL_NS, |us| us * 1000),
         })
     }
 
@@ -189,6 +200,21 @@ impl Shard {
     /// Submits and waits for completions; while responses are held, also for their deadline.
     fn wait(&mut self) -> std::io::Result<()> {
         let Some(d) = self.hold_deadline else {
+            if self.spin_ns > 0 {
+                // With DEFER_TASKRUN + TASKRUN_FLAG the kernel raises IORING_SQ_TASKRUN when
+                // completion work is pending; sends that finished inline are already CQEs.
+                self.ring.submit()?;
+                let start = self.now_ns();
+                loop {
+                    if self.ring.submission().taskrun() || !self.ring.completion().is_empty() {
+                        break;
+                    }
+                    if self.now_ns() - start > self.spin_ns {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+            }
             return self.ring.submit_and_wait(1).map(drop);
         };
         let now = self.now_ns();
