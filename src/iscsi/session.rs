@@ -106,6 +106,8 @@ pub struct Session {
     tasks: TaskTable,
     /// Non-immediate tasks accepted and not finished (they occupy the window).
     window_used: u32,
+    /// Tasks held in `WaitCmdSn` behind a CmdSN gap: `advance_cmd_sn` scans only when some are.
+    held: u32,
     /// Tasks whose data is complete, in CmdSN order, waiting for the SCSI layer.
     ready: VecDeque<TaskRef>,
     /// PDUs queued to send.
@@ -150,6 +152,7 @@ impl Session {
             stat_sn,
             tasks: TaskTable::new(params.max_queue_cmd as usize + EXTRA_TASK_SLOTS),
             window_used: 0,
+            held: 0,
             ready: VecDeque::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -265,13 +268,15 @@ impl Session {
     /// Advances ExpCmdSN past `cmd_sn` and over any held tasks that are now contiguous.
     fn advance_cmd_sn(&mut self) {
         self.exp_cmd_sn = self.exp_cmd_sn.next();
-        loop {
-            let next = self.tasks.refs().into_iter().find(|r| {
-                self.tasks
-                    .get(*r)
-                    .is_some_and(|t| t.state == TaskState::WaitCmdSn && t.cmd_sn == self.exp_cmd_sn)
-            });
-            let Some(r) = next else { break };
+        while self.held > 0 {
+            let exp = self.exp_cmd_sn;
+            let Some(r) = self
+                .tasks
+                .find(|t| t.state == TaskState::WaitCmdSn && t.cmd_sn == exp)
+            else {
+                break;
+            };
+            self.held -= 1;
             self.exp_cmd_sn = self.exp_cmd_sn.next();
             self.start_data_phase(r);
         }
@@ -368,6 +373,9 @@ impl Session {
         };
         if !c.immediate {
             self.window_used += 1;
+        }
+        if !in_order {
+            self.held += 1;
         }
         if in_order {
             if !c.immediate {
@@ -681,7 +689,10 @@ impl Session {
         };
         match t.state {
             TaskState::Executing | TaskState::Aborted => t.state = TaskState::Aborted,
-            _ => {
+            state => {
+                if state == TaskState::WaitCmdSn && !t.immediate {
+                    self.held = self.held.saturating_sub(1);
+                }
                 let t = self.tasks.remove(r).expect("task exists");
                 self.release_window(&t);
                 self.ready.retain(|x| *x != r);

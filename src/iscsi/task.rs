@@ -201,6 +201,16 @@ impl TaskTable {
         Some(t)
     }
 
+    /// The first live task (in slot order) matching `pred`, without allocating.
+    pub fn find(&self, pred: impl Fn(&Task) -> bool) -> Option<TaskRef> {
+        self.slots.iter().enumerate().find_map(|(i, t)| {
+            t.as_ref().filter(|t| pred(t)).map(|t| TaskRef {
+                slot: i as u32,
+                generation: t.generation,
+            })
+        })
+    }
+
     /// Handles of every live task.
     pub fn refs(&self) -> Vec<TaskRef> {
         self.slots

@@ -10,7 +10,9 @@ use std::net::{SocketAddr, TcpStream};
 /// Receive buffer size: room for several PDUs, and at least two maximum-size PDUs.
 pub const RX_BUF_MIN: usize = 256 * 1024;
 /// Most PDUs gathered into one sendmsg.
-pub const TX_BATCH_PDUS: usize = 128;
+pub const TX_BATCH_PDUS: usize = 512;
+/// Most iovecs in one sendmsg (the kernel's UIO_MAXIOV).
+pub const TX_MAX_IOV: usize = 1024;
 
 /// The protocol phase.
 pub enum Phase {
@@ -48,6 +50,13 @@ pub struct Conn {
     pub generation: u16,
     /// Pending backend operations, by task slot.
     pub pending: Vec<Option<crate::shard::backend::PendingIo>>,
+    /// The initiator's ExpStatSN from its latest SCSI Command: every status before it has
+    /// been processed by the initiator.
+    pub peer_exp_stat_sn: Option<u32>,
+    /// StatSN of the last status-bearing PDU handed to the socket.
+    pub stat_sn_sent: u32,
+    /// While responses are held back to batch them: when they must go out (shard clock, ns).
+    pub hold_deadline: Option<u64>,
 }
 
 impl Conn {
@@ -80,6 +89,9 @@ impl Conn {
             close_after_flush: false,
             generation,
             pending: Vec::new(),
+            peer_exp_stat_sn: None,
+            stat_sn_sent: 0,
+            hold_deadline: None,
         }
     }
 
@@ -101,9 +113,19 @@ impl Conn {
     /// Fills `iov`/`msg` from the queue for one sendmsg. Returns false when nothing to send.
     pub fn prepare_send(&mut self) -> bool {
         if self.tx_batch.is_empty() {
-            let q = self.out_queue();
-            let n = q.len().min(TX_BATCH_PDUS);
-            let batch: Vec<TxPdu> = q.drain(..n).collect();
+            let n = self.out_queue().len().min(TX_BATCH_PDUS);
+            let mut batch = std::mem::take(&mut self.tx_batch);
+            // Each PDU takes at most three iovecs (header, data, padding/digest).
+            let mut iovs = 0;
+            while let Some(p) = self.out_queue().front() {
+                let k =
+                    1 + usize::from(!p.payload.bytes().is_empty()) + usize::from(p.trailer_len > 0);
+                if batch.len() >= n || iovs + k > TX_MAX_IOV {
+                    break;
+                }
+                iovs += k;
+                batch.push(self.out_queue().pop_front().expect("front exists"));
+            }
             self.tx_batch = batch;
             self.tx_sent = 0;
         }

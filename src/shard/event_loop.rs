@@ -31,6 +31,23 @@ use std::time::Instant;
 /// Submission queue depth per shard.
 const RING_ENTRIES: u32 = 4096;
 
+/// Response batching (see `Shard::hold`): hold a connection's responses only while the
+/// initiator has at least this many responses it has not processed yet.
+const HOLD_MIN_BACKLOG: u32 = 32;
+/// Longest hold per unprocessed response the initiator has (it has that much work queued).
+const HOLD_NS_PER_BACKLOG: u64 = 1_000;
+/// Longest hold at all.
+const HOLD_MAX_NS: u64 = 500_000;
+/// Send at once when this many PDUs are queued.
+const HOLD_MAX_PDUS: usize = 256;
+/// While every connection holds, wake for this many completions (or the deadline), so the
+/// initiator's trickle of commands is gathered too instead of costing a wake-up each.
+const HOLD_WAIT_EVENTS: usize = 64;
+/// Before sleeping, poll the ring's task-run flag this long (no syscalls): a command that
+/// arrives meanwhile is served without the wake-up of a sleeping (on a VM: halted) CPU.
+/// Never while holding responses. `CURVE_TGT_POLL_US` overrides; 0 turns it off.
+const POLL_NS: u64 = 50_000;
+
 /// A shard's event loop state.
 pub struct Shard {
     id: usize,
@@ -48,6 +65,13 @@ pub struct Shard {
     zeros: ZeroCache,
     shutting_down: bool,
     epoch: Instant,
+    /// Connections holding responses back, and the earliest of their deadlines.
+    holding: Vec<u16>,
+    hold_deadline: Option<u64>,
+    /// Live connections (login or full feature phase).
+    live: usize,
+    /// How long to poll for completions before sleeping (`CURVE_TGT_POLL_US`, 0 = never).
+    spin_ns: u64,
 }
 
 fn entry(e: squeue::Entry, t: Token) -> squeue::Entry {
@@ -62,10 +86,20 @@ impl Shard {
         wake_fd: RawFd,
         shared: Arc<Shared>,
     ) -> std::io::Result<Shard> {
+        // DEFER_TASKRUN (6.1+): completion work runs only when this thread enters the ring to
+        // wait, so a burst of socket events is batched into one enter instead of interrupting
+        // the loop; it needs SINGLE_ISSUER, which holds (only this thread touches the ring).
         let ring = IoUring::builder()
             .setup_single_issuer()
-            .setup_coop_taskrun()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
             .build(RING_ENTRIES)
+            .or_else(|_| {
+                IoUring::builder()
+                    .setup_single_issuer()
+                    .setup_coop_taskrun()
+                    .build(RING_ENTRIES)
+            })
             .or_else(|_| IoUring::new(RING_ENTRIES))?;
         Ok(Shard {
             id,
@@ -83,6 +117,13 @@ impl Shard {
             zeros: ZeroCache::default(),
             shutting_down: false,
             epoch: Instant::now(),
+            holding: Vec::new(),
+            hold_deadline: None,
+            live: 0,
+            spin_ns: std::env::var("CURVE_TGT_POLL_US")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(POLL_NS, |us| us * 1000),
         })
     }
 
@@ -126,12 +167,13 @@ impl Shard {
             if self.shutting_down && self.conns.iter().all(Option::is_none) {
                 break;
             }
-            if let Err(e) = self.ring.submit_and_wait(1) {
+            if let Err(e) = self.wait() {
                 if e.raw_os_error() != Some(libc::EINTR) && e.raw_os_error() != Some(libc::EBUSY) {
                     tracing::error!(shard = self.id, "io_uring wait failed: {e}");
                     break;
                 }
             }
+            self.release_holds();
             cqes.clear();
             cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
             for &(ud, res) in &cqes {
@@ -149,6 +191,95 @@ impl Shard {
             }
             self.service_dirty();
         }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Submits and waits for completions; while responses are held, also for their deadline.
+    fn wait(&mut self) -> std::io::Result<()> {
+        let Some(d) = self.hold_deadline else {
+            if self.spin_ns > 0 {
+                // With DEFER_TASKRUN + TASKRUN_FLAG the kernel raises IORING_SQ_TASKRUN when
+                // completion work is pending; sends that finished inline are already CQEs.
+                self.ring.submit()?;
+                let start = self.now_ns();
+                loop {
+                    if self.ring.submission().taskrun() || !self.ring.completion().is_empty() {
+                        break;
+                    }
+                    if self.now_ns() - start > self.spin_ns {
+                        break;
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+            return self.ring.submit_and_wait(1).map(drop);
+        };
+        let now = self.now_ns();
+        if d <= now {
+            return self.ring.submit().map(drop);
+        }
+        // Only when every connection is holding may the wait outlast the next completion: a
+        // connection at low queue depth must be answered at once.
+        let want = if self.holding.len() >= self.live {
+            HOLD_WAIT_EVENTS
+        } else {
+            1
+        };
+        let ts = types::Timespec::new().nsec((d - now) as u32);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(want, &args) {
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    /// Marks connections whose hold has expired, so `service_dirty` sends their responses.
+    fn release_holds(&mut self) {
+        let Some(d) = self.hold_deadline else { return };
+        if d > self.now_ns() {
+            return;
+        }
+        self.hold_deadline = None;
+        for ci in std::mem::take(&mut self.holding) {
+            self.mark(ci);
+        }
+    }
+
+    /// Whether to hold a connection's queued responses back a little to send them in one
+    /// larger batch. Only when the initiator itself is the bottleneck: its latest command's
+    /// ExpStatSN shows it has not yet processed `backlog` responses we sent, so it has that
+    /// much work queued and a short delay costs it nothing, while one sendmsg per few PDUs
+    /// costs both sides a full TCP round of work per PDU. Never at low queue depth (an
+    /// initiator at iodepth 1 has always processed every response when it sends a command).
+    fn hold(&mut self, ci: u16, now: u64) -> bool {
+        let Some(c) = self.conns[usize::from(ci)].as_mut() else {
+            return false;
+        };
+        let queued = match &c.phase {
+            Phase::Ffp(s) => s.out.len(),
+            Phase::Login(_) => 0,
+        };
+        let Some(exp) = c.peer_exp_stat_sn else {
+            return false;
+        };
+        let hold_ns = hold_ns(c.stat_sn_sent, exp, queued);
+        let Some(hold_ns) = hold_ns.filter(|_| !c.close_after_flush) else {
+            c.hold_deadline = None;
+            return false;
+        };
+        let d = *c.hold_deadline.get_or_insert(now + hold_ns);
+        if now >= d {
+            c.hold_deadline = None;
+            return false;
+        }
+        if !self.holding.contains(&ci) {
+            self.holding.push(ci);
+        }
+        self.hold_deadline = Some(self.hold_deadline.map_or(d, |x| x.min(d)));
+        true
     }
 
     fn conn_mut(&mut self, t: Token) -> Option<&mut Conn> {
@@ -263,6 +394,7 @@ impl Shard {
         });
         self.conns[usize::from(ci)] = Some(Conn::new(stream, peer, local, login, g));
         self.shared.shard_conns[self.id].fetch_add(1, Ordering::Relaxed);
+        self.live += 1;
         self.mark(ci);
     }
 
@@ -336,6 +468,11 @@ impl Shard {
                 }
                 RxStep::Pdu { pdu, len } => {
                     let slice = &c.rx[consumed..consumed + len];
+                    if pdu.bhs[0] & 0x3f == crate::iscsi::pdu::op::SCSI_CMD {
+                        c.peer_exp_stat_sn = Some(u32::from_be_bytes(
+                            pdu.bhs[28..32].try_into().expect("4 bytes"),
+                        ));
+                    }
                     match &mut c.phase {
                         Phase::Ffp(s) => s.on_pdu(&pdu, slice, now_ns),
                         Phase::Login(sm) => {
@@ -520,12 +657,13 @@ impl Shard {
     }
 
     fn service_dirty(&mut self) {
+        let now = self.now_ns();
         while !self.dirty.is_empty() {
             let dirty = std::mem::take(&mut self.dirty);
             for ci in dirty {
                 self.run_ready(ci);
                 self.handle_events(ci);
-                self.flush(ci);
+                self.flush(ci, now);
                 self.arm_recv(ci);
                 self.maybe_free(ci);
             }
@@ -614,13 +752,19 @@ impl Shard {
     }
 
     /// Gathers queued PDUs into one sendmsg when none is in flight.
-    fn flush(&mut self, ci: u16) {
+    fn flush(&mut self, ci: u16, now: u64) {
         let Some(c) = self.conns[usize::from(ci)].as_mut() else {
             return;
         };
         if c.send_inflight || c.closing {
             return;
         }
+        if c.tx_batch.is_empty() && self.hold(ci, now) {
+            return;
+        }
+        let Some(c) = self.conns[usize::from(ci)].as_mut() else {
+            return;
+        };
         if !c.prepare_send() {
             if c.close_after_flush {
                 self.begin_close(ci);
@@ -628,6 +772,15 @@ impl Shard {
             return;
         }
         c.send_inflight = true;
+        if let (Phase::Ffp(_), Some(p)) = (&c.phase, c.tx_batch.last()) {
+            let b = crate::iscsi::pdu::Bhs(*p.bhs());
+            let sn = u32::from_be_bytes(b.0[24..28].try_into().expect("4 bytes"));
+            c.stat_sn_sent = if b.consumes_stat_sn() {
+                sn
+            } else {
+                sn.wrapping_sub(1)
+            };
+        }
         let fd = c.stream.as_raw_fd();
         let msg: *const libc::msghdr = &*c.msg;
         let e = opcode::SendMsg::new(types::Fd(fd), msg)
@@ -704,8 +857,22 @@ impl Shard {
             }
         }
         self.shared.shard_conns[self.id].fetch_sub(1, Ordering::Relaxed);
+        self.live -= 1;
+        self.holding.retain(|x| *x != ci);
         self.free.push(ci);
     }
+}
+
+/// How long responses may be held back, given the last StatSN we sent, the initiator's latest
+/// ExpStatSN and how many PDUs are queued: `None` to send at once.
+fn hold_ns(stat_sn_sent: u32, peer_exp_stat_sn: u32, queued: usize) -> Option<u64> {
+    // Responses sent that the initiator had not processed (serial arithmetic; a value past
+    // 2^20 means ExpStatSN is ahead of or unrelated to ours, so no hold).
+    let backlog = stat_sn_sent.wrapping_add(1).wrapping_sub(peer_exp_stat_sn);
+    if queued == 0 || queued >= HOLD_MAX_PDUS || !(HOLD_MIN_BACKLOG..=1 << 20).contains(&backlog) {
+        return None;
+    }
+    Some((u64::from(backlog) * HOLD_NS_PER_BACKLOG).min(HOLD_MAX_NS))
 }
 
 /// Runs the SCSI layer for a task whose data is complete. Returns the backend I/O to start,
@@ -938,4 +1105,33 @@ fn build_session(o: &LoginOutcome, cfg: &ConfigSnapshot, pool: BufPool) -> Sessi
         o.next_stat_sn,
         pool,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_held_only_behind_an_initiator_backlog() {
+        // iodepth 1: the initiator has processed everything we sent.
+        assert_eq!(hold_ns(100, 101, 1), None);
+        // A backlog below the threshold: send at once.
+        assert_eq!(hold_ns(100, 101 - HOLD_MIN_BACKLOG + 1, 4), None);
+        // At the threshold: hold, longer for a longer backlog, bounded.
+        assert_eq!(
+            hold_ns(100, 101 - HOLD_MIN_BACKLOG, 4),
+            Some(u64::from(HOLD_MIN_BACKLOG) * HOLD_NS_PER_BACKLOG)
+        );
+        assert_eq!(hold_ns(5000, 1, 4), Some(HOLD_MAX_NS));
+        // Across the StatSN wrap.
+        assert_eq!(
+            hold_ns(10, 10u32.wrapping_sub(99), 4),
+            Some(100 * HOLD_NS_PER_BACKLOG)
+        );
+        // Nothing queued, or a full batch: no hold.
+        assert_eq!(hold_ns(5000, 1, 0), None);
+        assert_eq!(hold_ns(5000, 1, HOLD_MAX_PDUS), None);
+        // ExpStatSN ahead of ours (or garbage): no hold.
+        assert_eq!(hold_ns(100, 200, 4), None);
+    }
 }
