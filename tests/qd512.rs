@@ -3,60 +3,13 @@
 //! ever waiting for MaxCmdSN (the queue_depth-512 VM hosts this product is for).
 
 mod common;
+use common::initiator::{be32, login, read_pdu};
 use common::Tgtd;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
 const IQN: &str = "iqn.2026-11.io.curve-tgt:qd";
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
-}
-
-/// Reads one PDU (no digests): header and padded data.
-fn read_pdu(s: &mut TcpStream) -> ([u8; 48], Vec<u8>) {
-    let mut h = [0u8; 48];
-    s.read_exact(&mut h).expect("read PDU header");
-    let len = (usize::from(h[5]) << 16) | (usize::from(h[6]) << 8) | usize::from(h[7]);
-    let ahs = usize::from(h[4]) * 4;
-    let mut d = vec![0u8; ahs + len.div_ceil(4) * 4];
-    s.read_exact(&mut d).expect("read PDU data");
-    (h, d[ahs..ahs + len].to_vec())
-}
-
-fn login(s: &mut TcpStream) -> (u32, u32, u32) {
-    let keys = format!(
-        "InitiatorName=iqn.2026-11.test:qd\0SessionType=Normal\0TargetName={IQN}\0HeaderDigest=None\0\
-         DataDigest=None\0MaxRecvDataSegmentLength=262144\0ImmediateData=Yes\0InitialR2T=Yes\0"
-    );
-    for round in 0..4u32 {
-        let data = if round == 0 {
-            keys.as_bytes().to_vec()
-        } else {
-            Vec::new()
-        };
-        let mut h = [0u8; 48];
-        h[0] = 0x43;
-        h[1] = 0x80 | (1 << 2) | 3;
-        h[5..8].copy_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
-        h[8..14].copy_from_slice(&[0x80, 0, 0, 0, 0, 7]);
-        h[24..28].copy_from_slice(&1u32.to_be_bytes());
-        let mut pdu = h.to_vec();
-        pdu.extend_from_slice(&data);
-        while pdu.len() % 4 != 0 {
-            pdu.push(0);
-        }
-        s.write_all(&pdu).unwrap();
-        let (r, _) = read_pdu(s);
-        assert_eq!(r[0] & 0x3f, 0x23, "login response");
-        assert_eq!(r[36], 0, "login status class {:#x}/{:#x}", r[36], r[37]);
-        if r[1] & 0x80 != 0 && r[1] & 3 == 3 {
-            return (be32(&r, 24), be32(&r, 28), be32(&r, 32));
-        }
-    }
-    panic!("target never moved to full feature phase");
-}
 
 #[test]
 fn holds_512_outstanding_commands_on_one_session() {
@@ -66,7 +19,7 @@ fn holds_512_outstanding_commands_on_one_session() {
     let mut s = TcpStream::connect(("127.0.0.1", t.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.set_nodelay(true).unwrap();
-    let (stat_sn, exp_cmd_sn, max_cmd_sn) = login(&mut s);
+    let (stat_sn, exp_cmd_sn, max_cmd_sn) = login(&mut s, IQN, "iqn.2026-11.test:qd");
     let window = max_cmd_sn.wrapping_sub(exp_cmd_sn).wrapping_add(1);
     assert!(
         window >= 512,
@@ -100,7 +53,7 @@ fn holds_512_outstanding_commands_on_one_session() {
         if statuses == 512 {
             break;
         }
-        let (h, _data) = read_pdu(&mut s);
+        let (h, _data) = read_pdu(&mut s).expect("response PDU");
         let itt = be32(&h, 16) as usize;
         match h[0] & 0x3f {
             0x25 if h[1] & 0x01 != 0 => {

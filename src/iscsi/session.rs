@@ -121,6 +121,8 @@ pub struct Session {
     /// Outstanding NOP-In pings (TTT counter).
     ping_ttt: u32,
     pub pings_unanswered: u32,
+    /// Seconds since the last NOP-In ping decision (counted by the shard's 1 s timer).
+    pub nop_ticks: u32,
     /// Text Request handling (SendTargets, key negotiation), with its continuation state.
     pub text: crate::iscsi::discovery::TextSm,
 }
@@ -161,6 +163,7 @@ impl Session {
             pool,
             ping_ttt: 0,
             pings_unanswered: 0,
+            nop_ticks: 0,
             text: crate::iscsi::discovery::TextSm::new(),
         }
     }
@@ -560,6 +563,27 @@ impl Session {
             Payload::Owned(data[..echo].to_vec())
         };
         self.queue(Bhs::nop_in(n.itt, Ttt::RESERVED, n.lun), payload);
+    }
+
+    /// One second of the keep-alive clock for a target with `nop_interval`/`nop_count` (tgt's
+    /// semantics): every `interval` seconds send a NOP-In ping (RFC 7143 §11.19, ITT reserved,
+    /// a TTT the initiator must echo); returns true when more than `count` pings went
+    /// unanswered and the connection should be closed.
+    pub fn nop_tick(&mut self, interval: u32, count: u32) -> bool {
+        if interval == 0 {
+            self.nop_ticks = 0;
+            return false;
+        }
+        self.nop_ticks += 1;
+        if self.nop_ticks < interval {
+            return false;
+        }
+        self.nop_ticks = 0;
+        if self.pings_unanswered > count {
+            return true;
+        }
+        self.ping();
+        false
     }
 
     /// Queues a NOP-In ping (keep-alive) and counts it as unanswered until a reply.
@@ -1208,6 +1232,36 @@ mod tests {
         tmf[32..36].copy_from_slice(&s.exp_cmd_sn().0.to_be_bytes());
         feed(&mut s, &tmf);
         assert_eq!(s.out.pop_front().unwrap().bhs()[2], 0, "lost command");
+    }
+
+    #[test]
+    fn unanswered_pings_close_the_connection() {
+        let mut s = session(FfpParams::default());
+        // interval 2 s, tolerate 1 unanswered ping.
+        assert!(!s.nop_tick(2, 1));
+        assert!(s.out.is_empty());
+        assert!(!s.nop_tick(2, 1));
+        let ping = s.out.pop_front().expect("a ping after 2 s");
+        assert_eq!(ping.bhs()[0], op::NOP_IN);
+        assert_eq!(be32(ping.bhs(), 16), 0xffff_ffff, "ITT reserved");
+        let ttt = be32(ping.bhs(), 20);
+        assert_ne!(ttt, 0xffff_ffff, "a TTT to echo");
+        // The initiator answers: the count resets.
+        let mut nop = vec![0u8; BHS_LEN];
+        nop[0] = 0x40 | op::NOP_OUT;
+        nop[1] = 0x80;
+        nop[16..20].copy_from_slice(&0xffff_ffffu32.to_be_bytes());
+        nop[20..24].copy_from_slice(&ttt.to_be_bytes());
+        feed(&mut s, &nop);
+        assert_eq!(s.pings_unanswered, 0);
+        // Two pings go unanswered; at the third interval the connection must close.
+        for _ in 0..4 {
+            assert!(!s.nop_tick(2, 1));
+        }
+        assert_eq!(s.pings_unanswered, 2);
+        assert!(!s.nop_tick(2, 1));
+        assert!(s.nop_tick(2, 1), "more than nop_count unanswered");
+        assert!(!s.nop_tick(0, 1), "interval 0 turns pings off");
     }
 
     #[test]

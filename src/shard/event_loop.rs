@@ -72,6 +72,9 @@ pub struct Shard {
     live: usize,
     /// How long to poll for completions before sleeping (`CURVE_TGT_POLL_US`, 0 = never).
     spin_ns: u64,
+    /// The 1 s keep-alive timer is armed (only while some target has nop_interval > 0).
+    timer_armed: bool,
+    timer_ts: Box<types::Timespec>,
 }
 
 fn entry(e: squeue::Entry, t: Token) -> squeue::Entry {
@@ -120,6 +123,8 @@ impl Shard {
             holding: Vec::new(),
             hold_deadline: None,
             live: 0,
+            timer_armed: false,
+            timer_ts: Box::new(types::Timespec::new().sec(1)),
             spin_ns: std::env::var("CURVE_TGT_POLL_US")
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())
@@ -186,10 +191,63 @@ impl Shard {
                     OpKind::Recv => self.on_recv(t, res),
                     OpKind::Send => self.on_send(t, res),
                     OpKind::Backend => self.on_backend(t, res),
-                    OpKind::Timer => {}
+                    OpKind::Timer => {
+                        self.timer_armed = false;
+                        self.nop_tick();
+                    }
                 }
             }
             self.service_dirty();
+            self.arm_timer();
+        }
+    }
+
+    /// Arms the 1 s keep-alive timer while some target wants NOP-In pings.
+    fn arm_timer(&mut self) {
+        if self.timer_armed || !self.cfg.targets.values().any(|t| t.params.nop_interval > 0) {
+            return;
+        }
+        self.timer_armed = true;
+        let e = opcode::Timeout::new(&*self.timer_ts as *const types::Timespec).build();
+        self.push(entry(
+            e,
+            Token {
+                kind: OpKind::Timer,
+                conn: 0,
+                conn_gen: 0,
+                task_slot: 0,
+                task_gen: 0,
+            },
+        ));
+    }
+
+    /// One keep-alive second: ping each full-feature session of a target with nop_interval,
+    /// and close connections whose pings went unanswered more than nop_count times.
+    fn nop_tick(&mut self) {
+        let cfg = self.cfg.clone();
+        for ci in 0..self.conns.len() {
+            let Some(c) = self.conns[ci].as_mut() else {
+                continue;
+            };
+            if c.closing {
+                continue;
+            }
+            let Phase::Ffp(s) = &mut c.phase else {
+                continue;
+            };
+            let Kind::Normal { tid } = s.kind else {
+                continue;
+            };
+            let Some(t) = cfg.targets.get(&tid) else {
+                continue;
+            };
+            let close = s.nop_tick(t.params.nop_interval, t.params.nop_count);
+            if close {
+                tracing::warn!(peer = %c.peer, "NOP-In pings unanswered, closing the connection");
+                self.begin_close(ci as u16);
+            } else {
+                self.mark(ci as u16);
+            }
         }
     }
 

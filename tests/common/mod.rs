@@ -3,6 +3,8 @@
 //! with our `tgtadm`, and stopped by PID when the test ends.
 #![allow(dead_code)]
 
+pub mod initiator;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
