@@ -959,14 +959,7 @@ fn exec_task(
         };
         let lu = target.and_then(|t| t.luns.get(&task.lun)).cloned();
         let cdb = task.cdb_bytes();
-        let cmd = ScsiCommand {
-            cdb: &cdb,
-            data_out: task.data_out(),
-            expected_len: task.expected_len,
-            read: task.read,
-            write: task.write,
-            attr: task.attr,
-        };
+        let cmd = scsi_command(task, &cdb);
         let data = task.data.clone();
         let out_len = if task.write {
             lu.as_ref()
@@ -1026,14 +1019,7 @@ fn finish_io(
             return Vec::new();
         };
         let cdb = task.cdb_bytes();
-        let cmd = ScsiCommand {
-            cdb: &cdb,
-            data_out: task.data_out(),
-            expected_len: task.expected_len,
-            read: task.read,
-            write: task.write,
-            attr: task.attr,
-        };
+        let cmd = scsi_command(task, &cdb);
         let out_len = if task.write {
             scsi::data_out_len(&cdb, p.lu.block_size())
         } else {
@@ -1108,6 +1094,18 @@ fn text_response(
                 Payload::Owned(req_bhs.to_vec()),
             );
         }
+    }
+}
+
+/// The SCSI layer's view of a task whose data is complete.
+fn scsi_command<'a>(task: &'a crate::iscsi::task::Task, cdb: &'a [u8]) -> ScsiCommand<'a> {
+    ScsiCommand {
+        cdb,
+        data_out: task.data_out(),
+        expected_len: task.expected_len,
+        read: task.read,
+        write: task.write,
+        attr: task.attr,
     }
 }
 
