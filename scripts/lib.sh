@@ -213,6 +213,7 @@ tgt_new_target() { # CTRLPORT TID IQN
 #   file      rdwr on PATH (created thick with SIZE if SIZE is given)
 #   aio       aio on PATH (tgt's libaio store; created like file)
 #   thin      rdwr on a sparse PATH plus --params thin_provisioning=1
+#   thin512   like thin, with lbppbe=0 (one logical block per physical block)
 #   readonly  rdwr on PATH plus --params readonly=1
 tgt_add_lu() {
   local ctrl=$1 tid=$2 lun=$3 type=$4 path=${5:-} size=${6:-}
@@ -221,10 +222,14 @@ tgt_add_lu() {
     null) bstype=null; path=/dev/null ;;
     file|readonly) [ -n "$size" ] && make_backing_file "$path" "$size" thick ;;
     aio) bstype=aio; [ -n "$size" ] && make_backing_file "$path" "$size" thick ;;
-    thin) [ -n "$size" ] && make_backing_file "$path" "$size" sparse ;;
+    thin|thin512) [ -n "$size" ] && make_backing_file "$path" "$size" sparse ;;
     *) die "tgt_add_lu: unknown LU type '$type'" ;;
   esac
-  case $type in thin) params=thin_provisioning=1 ;; readonly) params=readonly=1 ;; esac
+  case $type in
+    thin) params=thin_provisioning=1 ;;
+    thin512) params=thin_provisioning=1,lbppbe=0 ;;
+    readonly) params=readonly=1 ;;
+  esac
   [ -n "$path" ] || die "tgt_add_lu: LU type $type needs a backing path"
   tadm "$ctrl" --lld iscsi --op new --mode logicalunit --tid "$tid" --lun "$lun" \
     --bstype "$bstype" --backing-store "$path"

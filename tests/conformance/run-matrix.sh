@@ -3,7 +3,7 @@
 # `iscsi-test-cu --dataloss` (all tests, both initiator names, and the same URL again as the
 # MultipathIO second path), then compare the per-test results with expected.tsv.
 #
-#   tests/conformance/run-matrix.sh [LU...]        LU: thick thin readonly null (default: all)
+#   tests/conformance/run-matrix.sh [LU...]        LU: thick thin thin512 readonly null (default: all)
 #
 # Environment:
 #   TARGET=ours|tgt   which tgtd to test (default ours: target/release/tgtd, built beforehand)
@@ -33,9 +33,9 @@ I2=${I2:-iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2}
 IQN_BASE=iqn.2026-11.io.curve-tgt:conformance
 CTRL=${CTRL:-43}
 
-if [ $# -gt 0 ]; then LUS=("$@"); else LUS=(thick thin readonly null); fi
+if [ $# -gt 0 ]; then LUS=("$@"); else LUS=(thick thin thin512 readonly null); fi
 for lu in "${LUS[@]}"; do
-  case $lu in thick|thin|readonly|null) ;; *) echo "unknown LU kind '$lu' (thick thin readonly null)" >&2; exit 2;; esac
+  case $lu in thick|thin|thin512|readonly|null) ;; *) echo "unknown LU kind '$lu' (thick thin thin512 readonly null)" >&2; exit 2;; esac
 done
 command -v iscsi-test-cu >/dev/null || { echo "iscsi-test-cu missing: run scripts/install-deps.sh (package libiscsi-bin)" >&2; exit 2; }
 command -v ss >/dev/null || { echo "ss missing: apt-get install -y iproute2" >&2; exit 2; }
@@ -56,6 +56,7 @@ run_one_lu() {
   case $lu in
     thick)    setup_single_lu "$CTRL" 1 "$iqn" file "$LIB_RUN_DIR/$lu.img" "$LU_SIZE" ;;
     thin)     setup_single_lu "$CTRL" 1 "$iqn" thin "$LIB_RUN_DIR/$lu.img" "$LU_SIZE" ;;
+    thin512)  setup_single_lu "$CTRL" 1 "$iqn" thin512 "$LIB_RUN_DIR/$lu.img" "$LU_SIZE" ;;
     readonly) setup_single_lu "$CTRL" 1 "$iqn" readonly "$LIB_RUN_DIR/$lu.img" "$LU_SIZE" ;;
     null)     setup_single_lu "$CTRL" 1 "$iqn" null ;;
   esac
