@@ -362,6 +362,7 @@ impl Session {
             data_want,
             data_got: got,
             unsolicited_end,
+            unsolicited_got: got,
             next_r2t_offset: unsolicited_end,
             r2t_sn: 0,
             r2ts: Vec::new(),
@@ -476,16 +477,20 @@ impl Session {
         }
         let off = d.buffer_offset;
         let end = off.checked_add(data.len() as u32);
+        // DataPDUInOrder=Yes is always the outcome (tgt ORs it, RFC 7143 §13.19), so each
+        // PDU must continue its sequence exactly where the last one ended. That makes the byte
+        // counts below exact: a repeated or skipped range can never complete a task with holes
+        // (which would hold a recycled buffer's old bytes).
         let window_ok = match end {
             None => false,
             Some(end) if d.ttt == Ttt::RESERVED => {
                 // Unsolicited Data-Out only with InitialR2T=No, inside FirstBurstLength.
-                !self.params.initial_r2t && end <= t.unsolicited_end
+                !self.params.initial_r2t && off == t.unsolicited_got && end <= t.unsolicited_end
             }
             Some(end) => t
                 .r2ts
                 .iter()
-                .any(|x| x.ttt == d.ttt && off >= x.offset && end <= x.offset + x.len),
+                .any(|x| x.ttt == d.ttt && off == x.offset + x.received && end <= x.offset + x.len),
         };
         if !window_ok {
             // Data outside what was asked for: a protocol error (RFC 7143 §11.7.5). The task
@@ -520,6 +525,9 @@ impl Session {
             }
         }
         t.data_got = t.data_got.saturating_add(data.len() as u32);
+        if d.ttt == Ttt::RESERVED {
+            t.unsolicited_got += data.len() as u32;
+        }
         let mut r2t_done = false;
         if d.ttt != Ttt::RESERVED {
             if let Some(x) = t
@@ -1142,6 +1150,30 @@ mod tests {
         feed(&mut s, &data_out_sn(5, ttt, 0, 0, false, &[1u8; 512]));
         feed(&mut s, &data_out_sn(5, ttt, 1, 512, true, &[1u8; 512]));
         assert!(s.next_ready().is_some());
+    }
+
+    #[test]
+    fn repeated_or_skipped_data_out_cannot_complete_a_write() {
+        let mut s = session(FfpParams {
+            max_burst: 4096,
+            ..Default::default()
+        });
+        feed(&mut s, &cmd_pdu(5, 10, false, true, 4096, &[]));
+        let r2t = s.out.pop_front().unwrap();
+        let ttt = be32(r2t.bhs(), 20);
+        feed(&mut s, &data_out(5, ttt, 0, false, &[1u8; 2048]));
+        // The same 2 KiB again would make the byte count whole while 2048.. stays unwritten.
+        feed(&mut s, &data_out(5, ttt, 0, true, &[1u8; 2048]));
+        assert_eq!(s.out.pop_front().unwrap().bhs()[0], op::REJECT);
+        assert!(s.next_ready().is_none(), "a write with a hole must not run");
+        // Skipping ahead is refused too; the in-order PDU completes it.
+        feed(&mut s, &data_out(5, ttt, 3072, true, &[2u8; 1024]));
+        assert_eq!(s.out.pop_front().unwrap().bhs()[0], op::REJECT);
+        let mut last = data_out(5, ttt, 2048, true, &[2u8; 2048]);
+        last[36..40].copy_from_slice(&1u32.to_be_bytes()); // DataSN 1 of this R2T's sequence
+        feed(&mut s, &last);
+        let r = s.next_ready().expect("all 4096 bytes placed");
+        assert_eq!(s.task(r).unwrap().data_out()[4095], 2);
     }
 
     #[test]

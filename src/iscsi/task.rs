@@ -68,6 +68,8 @@ pub struct Task {
     pub data_got: u32,
     /// End of the unsolicited window (immediate data plus unsolicited Data-Out).
     pub unsolicited_end: u32,
+    /// Unsolicited bytes placed so far (immediate data plus unsolicited Data-Out), in order.
+    pub unsolicited_got: u32,
     /// Next offset not yet covered by an R2T or the unsolicited window.
     pub next_r2t_offset: u32,
     /// R2TSN of the next R2T.
@@ -263,6 +265,7 @@ mod tests {
             data_want: 0,
             data_got: 0,
             unsolicited_end: 0,
+            unsolicited_got: 0,
             next_r2t_offset: 0,
             r2t_sn: 0,
             r2ts: Vec::new(),
