@@ -135,6 +135,21 @@ impl PendingIo {
         Next::Submit(e)
     }
 
+    /// Reads `len` bytes at `offset` into a fresh pooled buffer held in `read_buf`.
+    fn read_new(&mut self, pool: &BufPool, offset: u64, len: u32) -> Next {
+        let mut b = pool.alloc(len as usize);
+        let ptr = b.as_mut_ptr() as usize;
+        self.read_buf = Some(b);
+        self.begin(Xfer {
+            write: false,
+            ptr,
+            len: len as usize,
+            offset,
+            done: 0,
+            dsync: false,
+        })
+    }
+
     /// Starts the operation.
     pub fn start(&mut self, pool: &BufPool, zeros: &mut ZeroCache) -> Next {
         match self.io.clone() {
@@ -143,17 +158,7 @@ impl PendingIo {
                     self.read_buf = Some(zeros.get(pool, len as usize));
                     return Next::Done(IoResult::Ok);
                 }
-                let mut b = pool.alloc(len as usize);
-                let ptr = b.as_mut_ptr() as usize;
-                self.read_buf = Some(b);
-                self.begin(Xfer {
-                    write: false,
-                    ptr,
-                    len: len as usize,
-                    offset,
-                    done: 0,
-                    dsync: false,
-                })
+                self.read_new(pool, offset, len)
             }
             BlockIo::Write { offset, data, fua } => {
                 if self.fd.is_none() {
@@ -223,17 +228,7 @@ impl PendingIo {
                     }
                     return self.after_compare_read(pool, zeros);
                 }
-                let mut b = pool.alloc(len as usize);
-                let ptr = b.as_mut_ptr() as usize;
-                self.read_buf = Some(b);
-                self.begin(Xfer {
-                    write: false,
-                    ptr,
-                    len: len as usize,
-                    offset,
-                    done: 0,
-                    dsync: false,
-                })
+                self.read_new(pool, offset, len)
             }
         }
     }
