@@ -13,6 +13,7 @@ pub mod registry;
 pub mod rx;
 pub mod serial;
 pub mod session;
+pub mod stats;
 pub mod task;
 pub mod text;
 pub mod tx;

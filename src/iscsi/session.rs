@@ -14,6 +14,7 @@ use super::pdu::{
 };
 use super::rx::{InPdu, RxLimits};
 use super::serial::{CmdSn, DataSn, StatSn};
+use super::stats::{IoDir, LatencyMark, SessionStats};
 use super::task::{R2t, Task, TaskRef, TaskState, TaskTable, MAX_R2T_PER_TASK, MAX_WRITE_BYTES};
 use super::tx::{Payload, TxPdu};
 use crate::scsi::error::CmdError;
@@ -125,6 +126,8 @@ pub struct Session {
     pub nop_ticks: u32,
     /// Text Request handling (SendTargets, key negotiation), with its continuation state.
     pub text: crate::iscsi::discovery::TextSm,
+    /// Counters for `tgtadm --op stat`.
+    pub stats: SessionStats,
 }
 
 impl Session {
@@ -165,6 +168,7 @@ impl Session {
             pings_unanswered: 0,
             nop_ticks: 0,
             text: crate::iscsi::discovery::TextSm::new(),
+            stats: SessionStats::default(),
         }
     }
 
@@ -205,6 +209,15 @@ impl Session {
         if bhs.consumes_stat_sn() {
             self.stat_sn = self.stat_sn.next();
         }
+        match bhs.opcode() {
+            super::pdu::op::DATA_IN => {
+                self.stats.conn.datain_pdus = self.stats.conn.datain_pdus.wrapping_add(1)
+            }
+            super::pdu::op::SCSI_RSP => {
+                self.stats.conn.rsp_pdus = self.stats.conn.rsp_pdus.wrapping_add(1)
+            }
+            _ => {}
+        }
         bhs.set_seq(SeqFields {
             stat_sn,
             exp_cmd_sn: self.exp_cmd_sn,
@@ -234,9 +247,13 @@ impl Session {
         let data = &buf[pdu.data.clone()];
         match &pdu.req {
             Request::ScsiCmd(c) => {
+                self.stats.conn.cmd_pdus = self.stats.conn.cmd_pdus.wrapping_add(1);
                 self.on_scsi_cmd(c, &buf[pdu.ahs.clone()], data, &pdu.bhs, now_ns)
             }
-            Request::DataOut(d) => self.on_data_out(d, data, &pdu.bhs),
+            Request::DataOut(d) => {
+                self.stats.conn.dataout_pdus = self.stats.conn.dataout_pdus.wrapping_add(1);
+                self.on_data_out(d, data, &pdu.bhs)
+            }
             Request::NopOut(n) => self.on_nop_out(n, data),
             Request::TaskMgmt(t) => self.on_tmf(t),
             Request::Logout(l) => self.on_logout(l),
@@ -788,6 +805,20 @@ impl Session {
             return None;
         }
         let status = resp.status as u8;
+        let counted = self.stats.done(
+            t.lun,
+            t.read,
+            t.write,
+            t.expected_len,
+            resp.status == ScsiStatus::Good,
+        );
+        let mark = IoDir::of_opcode(t.cdb[0])
+            .filter(|_| counted)
+            .map(|dir| LatencyMark {
+                arrived_ns: t.arrived_ns,
+                lun: t.lun,
+                dir,
+            });
         let expected = t.expected_len as i64;
         let data_len = resp.data.len();
         let mut send_len = if t.read {
@@ -837,6 +868,10 @@ impl Session {
                 Payload::Owned(v)
             };
             self.queue(bhs, payload);
+        }
+        // The status went out last: collapsed into the final Data-In, or the SCSI Response.
+        if let (Some(m), Some(p)) = (mark, self.out.back_mut()) {
+            p.mark = Some(m);
         }
         Some(t)
     }

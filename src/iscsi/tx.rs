@@ -5,6 +5,7 @@
 
 use super::digest;
 use super::pdu::{Bhs, BHS_LEN};
+use super::stats::LatencyMark;
 use crate::shard::buf::IoBuf;
 
 /// A PDU's payload.
@@ -47,6 +48,9 @@ pub struct TxPdu {
     pub trailer: [u8; 8],
     /// Bytes of `trailer` in use.
     pub trailer_len: u8,
+    /// Set on the PDU carrying a timed command's status: the shard records the command's
+    /// latency when it hands this PDU to the socket.
+    pub mark: Option<LatencyMark>,
 }
 
 impl TxPdu {
@@ -75,6 +79,7 @@ impl TxPdu {
             payload,
             trailer,
             trailer_len: trailer_len as u8,
+            mark: None,
         }
     }
 

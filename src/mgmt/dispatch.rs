@@ -7,7 +7,8 @@ use super::cnum::strtoull;
 use super::config::{Config, Effect};
 use super::ipc::{Mode, Op, Request, TgtadmError, ACCOUNT_OUTGOING, REQ_HDR_LEN};
 use super::server::DataPlane;
-use super::show::{self, ConnShow, ConnStatLine, LuStatLine, SysShow};
+use super::show::{self, ConnShow, SysShow};
+use super::stat::{self, Gathered};
 use crate::backing::{self, BsOFlags, SUPPORTED_TYPES};
 use crate::scsi::lu::{LuInit, LuParamError};
 use crate::scsi::{DeviceType, LogicalUnit, Lun, UnitAttention};
@@ -57,13 +58,13 @@ pub fn execute(
     }
     let op = Op::from_wire(h.op);
     match mode {
-        Some(Mode::System) => system(cfg, req, op),
+        Some(Mode::System) => system(cfg, req, op, plane),
         Some(Mode::Target) => target(cfg, req, op, plane),
         Some(Mode::Device) => device(cfg, req, op, plane),
         Some(Mode::Portal) => portal(cfg, req, op, plane),
         Some(Mode::Lld) => lld(cfg, op),
         Some(Mode::Session) => match op {
-            Some(Op::Stats) => session_stat(cfg, h.sid),
+            Some(Op::Stats) => text(stat::session_report(cfg, &gather(plane), h.sid)?),
             _ => Err(TgtadmError::InvalidRequest),
         },
         Some(Mode::Connection) => connection(cfg, req, op, plane),
@@ -83,7 +84,17 @@ fn apply(plane: &dyn DataPlane, effects: Vec<Effect>) {
     }
 }
 
-fn system(cfg: &mut Config, req: &Request, op: Option<Op>) -> Result<Reply, TgtadmError> {
+/// Asks the shards for their counters (only `--op stat` does).
+fn gather(plane: &dyn DataPlane) -> Gathered {
+    Gathered::new(plane.stats())
+}
+
+fn system(
+    cfg: &mut Config,
+    req: &Request,
+    op: Option<Op>,
+    plane: &dyn DataPlane,
+) -> Result<Reply, TgtadmError> {
     match op {
         Some(Op::Update) => {
             if let Some(v) = req.payload.strip_prefix("debug=") {
@@ -112,7 +123,7 @@ fn system(cfg: &mut Config, req: &Request, op: Option<Op>) -> Result<Reply, Tgta
                 isns: cfg.isns.clone(),
             }))
         }
-        Some(Op::Stats) => text(show::lu_stats(&stat_lines(cfg, None, None))),
+        Some(Op::Stats) => text(stat::lu_report(cfg, &gather(plane), None, None)),
         Some(Op::Delete) if cfg.targets.is_empty() => text(String::new()),
         _ => Err(TgtadmError::InvalidRequest),
     }
@@ -233,11 +244,12 @@ fn target(
         }
         Some(Op::Stats) => {
             cfg.target(tid)?;
-            text(show::lu_stats(&stat_lines(
+            text(stat::lu_report(
                 cfg,
+                &gather(plane),
                 Some(tid.unsigned_abs()),
                 None,
-            )))
+            ))
         }
         _ => Err(TgtadmError::InvalidRequest),
     }
@@ -353,61 +365,16 @@ fn device(
         }
         Some(Op::Stats) if req.hdr.sid == 0 => {
             cfg.lu(tid, lun)?;
-            text(show::lu_stats(&stat_lines(
+            text(stat::lu_report(
                 cfg,
+                &gather(plane),
                 Some(tid.unsigned_abs()),
                 Some(Lun(lun)),
-            )))
+            ))
         }
-        Some(Op::Stats) => session_stat(cfg, req.hdr.sid),
+        Some(Op::Stats) => text(stat::session_report(cfg, &gather(plane), req.hdr.sid)?),
         _ => Err(TgtadmError::UnsupportedOperation),
     }
-}
-
-/// One zero line per (LU, nexus): the shards do not report counters to the control thread.
-fn stat_lines(cfg: &Config, tid: Option<u32>, lun: Option<Lun>) -> Vec<LuStatLine> {
-    let mut out = Vec::new();
-    for (t_id, t) in cfg
-        .targets
-        .iter()
-        .filter(|(t, _)| tid.is_none() || tid == Some(**t))
-    {
-        for l in t.luns.keys().filter(|l| lun.is_none() || lun == Some(**l)) {
-            for s in &t.sessions {
-                out.push(LuStatLine {
-                    tid: *t_id,
-                    lun: l.0,
-                    sid: u64::from(s.tsih),
-                    ..LuStatLine::default()
-                });
-            }
-        }
-    }
-    out
-}
-
-fn session_stat(cfg: &Config, sid: u64) -> Result<Reply, TgtadmError> {
-    let (tid, s) = cfg.session_by_tsih(sid).ok_or(TgtadmError::NoSession)?;
-    let lus: Vec<_> = s
-        .lu_order
-        .iter()
-        .map(|l| LuStatLine {
-            tid,
-            lun: l.0,
-            sid,
-            ..LuStatLine::default()
-        })
-        .collect();
-    let conns: Vec<_> = s
-        .conns
-        .iter()
-        .map(|c| ConnStatLine {
-            tsih: s.tsih,
-            cid: c.cid,
-            ..ConnStatLine::default()
-        })
-        .collect();
-    text(show::session_stats(&lus, &conns))
 }
 
 fn connection(
@@ -434,19 +401,7 @@ fn connection(
                 .collect();
             text(show::connections(&list))
         }
-        Some(Op::Stats) => {
-            let (_, s) = cfg.session_by_tsih(h.sid).ok_or(TgtadmError::NoSession)?;
-            let c = s
-                .conns
-                .iter()
-                .find(|c| u32::from(c.cid) == h.cid)
-                .ok_or(TgtadmError::NoConnection)?;
-            text(show::conn_stats(&[ConnStatLine {
-                tsih: s.tsih,
-                cid: c.cid,
-                ..ConnStatLine::default()
-            }]))
-        }
+        Some(Op::Stats) => text(stat::conn_report(cfg, &gather(plane), h.sid, h.cid)?),
         Some(Op::Delete) => {
             let e = cfg.conn_close(h.tid, h.sid, h.cid)?;
             apply(plane, vec![e]);

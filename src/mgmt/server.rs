@@ -13,6 +13,7 @@ use super::ipc::{self, IpcError, Mode, Op, ReqHeader, Request, REQ_HDR_LEN};
 use super::snapshot::ConfigSnapshot;
 use crate::scsi::{Lun, UnitAttention};
 use crate::shard::msg::ControlEvent;
+use crate::shard::stats::ShardStats;
 use crossbeam_channel::Receiver;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -47,6 +48,9 @@ pub trait DataPlane: Send {
     fn add_portal(&self, addr: SocketAddr) -> io::Result<()>;
     /// Stop listening on a portal.
     fn remove_portal(&self, addr: SocketAddr) -> io::Result<()>;
+    /// Every shard's counters and latency histograms (`--op stat`). The control thread
+    /// waits a bounded moment for the answers; the shards answer from their loops.
+    fn stats(&self) -> Vec<ShardStats>;
     /// Close everything and stop (after `sys delete`).
     fn shutdown(&self);
 }
@@ -102,6 +106,9 @@ impl DataPlane for NullPlane {
     fn remove_portal(&self, addr: SocketAddr) -> io::Result<()> {
         self.record(PlaneCall::RemovePortal(addr));
         Ok(())
+    }
+    fn stats(&self) -> Vec<ShardStats> {
+        Vec::new()
     }
     fn shutdown(&self) {
         self.record(PlaneCall::Shutdown);

@@ -422,6 +422,53 @@ pub fn conn_stats(conns: &[ConnStatLine]) -> String {
     b
 }
 
+/// One row of the latency table: a direction of one LU, in microseconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatencyLine {
+    pub tid: u32,
+    pub lun: u64,
+    pub op: &'static str,
+    pub cmds: u64,
+    pub mean_us: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+/// Title of the latency table that follows tgt's stat lines.
+pub const LATENCY_TITLE: &str =
+    "In-target latency (us), from command arrival to status sent, since the LU was created:\n";
+
+/// The latency table (this target's addition to `--op stat`): a title, a header, a row per
+/// LU and direction.
+pub fn latency_table(lines: &[LatencyLine]) -> String {
+    let mut b = String::from(LATENCY_TITLE);
+    let _ = writeln!(
+        b,
+        "{:>3} {:>3} {:<5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "tgt", "lun", "op", "cmds", "mean", "p50", "p90", "p99", "p99.9", "max"
+    );
+    for l in lines {
+        let _ = writeln!(
+            b,
+            "{:>3} {:>3} {:<5} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            l.tid,
+            l.lun,
+            l.op,
+            l.cmds,
+            l.mean_us,
+            l.p50_us,
+            l.p90_us,
+            l.p99_us,
+            l.p999_us,
+            l.max_us
+        );
+    }
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -629,6 +676,28 @@ mod tests {
             tsih: 2,
             ..ConnStatLine::default()
         };
+        let t = latency_table(&[LatencyLine {
+            tid: 1,
+            lun: 2,
+            op: "read",
+            cmds: 7,
+            mean_us: 20.04,
+            p50_us: 19.5,
+            p90_us: 25.0,
+            p99_us: 31.0,
+            p999_us: 40.0,
+            max_us: 1234.5,
+        }]);
+        let mut rows = t.lines();
+        assert_eq!(rows.next().unwrap(), LATENCY_TITLE.trim_end());
+        assert_eq!(
+            rows.next().unwrap(),
+            "tgt lun op          cmds      mean       p50       p90       p99     p99.9       max"
+        );
+        assert_eq!(
+            rows.next().unwrap(),
+            "  1   2 read           7      20.0      19.5      25.0      31.0      40.0    1234.5"
+        );
         assert_eq!(
             session_stats(&[], &[c]),
             format!(

@@ -57,6 +57,9 @@ pub struct Conn {
     pub stat_sn_sent: u32,
     /// While responses are held back to batch them: when they must go out (shard clock, ns).
     pub hold_deadline: Option<u64>,
+    /// Bytes received and sent on the socket, login included (`--op stat`).
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
 }
 
 impl Conn {
@@ -92,6 +95,8 @@ impl Conn {
             peer_exp_stat_sn: None,
             stat_sn_sent: 0,
             hold_deadline: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
         }
     }
 

@@ -7,6 +7,7 @@ use super::backend::{Next, PendingIo, ZeroCache};
 use super::buf::BufPool;
 use super::conn::{Conn, Phase};
 use super::msg::{ConnInfo, ControlEvent, ShardMsg};
+use super::stats::{LatencyTable, SessionSnap, ShardStats};
 use super::token::{OpKind, Token};
 use super::Shared;
 use crate::backing::IoResult;
@@ -75,6 +76,8 @@ pub struct Shard {
     /// The 1 s keep-alive timer is armed (only while some target has nop_interval > 0).
     timer_armed: bool,
     timer_ts: Box<types::Timespec>,
+    /// Per-LU read/write latency histograms (`tgtadm --op stat`).
+    latency: LatencyTable,
 }
 
 fn entry(e: squeue::Entry, t: Token) -> squeue::Entry {
@@ -125,6 +128,7 @@ impl Shard {
             live: 0,
             timer_armed: false,
             timer_ts: Box::new(types::Timespec::new().sec(1)),
+            latency: LatencyTable::default(),
             spin_ns: std::env::var("CURVE_TGT_POLL_US")
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())
@@ -361,7 +365,13 @@ impl Shard {
                     peer,
                     local,
                 } => self.add_conn(stream, peer, local),
-                ShardMsg::Config(c) => self.cfg = c,
+                ShardMsg::Config(c) => {
+                    self.latency.prune(&c);
+                    self.cfg = c;
+                }
+                ShardMsg::Stats(reply) => {
+                    let _ = reply.send(self.stats());
+                }
                 ShardMsg::Ua {
                     tid,
                     lun,
@@ -386,6 +396,35 @@ impl Shard {
                     }
                 }
             }
+        }
+    }
+
+    /// This shard's counters and histograms, for the control thread.
+    fn stats(&self) -> ShardStats {
+        let sessions = self
+            .conns
+            .iter()
+            .flatten()
+            .filter_map(|c| {
+                let Phase::Ffp(s) = &c.phase else { return None };
+                let Kind::Normal { tid } = s.kind else {
+                    return None;
+                };
+                let mut conn = s.stats.conn;
+                conn.rx_bytes = c.rx_bytes;
+                conn.tx_bytes = c.tx_bytes;
+                Some(SessionSnap {
+                    tid,
+                    tsih: s.tsih.0,
+                    cid: s.cid.0,
+                    lus: s.stats.lus.clone(),
+                    conn,
+                })
+            })
+            .collect();
+        ShardStats {
+            sessions,
+            latency: self.latency.snapshot(),
         }
     }
 
@@ -483,6 +522,7 @@ impl Shard {
             return;
         }
         c.rx_len += res as usize;
+        c.rx_bytes += res as u64;
         self.parse_pdus(ci);
         self.mark(ci);
     }
@@ -635,6 +675,7 @@ impl Shard {
             self.mark(ci);
             return;
         }
+        c.tx_bytes += res as u64;
         c.sent(res as usize);
         self.mark(ci);
     }
@@ -823,6 +864,7 @@ impl Shard {
         let Some(c) = self.conns[usize::from(ci)].as_mut() else {
             return;
         };
+        let fresh = c.tx_batch.is_empty();
         if !c.prepare_send() {
             if c.close_after_flush {
                 self.begin_close(ci);
@@ -830,6 +872,18 @@ impl Shard {
             return;
         }
         c.send_inflight = true;
+        if let (true, Phase::Ffp(s)) = (fresh, &c.phase) {
+            // The statuses in this batch are handed to the socket now: their commands'
+            // in-target latency ends here.
+            if let Kind::Normal { tid } = s.kind {
+                let mut sent_ns = None;
+                for m in c.tx_batch.iter().filter_map(|p| p.mark) {
+                    let t = *sent_ns.get_or_insert_with(|| self.epoch.elapsed().as_nanos() as u64);
+                    let ns = t.saturating_sub(m.arrived_ns);
+                    self.latency.record(&self.cfg, tid, m.lun, m.dir, ns);
+                }
+            }
+        }
         if let (Phase::Ffp(_), Some(p)) = (&c.phase, c.tx_batch.last()) {
             let b = crate::iscsi::pdu::Bhs(*p.bhs());
             let sn = u32::from_be_bytes(b.0[24..28].try_into().expect("4 bytes"));
@@ -953,6 +1007,13 @@ fn exec_task(
     };
     let target = cfg.targets.get(&tid);
     let luns: &[crate::scsi::Lun] = target.map(|t| &t.lun_list[..]).unwrap_or(&[]);
+    if let Some(t) = s.task(r) {
+        // tgt counts a command as submitted when it reaches an existing LU.
+        let (lun, read, write, len) = (t.lun, t.read, t.write, t.expected_len);
+        if target.is_some_and(|tv| tv.luns.contains_key(&lun)) {
+            s.stats.submitted(lun, read, write, len);
+        }
+    }
     let resp = {
         let Some((task, nexus)) = s.task_and_nexus(r) else {
             return (None, Vec::new());

@@ -29,6 +29,8 @@ pub enum ShardMsg {
     },
     /// Close every connection of a session (conn delete, target delete --force, reinstatement).
     CloseSession { tid: u32, tsih: u16 },
+    /// Report counters and latency histograms (`tgtadm --op stat`) on this channel.
+    Stats(crossbeam_channel::Sender<super::stats::ShardStats>),
     /// Stop: close every connection and end the event loop.
     Shutdown,
 }

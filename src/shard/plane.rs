@@ -5,6 +5,7 @@
 use super::cpus::pin_current_thread;
 use super::event_loop::Shard;
 use super::msg::{ControlEvent, ShardMsg};
+use super::stats::ShardStats;
 use super::{ShardHandle, Shared};
 use crate::iscsi::registry::SessionRegistry;
 use crate::mgmt::server::DataPlane;
@@ -18,6 +19,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long `--op stat` waits for the shards' reports.
+const STATS_WAIT: Duration = Duration::from_secs(2);
 
 struct Portal {
     listener: Arc<TcpListener>,
@@ -231,6 +236,27 @@ impl DataPlane for Plane {
             let _ = t.join();
         }
         Ok(())
+    }
+
+    fn stats(&self) -> Vec<ShardStats> {
+        let n = self.shared.handles.len();
+        let (tx, rx) = crossbeam_channel::bounded(n);
+        self.shared.broadcast(|| ShardMsg::Stats(tx.clone()));
+        drop(tx);
+        // A shard answers between two turns of its loop; one that has not answered by the
+        // deadline (stuck in a long completion burst) is left out rather than waited for.
+        let deadline = Instant::now() + STATS_WAIT;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            match rx.recv_deadline(deadline) {
+                Ok(s) => out.push(s),
+                Err(_) => {
+                    tracing::warn!("stat: {} of {n} shards answered in time", out.len());
+                    break;
+                }
+            }
+        }
+        out
     }
 
     fn shutdown(&self) {

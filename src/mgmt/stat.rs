@@ -1,0 +1,168 @@
+//! `tgtadm --op stat`: merges what the shards report ([`ShardStats`]) with the
+//! configuration's list of sessions and LUs into tgt's stat lines, in tgt's order, and adds
+//! the per-LU latency table after them.
+//!
+//! tgt prints only its counter lines; the latency table is this target's addition. It comes
+//! after tgt's lines, behind an empty line, and only for LUs that have served a READ or
+//! WRITE since they were created, so output for an idle target stays byte-identical to
+//! tgt's and scripts that read tgt's lines read the same lines here.
+
+use super::config::Config;
+use super::ipc::TgtadmError;
+use super::show::{self, ConnStatLine, LatencyLine, LuStatLine};
+use crate::iscsi::stats::{ConnCounters, LuCounters};
+use crate::scsi::Lun;
+use crate::shard::stats::{new_histogram, SessionSnap, ShardStats};
+use hdrhistogram::Histogram;
+use std::collections::{BTreeMap, HashMap};
+
+/// The shards' reports, merged and indexed.
+#[derive(Default)]
+pub struct Gathered {
+    sessions: HashMap<(u32, u16), SessionSnap>,
+    /// Per LU: read and write histograms summed over shards.
+    latency: BTreeMap<(u32, Lun), (Histogram<u64>, Histogram<u64>)>,
+}
+
+impl Gathered {
+    /// Merges every shard's report.
+    pub fn new(reports: Vec<ShardStats>) -> Gathered {
+        let mut g = Gathered::default();
+        for r in reports {
+            for s in r.sessions {
+                g.sessions.insert((s.tid, s.tsih), s);
+            }
+            for l in r.latency {
+                let (rd, wr) = g
+                    .latency
+                    .entry((l.tid, l.lun))
+                    .or_insert_with(|| (new_histogram(), new_histogram()));
+                // Same bounds on every shard, so adding cannot fail.
+                let _ = rd.add(&l.read);
+                let _ = wr.add(&l.write);
+            }
+        }
+        g
+    }
+
+    fn lu_counters(&self, tid: u32, tsih: u16, lun: Lun) -> LuCounters {
+        self.sessions
+            .get(&(tid, tsih))
+            .and_then(|s| s.lus.iter().find(|(l, _)| *l == lun))
+            .map(|(_, c)| *c)
+            .unwrap_or_default()
+    }
+
+    fn conn_counters(&self, tid: u32, tsih: u16, cid: u16) -> ConnCounters {
+        self.sessions
+            .get(&(tid, tsih))
+            .filter(|s| s.cid == cid)
+            .map(|s| s.conn)
+            .unwrap_or_default()
+    }
+}
+
+fn lu_line(tid: u32, lun: Lun, tsih: u16, c: LuCounters) -> LuStatLine {
+    LuStatLine {
+        tid,
+        lun: lun.0,
+        sid: u64::from(tsih),
+        rd_subm_bytes: c.rd_subm_bytes,
+        rd_subm_cmds: c.rd_subm_cmds,
+        rd_done_bytes: c.rd_done_bytes,
+        rd_done_cmds: c.rd_done_cmds,
+        wr_subm_bytes: c.wr_subm_bytes,
+        wr_subm_cmds: c.wr_subm_cmds,
+        wr_done_bytes: c.wr_done_bytes,
+        wr_done_cmds: c.wr_done_cmds,
+        errs: c.errs,
+    }
+}
+
+fn latency_line(tid: u32, lun: Lun, op: &'static str, h: &Histogram<u64>) -> LatencyLine {
+    let us = |ns: u64| ns as f64 / 1000.0;
+    LatencyLine {
+        tid,
+        lun: lun.0,
+        op,
+        cmds: h.len(),
+        mean_us: h.mean() / 1000.0,
+        p50_us: us(h.value_at_quantile(0.50)),
+        p90_us: us(h.value_at_quantile(0.90)),
+        p99_us: us(h.value_at_quantile(0.99)),
+        p999_us: us(h.value_at_quantile(0.999)),
+        max_us: us(h.max()),
+    }
+}
+
+/// sys, target and lu stat: one line per (LU, session) of the selection, then the latency
+/// table of the selected LUs that have samples.
+pub fn lu_report(cfg: &Config, g: &Gathered, tid: Option<u32>, lun: Option<Lun>) -> String {
+    let mut lines = Vec::new();
+    let mut latency = Vec::new();
+    for (t_id, t) in cfg
+        .targets
+        .iter()
+        .filter(|(t, _)| tid.is_none() || tid == Some(**t))
+    {
+        for l in t.luns.keys().filter(|l| lun.is_none() || lun == Some(**l)) {
+            for s in &t.sessions {
+                lines.push(lu_line(*t_id, *l, s.tsih, g.lu_counters(*t_id, s.tsih, *l)));
+            }
+            if let Some((rd, wr)) = g.latency.get(&(*t_id, *l)) {
+                for (op, h) in [("read", rd), ("write", wr)] {
+                    if !h.is_empty() {
+                        latency.push(latency_line(*t_id, *l, op, h));
+                    }
+                }
+            }
+        }
+    }
+    let mut out = show::lu_stats(&lines);
+    if !latency.is_empty() {
+        out.push('\n');
+        out.push_str(&show::latency_table(&latency));
+    }
+    out
+}
+
+/// session stat: the session's LU lines in tgt's nexus order, then its connection lines.
+pub fn session_report(cfg: &Config, g: &Gathered, sid: u64) -> Result<String, TgtadmError> {
+    let (tid, s) = cfg.session_by_tsih(sid).ok_or(TgtadmError::NoSession)?;
+    let lus: Vec<_> = s
+        .lu_order
+        .iter()
+        .map(|l| lu_line(tid, *l, s.tsih, g.lu_counters(tid, s.tsih, *l)))
+        .collect();
+    let conns: Vec<_> = s
+        .conns
+        .iter()
+        .map(|c| conn_line(s.tsih, c.cid, g.conn_counters(tid, s.tsih, c.cid)))
+        .collect();
+    Ok(show::session_stats(&lus, &conns))
+}
+
+/// conn stat: one connection's line.
+pub fn conn_report(cfg: &Config, g: &Gathered, sid: u64, cid: u32) -> Result<String, TgtadmError> {
+    let (tid, s) = cfg.session_by_tsih(sid).ok_or(TgtadmError::NoSession)?;
+    let c = s
+        .conns
+        .iter()
+        .find(|c| u32::from(c.cid) == cid)
+        .ok_or(TgtadmError::NoConnection)?;
+    let line = conn_line(s.tsih, c.cid, g.conn_counters(tid, s.tsih, c.cid));
+    Ok(show::conn_stats(&[line]))
+}
+
+fn conn_line(tsih: u16, cid: u16, c: ConnCounters) -> ConnStatLine {
+    ConnStatLine {
+        tsih,
+        cid,
+        rx_bytes: c.rx_bytes,
+        tx_bytes: c.tx_bytes,
+        dataout_pdus: c.dataout_pdus,
+        datain_pdus: c.datain_pdus,
+        cmd_pdus: c.cmd_pdus,
+        rsp_pdus: c.rsp_pdus,
+    }
+}
