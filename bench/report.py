@@ -14,7 +14,8 @@ import sys
 
 FIELDS = ['target', 'lu', 'job', 'rw', 'bs', 'iodepth', 'iops', 'mb_s', 'clat_p50_us', 'clat_p99_us',
           'clat_p999_us', 'target_cpu_s', 'wall_s', 'target_cores_busy', 'ios_per_target_cpu_s',
-          'fio_cpu_pct', 'loadavg1_before', 'fio_rc', 'fio_errors']
+          'fio_cpu_pct', 'loadavg1_before', 'fio_rc', 'fio_errors', 'intarget_cmds', 'intarget_p50_us',
+          'intarget_p99_us']
 
 
 def read_tsv(path):
@@ -61,6 +62,27 @@ def fio_metrics(path, rw):
     }
 
 
+def intarget_latency(path, rw):
+    """Our tgtd's own latency for the job's direction, from the latency table that
+    `tgtadm --op stat` prints after tgt's counter lines (command arrival to status sent)."""
+    want = 'write' if 'write' in rw else 'read'
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        return {}
+    try:
+        start = next(i for i, l in enumerate(lines) if l.startswith('In-target latency'))
+    except StopIteration:
+        return {}
+    for l in lines[start + 2:]:
+        f = l.split()
+        # tgt lun op cmds mean p50 p90 p99 p99.9 max
+        if len(f) == 10 and f[2] == want:
+            return {'intarget_cmds': int(f[3]), 'intarget_p50_us': float(f[5]),
+                    'intarget_p99_us': float(f[7])}
+    return {}
+
+
 def iperf_mb_s(path):
     try:
         d = json.load(open(path))
@@ -79,6 +101,7 @@ def collect(d):
         row['wall_s'] = float(r['wall_s'])
         row['loadavg1_before'] = float(r['loadavg1_before'])
         row.update(m)
+        row.update(intarget_latency(os.path.join(d, r['fio_json'][:-len('.json')] + '.stat.txt'), r['rw']))
         # Average number of target cores kept busy during the fio run (login and ramp included),
         # and IOs completed per target CPU-second at that steady rate.
         busy = row['target_cpu_s'] / row['wall_s'] if row['wall_s'] > 0 else 0
@@ -220,6 +243,20 @@ def report_md(d, meta, runs, tcp, comps, chart_note):
                  f'{fmt(r["target_cores_busy"], 2)} | {fmt(r["ios_per_target_cpu_s"])} | '
                  f'{fmt(r["fio_cpu_pct"], 0)} | {fmt(r["loadavg1_before"], 2)} |')
     L.append('')
+    own = [r for r in runs if r.get('intarget_p50_us') is not None]
+    if own:
+        L.append('### In-target latency (ours)\n')
+        L.append('From our tgtd\'s own per-LU histograms (`tgtadm --op stat`, a fresh LU per job, so '
+                 'the ramp is included): command PDU arrival to status PDU handed to the socket. '
+                 'The rest of fio\'s clat is the initiator and the loopback network.\n')
+        L.append('| lu | job | cmds | target p50 | fio p50 | target p99 | fio p99 | target share of p50 |')
+        L.append('|---|---|---:|---:|---:|---:|---:|---:|')
+        for r in sorted(own, key=lambda r: (r['lu'], r['rw'], r['bs'], r['iodepth'])):
+            L.append(f'| {r["lu"]} | {r["job"]} | {fmt(r["intarget_cmds"])} | {fmt(r["intarget_p50_us"], 1)} | '
+                     f'{fmt(r.get("clat_p50_us"), 1)} | {fmt(r["intarget_p99_us"], 1)} | '
+                     f'{fmt(r.get("clat_p99_us"), 1)} | '
+                     f'{fmt(ratio(r["intarget_p50_us"], r.get("clat_p50_us")), 2)} |')
+        L.append('')
     L.append('## ours / tgt\n')
     if comps:
         L.append('Ratios above 1 mean ours is higher (better for IOPS and IO/CPU-s, worse for p99).\n')

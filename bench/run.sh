@@ -63,7 +63,7 @@ JOBS=(
 mkdir -p "$OUT/fio" "$OUT/meta" "$OUT/tcp"
 export LIB_LOG_DIR=$OUT/meta
 lib_init
-declare -A PORT=() CTRL=([ours]=51 [tgt]=52)
+declare -A PORT=() CTRL=([ours]=51 [tgt]=52) LU_TID=() LU_ARGS=()
 IQN_BASE=iqn.2026-11.io.curve-tgt:bench
 HZ=$(getconf CLK_TCK)
 
@@ -106,11 +106,14 @@ start_bench_target() {
     tid=$((tid + 1))
     lu_runs_on "$lu" "$kind" || continue
     case $lu in
-      null) setup_single_lu "${CTRL[$kind]}" "$tid" "$IQN_BASE-$lu" null ;;
-      rdwr) setup_single_lu "${CTRL[$kind]}" "$tid" "$IQN_BASE-$lu" file "$BACKING" ;;
-      aio)  setup_single_lu "${CTRL[$kind]}" "$tid" "$IQN_BASE-$lu" aio "$BACKING" ;;
+      null) LU_ARGS[$lu]=null ;;
+      rdwr) LU_ARGS[$lu]="file $BACKING" ;;
+      aio)  LU_ARGS[$lu]="aio $BACKING" ;;
       *) die "unknown LU kind '$lu' (null rdwr aio)" ;;
     esac
+    LU_TID[$lu]=$tid
+    # shellcheck disable=SC2086 # LU_ARGS is "type [path]"
+    setup_single_lu "${CTRL[$kind]}" "$tid" "$IQN_BASE-$lu" ${LU_ARGS[$lu]}
     tgt_set_target_param "${CTRL[$kind]}" "$tid" MaxQueueCmd 512 \
       || { [ "$kind" = ours ] && log "warning: our tgtd refused MaxQueueCmd=512"; }
     tadm "${CTRL[$kind]}" --op show --mode target --tid "$tid" > "$OUT/meta/params-$kind-$lu.txt" || true
@@ -129,6 +132,13 @@ run_fio() {
   local pid=${LIB_TGT_PID[${CTRL[$kind]}]} json="fio/$kind-$lu-$name.json" rc=0
   local load c0 c1 t0 t1
   kill -0 "$pid" 2>/dev/null || die "$kind tgtd (PID $pid) is gone; see $OUT/meta/tgtd-$kind.log"
+  # Ours keeps per-LU latency histograms from the LU's creation (tgtadm --op stat): a fresh
+  # LU before each job makes them this job's (ramp included). No session is logged in here.
+  if [ "$kind" = ours ] && [ -n "${LU_TID[$lu]:-}" ]; then
+    tadm "${CTRL[$kind]}" --lld iscsi --op delete --mode logicalunit --tid "${LU_TID[$lu]}" --lun 1
+    # shellcheck disable=SC2086 # LU_ARGS is "type [path]"
+    tgt_add_lu "${CTRL[$kind]}" "${LU_TID[$lu]}" 1 ${LU_ARGS[$lu]}
+  fi
   load=$(cut -d' ' -f1 /proc/loadavg)
   log "$kind $lu $name (load $load)"
   c0=$(proc_cpu_ticks "$pid"); t0=$(now_s)
@@ -138,6 +148,10 @@ run_fio() {
     --rw="$rw" --bs="$bs" --iodepth="$qd" --time_based=1 --runtime="$DURATION" --ramp_time="$RAMP" \
     "$@" --output-format=json --output="$OUT/$json" > "$OUT/$json.log" 2>&1 || rc=$?
   c1=$(proc_cpu_ticks "$pid"); t1=$(now_s)
+  if [ "$kind" = ours ] && [ -n "${LU_TID[$lu]:-}" ]; then
+    tadm "${CTRL[$kind]}" --lld iscsi --op stat --mode logicalunit --tid "${LU_TID[$lu]}" --lun 1 \
+      > "$OUT/${json%.json}.stat.txt" 2>&1 || log "warning: tgtadm --op stat failed for $lu"
+  fi
   [ "$rc" = 0 ] || log "warning: fio exited $rc for $kind $lu $name; see $OUT/$json.log"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$lu" "$name" "$rw" "$bs" "$qd" "$rc" \
     "$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" 'BEGIN {printf "%.2f", (b - a) / hz}')" \
