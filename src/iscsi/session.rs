@@ -1082,6 +1082,53 @@ mod tests {
     }
 
     #[test]
+    fn the_status_pdu_carries_the_latency_mark_and_counters_follow_tgt() {
+        use crate::iscsi::stats::IoDir;
+        let mut s = session(FfpParams {
+            max_xmit_data: 4096,
+            ..Default::default()
+        });
+        // A read that produces two Data-In PDUs: only the last (with the status) is marked.
+        feed(&mut s, &cmd_pdu(1, 10, true, false, 8192, &[]));
+        let r = s.next_ready().unwrap();
+        s.stats.submitted(Lun(1), true, false, 8192);
+        s.finish(r, good(DataIn::Bytes(vec![0u8; 8192])), None);
+        assert_eq!(s.out.len(), 2);
+        assert_eq!(s.out[0].mark, None);
+        let m = s.out[1].mark.expect("status PDU marked");
+        assert_eq!((m.lun, m.dir), (Lun(1), IoDir::Read));
+        // A write ending in CHECK CONDITION: the SCSI Response is marked, the error counted.
+        s.out.clear();
+        feed(&mut s, &cmd_pdu(2, 11, false, true, 512, &[0u8; 512]));
+        let r = s.next_ready().unwrap();
+        s.stats.submitted(Lun(1), false, true, 512);
+        let check = Response {
+            status: ScsiStatus::CheckCondition,
+            sense: vec![0x70, 0, 5],
+            data: DataIn::None,
+            effects: Vec::new(),
+        };
+        s.finish(r, check, Some(512));
+        assert_eq!(s.out.len(), 1);
+        assert_eq!(s.out[0].bhs()[0], op::SCSI_RSP);
+        assert_eq!(s.out[0].mark.map(|m| m.dir), Some(IoDir::Write));
+        let c = s.stats.lus[0].1;
+        assert_eq!((c.rd_done_bytes, c.rd_done_cmds), (8192, 1));
+        assert_eq!((c.wr_done_bytes, c.wr_done_cmds, c.errs), (512, 1, 1));
+        let k = s.stats.conn;
+        assert_eq!((k.cmd_pdus, k.datain_pdus, k.rsp_pdus), (2, 2, 1));
+        // A command to a LUN never submitted (no such LU) is neither counted nor timed.
+        s.out.clear();
+        let mut pdu = cmd_pdu(3, 12, true, false, 512, &[]);
+        pdu[9] = 7;
+        feed(&mut s, &pdu);
+        let r = s.next_ready().unwrap();
+        s.finish(r, good(DataIn::Bytes(vec![0u8; 512])), None);
+        assert!(s.out.iter().all(|p| p.mark.is_none()));
+        assert_eq!(s.stats.lus.len(), 1);
+    }
+
+    #[test]
     fn short_read_reports_underflow_residual() {
         let mut s = session(FfpParams::default());
         feed(&mut s, &cmd_pdu(1, 10, true, false, 4096, &[]));
