@@ -127,6 +127,9 @@ pub struct TaskTable {
     generations: Vec<u16>,
     free: Vec<u32>,
     by_itt: HashMap<u32, u32>,
+    /// Emptied R2T lists of finished tasks, reused so a write that needs R2Ts does not
+    /// allocate (at most one per slot).
+    spare_r2ts: Vec<Vec<R2t>>,
 }
 
 impl TaskTable {
@@ -137,6 +140,7 @@ impl TaskTable {
             generations: vec![0; capacity],
             free: (0..capacity as u32).rev().collect(),
             by_itt: HashMap::with_capacity(capacity * 2),
+            spare_r2ts: Vec::new(),
         }
     }
 
@@ -161,6 +165,11 @@ impl TaskTable {
         let generation = self.generations[slot as usize].wrapping_add(1);
         self.generations[slot as usize] = generation;
         task.generation = generation;
+        if task.r2ts.capacity() == 0 {
+            if let Some(v) = self.spare_r2ts.pop() {
+                task.r2ts = v;
+            }
+        }
         self.by_itt.insert(task.itt.0, slot);
         self.slots[slot as usize] = Some(task);
         Some(TaskRef { slot, generation })
@@ -195,11 +204,16 @@ impl TaskTable {
     /// Removes a task, returning it.
     pub fn remove(&mut self, r: TaskRef) -> Option<Task> {
         self.get(r)?;
-        let t = self.slots[r.slot as usize].take()?;
+        let mut t = self.slots[r.slot as usize].take()?;
         if self.by_itt.get(&t.itt.0) == Some(&r.slot) {
             self.by_itt.remove(&t.itt.0);
         }
         self.free.push(r.slot);
+        if t.r2ts.capacity() > 0 && self.spare_r2ts.len() < self.slots.len() {
+            let mut v = std::mem::take(&mut t.r2ts);
+            v.clear();
+            self.spare_r2ts.push(v);
+        }
         Some(t)
     }
 
@@ -274,6 +288,18 @@ mod tests {
             generation: 0,
             arrived_ns: 0,
         }
+    }
+
+    #[test]
+    fn r2t_lists_are_reused_not_reallocated() {
+        let mut t = TaskTable::new(4);
+        let a = t.insert(task(1)).unwrap();
+        t.get_mut(a).unwrap().r2ts.reserve(4);
+        let removed = t.remove(a).unwrap();
+        assert_eq!(removed.r2ts.capacity(), 0, "the list stayed with the table");
+        let b = t.insert(task(2)).unwrap();
+        let v = &t.get(b).unwrap().r2ts;
+        assert!(v.is_empty() && v.capacity() >= 4);
     }
 
     #[test]
