@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod buf;
+pub mod callback;
 pub mod conn;
 pub mod cpus;
 pub mod event_loop;
