@@ -218,8 +218,11 @@ pub struct Config {
     pub accounts: Vec<AccountEntry>,
     /// Global (discovery) bindings.
     pub global: Bindings,
-    /// Newest first.
+    /// Portals listened on, newest first: what `portal show` prints.
     pub portals: Vec<SocketAddr>,
+    /// Portals `lld stop` closed, in `portals` order: `lld start` opens them again. tgt's
+    /// driver forgets its portals at stop and prints none while stopped.
+    pub stopped_portals: Vec<SocketAddr>,
     /// NOP settings new targets start with (tgtd `--iscsi nop_interval=,nop_count=`).
     pub default_nop: (u32, u32),
     generation: u64,
@@ -239,6 +242,7 @@ impl Config {
             accounts: Vec::new(),
             global: Bindings::default(),
             portals,
+            stopped_portals: Vec::new(),
             default_nop: (nop_interval, nop_count),
             generation: 0,
         }
