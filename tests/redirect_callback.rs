@@ -16,6 +16,12 @@ const INI: &str = "iqn.1994-05.com.example:ini";
 /// Only a bound on a broken target, never a synchronisation: every wait below ends on an event.
 const BOUND: Duration = Duration::from_secs(30);
 
+/// A tgtd whose callbacks have 20 s to answer instead of tgt's 0.1 s, for tests about what a
+/// callback answers: a loaded machine must not turn their redirects into timeouts.
+fn patient_tgtd() -> Tgtd {
+    Tgtd::start_env(Some("0"), &[("CURVE_TGT_CALLBACK_TIMEOUT_MS", "20000")])
+}
+
 /// Writes an executable shell script into `dir`.
 fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
@@ -57,7 +63,7 @@ fn first_login(t: &Tgtd, target: &str) -> ((u8, u8), Vec<u8>) {
 
 #[test]
 fn callback_redirects_temporarily_and_permanently() {
-    let t = Tgtd::start();
+    let t = patient_tgtd();
     t.add_target(1, T1);
     let dir = t.dir.path();
     let args = dir.join("args");
@@ -94,6 +100,7 @@ fn callback_redirects_temporarily_and_permanently() {
 
 #[test]
 fn callback_failures_are_target_errors() {
+    // tgt's 0.1 s, which the slow script exceeds.
     let t = Tgtd::start();
     t.add_target(1, T1);
     let dir = t.dir.path();
@@ -114,7 +121,7 @@ fn callback_failures_are_target_errors() {
 
 #[test]
 fn callback_naming_the_initiator_itself_lets_the_login_proceed() {
-    let t = Tgtd::start();
+    let t = patient_tgtd();
     t.add_target(1, T1);
     t.add_lun(1, 1, "null", Path::new("/dev/null"));
     set_callback(
