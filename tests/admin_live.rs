@@ -1,9 +1,12 @@
 //! Management changes that must reach live or new sessions, checked against Debian's tgtd
 //! where it has the same behaviour (issue 3, gaps): target update of iSCSI keys reaches the
-//! next login, target/system offline refuse logins, and `sys delete` stops tgtd promptly.
+//! next login, target/system offline refuse logins, `lld stop`/`lld start` close and reopen
+//! the portals, and `sys delete` stops tgtd promptly.
 
 mod admin;
 use admin::{require_debian_tgt, Daemon, Impl, Initiator};
+use std::io::ErrorKind;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 const IQN: &str = "iqn.2001-04.com.example:live";
@@ -134,6 +137,38 @@ fn offline_target_and_offline_system_refuse_logins() {
             "system ready again: true"
         ]
     );
+}
+
+#[test]
+fn lld_stop_closes_the_portals_and_start_reopens_them() {
+    require_debian_tgt();
+    for kind in [Impl::Debian, Impl::Ours] {
+        let d = Daemon::start(kind);
+        let connect = || TcpStream::connect(("127.0.0.1", d.port)).map(drop);
+        let lld =
+            |op: &str| d.tgtadm_ok(Impl::Ours, &["--lld", "iscsi", "--op", op, "--mode", "lld"]);
+        let portals = || d.tgtadm_ok(Impl::Ours, &["--op", "show", "--mode", "portal"]);
+        connect().expect("portal open");
+        // The reply comes after the listening socket is closed: no retry needed.
+        lld("stop");
+        assert_eq!(
+            connect().map_err(|e| e.kind()),
+            Err(ErrorKind::ConnectionRefused),
+            "{kind:?}: portal still open after lld stop"
+        );
+        assert_eq!(portals(), "", "{kind:?}: tgt shows no portal while stopped");
+        if kind == Impl::Debian {
+            // tgt 1.0.x re-adds its NOP timer at lld start while it is still queued, which
+            // corrupts its work list (it then spins): start is checked on ours only.
+            continue;
+        }
+        lld("start");
+        connect().expect("portal open again after lld start");
+        assert_eq!(portals(), format!("Portal: 127.0.0.1:{},1\n", d.port));
+        // And it serves: a target made now takes logins on the reopened portal.
+        target_with_lun(&d);
+        Initiator::login(d.port, INI, IQN).expect("login after lld start");
+    }
 }
 
 #[test]

@@ -15,6 +15,9 @@
 //!         Continue { bhs, data } => send, keep reading login PDUs,
 //!         Done { bhs, data, session } => send, close `session.reinstate` if any, enter FFP,
 //!         Fail { bhs, data } => send, then close the connection,
+//!         RunCallback { argv } => run the target's redirect callback off this thread, read
+//!             no more PDUs; its result goes to `sm.on_callback(result, &cfg, &registry)`,
+//!             which answers like `on_pdu` (`None`: no callback was awaited, nothing to do),
 //!     }
 //! }
 //! ```
@@ -24,10 +27,11 @@ use super::ids::{Cid, Isid, Tsih};
 use super::negotiate::{is_security_key, NegotiationError, Negotiator, SessionParams};
 use super::params::TargetParams;
 use super::pdu::{Bhs, LoginReq, SeqFields, Stage};
+use super::redirect::{self, CallbackError, RedirectTo};
 use super::registry::{initiator_port, SessionRegistry};
 use super::serial::{CmdSn, StatSn};
 use super::text::{TextBuffer, TextError, TextPairs};
-use crate::mgmt::snapshot::{ChapAccounts, ConfigSnapshot, TargetView};
+use crate::mgmt::snapshot::{ChapAccounts, ConfigSnapshot, Redirect, TargetView};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -131,15 +135,20 @@ pub enum LoginStep {
     },
     /// Send; then close the connection.
     Fail { bhs: Bhs, data: Vec<u8> },
+    /// Nothing to send yet: run the target's redirect callback (execv semantics: `argv[0]` is
+    /// a path, no shell) and hand its output to [`LoginSm::on_callback`]. The login is parked
+    /// until then; the connection must not feed it more PDUs.
+    RunCallback { argv: Vec<String> },
 }
 
 impl LoginStep {
-    /// The response header.
-    pub fn bhs(&self) -> &Bhs {
+    /// The response header (none while a callback runs).
+    pub fn bhs(&self) -> Option<&Bhs> {
         match self {
             LoginStep::Continue { bhs, .. }
             | LoginStep::Done { bhs, .. }
-            | LoginStep::Fail { bhs, .. } => bhs,
+            | LoginStep::Fail { bhs, .. } => Some(bhs),
+            LoginStep::RunCallback { .. } => None,
         }
     }
     /// The response data segment.
@@ -148,6 +157,7 @@ impl LoginStep {
             LoginStep::Continue { data, .. }
             | LoginStep::Done { data, .. }
             | LoginStep::Fail { data, .. } => data,
+            LoginStep::RunCallback { .. } => &[],
         }
     }
 }
@@ -180,8 +190,12 @@ pub enum LoginError {
     TargetOffline,
     #[error("ACL refuses the initiator")]
     AclDenied,
-    #[error("redirected")]
+    #[error("redirected to {address}")]
     Redirected { permanent: bool, address: String },
+    #[error("redirect callback failed: {0}")]
+    Callback(CallbackError),
+    #[error("Login Request while the redirect callback runs")]
+    CallbackPending,
     #[error("CHAP is required but not offered")]
     AuthRequired,
     #[error("no acceptable AuthMethod in {0:?}")]
@@ -210,6 +224,15 @@ pub enum LoginError {
     OutOfSessions,
 }
 
+impl From<RedirectTo> for LoginError {
+    fn from(to: RedirectTo) -> LoginError {
+        LoginError::Redirected {
+            permanent: to.permanent,
+            address: to.address,
+        }
+    }
+}
+
 impl LoginError {
     /// The Login Response status class and detail (RFC 7143 §11.13.5).
     pub fn status(&self) -> (u8, u8) {
@@ -220,6 +243,8 @@ impl LoginError {
             LoginError::MissingKey(_) => MISSING_PARAMETER,
             LoginError::BadSessionType(_) => SESSION_TYPE_UNSUPPORTED,
             LoginError::SystemOffline | LoginError::TargetOffline => SERVICE_UNAVAILABLE,
+            // tgt: a callback that cannot be run or whose answer does not parse.
+            LoginError::Callback(_) => TARGET_ERROR,
             // tgt answers "not found" for refused ACLs too, so a refused initiator cannot
             // probe which targets exist.
             LoginError::TargetNotFound(_) | LoginError::AclDenied => NOT_FOUND,
@@ -287,6 +312,28 @@ struct Pending {
     outcome: Option<Box<LoginOutcome>>,
 }
 
+/// A Login Request parked while the target's redirect callback runs: everything needed to
+/// answer it once the callback's result arrives.
+#[derive(Debug)]
+struct Parked {
+    req: LoginReq,
+    keys: TextPairs,
+    stage: Stage,
+    nsg: Option<Stage>,
+    /// The target's configured name. After the callback the target is looked up again, in
+    /// the configuration current then, so a target deleted or taken offline meanwhile is
+    /// refused rather than logged in to from a stale view.
+    target: String,
+}
+
+/// How the first complete text of a login ended.
+enum Started {
+    /// The initiator may go on (authentication and negotiation next).
+    Admitted,
+    /// The target's redirect callback must run first.
+    Callback { argv: Vec<String>, target: String },
+}
+
 /// The login's stage (RFC 7143 §6.3), explicit.
 #[derive(Debug)]
 enum State {
@@ -296,6 +343,8 @@ enum State {
     In(Stage),
     /// Sending the pieces of a long response.
     Sending(Pending),
+    /// The target's redirect callback runs; the request that started the login waits here.
+    AwaitingCallback(Box<Parked>),
     /// Done or failed: nothing more is accepted.
     Finished,
 }
@@ -409,6 +458,7 @@ impl LoginSm {
             },
             State::In(stage) => stage,
             State::Sending(p) => return self.send_more(req, data, p),
+            State::AwaitingCallback(_) => return Err(LoginError::CallbackPending),
             State::Finished => return Err(LoginError::Finished),
         };
         if req.csg != stage {
@@ -432,17 +482,99 @@ impl LoginSm {
             return Ok(self.respond(req, stage, None, Vec::new(), None));
         }
         let keys = self.inbuf.finish(data)?;
-        let mut out = TextPairs::new();
         if self.session.is_none() {
-            self.start(req, &keys, cfg, reg)?;
+            if let Started::Callback { argv, target } = self.start(req, &keys, cfg, reg)? {
+                self.state = State::AwaitingCallback(Box::new(Parked {
+                    req: req.clone(),
+                    keys,
+                    stage,
+                    nsg,
+                    target,
+                }));
+                return Ok(LoginStep::RunCallback { argv });
+            }
         }
+        self.answer(req, &keys, stage, nsg, reg)
+    }
+
+    /// Takes the result of the redirect callback [`LoginStep::RunCallback`] asked for (its
+    /// output, or why there is none) and answers the parked Login Request: a redirect, a
+    /// target error (0x0300, as tgt when the callback fails or its output does not parse), or
+    /// the login carrying on as if the target had no redirect. `None` when no callback was
+    /// awaited (a stale result): nothing to send.
+    pub fn on_callback(
+        &mut self,
+        result: Result<Vec<u8>, CallbackError>,
+        cfg: &ConfigSnapshot,
+        reg: &SessionRegistry,
+    ) -> Option<LoginStep> {
+        let p = match std::mem::replace(&mut self.state, State::Finished) {
+            State::AwaitingCallback(p) => p,
+            other => {
+                self.state = other;
+                return None;
+            }
+        };
+        let Parked {
+            req,
+            keys,
+            stage,
+            nsg,
+            target,
+        } = *p;
+        Some(
+            match self.resume(&req, &keys, stage, nsg, &target, result, cfg, reg) {
+                Ok(step) => step,
+                Err(e) => self.fail(&req, e),
+            },
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resume(
+        &mut self,
+        req: &LoginReq,
+        keys: &TextPairs,
+        stage: Stage,
+        nsg: Option<Stage>,
+        target: &str,
+        result: Result<Vec<u8>, CallbackError>,
+        cfg: &ConfigSnapshot,
+        reg: &SessionRegistry,
+    ) -> Result<LoginStep, LoginError> {
+        let out = result.map_err(LoginError::Callback)?;
+        let a = redirect::parse_answer(&out).map_err(|e| LoginError::Callback(e.into()))?;
+        if let Some(to) = redirect::resolve(&a.address, a.port, a.permanent, self.ctx.peer.ip()) {
+            return Err(to.into());
+        }
+        if !cfg.system_ready {
+            return Err(LoginError::SystemOffline);
+        }
+        let t = cfg
+            .target_by_name(target)
+            .ok_or_else(|| LoginError::TargetNotFound(target.to_string()))?;
+        self.admit(req, keys, t, reg)?;
+        self.answer(req, keys, stage, nsg, reg)
+    }
+
+    /// Answers a complete text once the login has started: the stage's keys, and the move
+    /// to the next stage.
+    fn answer(
+        &mut self,
+        req: &LoginReq,
+        keys: &TextPairs,
+        stage: Stage,
+        nsg: Option<Stage>,
+        reg: &SessionRegistry,
+    ) -> Result<LoginStep, LoginError> {
+        let mut out = TextPairs::new();
         if !self.sent_tpgt {
             self.sent_tpgt = true;
             out.push("TargetPortalGroupTag", &self.ctx.tpgt.to_string());
         }
         let next = match stage {
-            Stage::Security => self.security(&keys, nsg, &mut out)?,
-            Stage::Operational => self.operational(&keys, nsg, &mut out)?,
+            Stage::Security => self.security(keys, nsg, &mut out)?,
+            Stage::Operational => self.operational(keys, nsg, &mut out)?,
             Stage::FullFeature => unreachable!("never a current stage"),
         };
         match next {
@@ -474,7 +606,7 @@ impl LoginSm {
         keys: &TextPairs,
         cfg: &ConfigSnapshot,
         reg: &SessionRegistry,
-    ) -> Result<(), LoginError> {
+    ) -> Result<Started, LoginError> {
         for k in [
             "InitiatorName",
             "TargetName",
@@ -500,66 +632,103 @@ impl LoginSm {
         if !cfg.system_ready {
             return Err(LoginError::SystemOffline);
         }
-        let (kind, accounts, params): (SessionKind, ChapAccounts, TargetParams) = if discovery {
+        if discovery {
             if req.tsih.0 != 0 {
                 return Err(LoginError::NoSuchSession(req.tsih));
             }
-            (
+            self.begin(
                 SessionKind::Discovery,
+                keys,
                 cfg.discovery_chap.clone(),
-                TargetParams::default(),
-            )
-        } else {
-            let tname = keys
-                .get("TargetName")
-                .filter(|n| !n.is_empty())
-                .ok_or(LoginError::MissingKey("TargetName"))?;
-            let t: &Arc<TargetView> = cfg
-                .target_by_name(tname)
-                .ok_or_else(|| LoginError::TargetNotFound(tname.to_string()))?;
-            // tgt's order: redirect, then state, then ACL (iscsid.c login_start).
-            if let Some(r) = &t.redirect {
-                let address = match r.address.parse::<IpAddr>() {
-                    Ok(ip) => format_address(ip, r.port),
-                    Err(_) => format!("{}:{}", r.address, r.port),
-                };
-                return Err(LoginError::Redirected {
-                    permanent: r.permanent,
-                    address,
-                });
+                &TargetParams::default(),
+            );
+            return Ok(Started::Admitted);
+        }
+        let tname = keys
+            .get("TargetName")
+            .filter(|n| !n.is_empty())
+            .ok_or(LoginError::MissingKey("TargetName"))?;
+        let t: &Arc<TargetView> = cfg
+            .target_by_name(tname)
+            .ok_or_else(|| LoginError::TargetNotFound(tname.to_string()))?;
+        // tgt's order: redirect, then state, then ACL (iscsid.c login_start), for every
+        // login of a normal session, leading or not.
+        match &t.redirect {
+            Some(Redirect::Callback { argv }) => {
+                return Ok(Started::Callback {
+                    argv: redirect::callback_argv(argv, &t.name, self.ctx.peer.ip()),
+                    target: t.name.clone(),
+                })
             }
-            if !t.ready {
-                return Err(LoginError::TargetOffline);
+            Some(Redirect::Static {
+                address,
+                port,
+                permanent,
+            }) => {
+                if let Some(to) = redirect::resolve(address, *port, *permanent, self.ctx.peer.ip())
+                {
+                    return Err(to.into());
+                }
             }
-            if !t.acl.allows(self.ctx.peer.ip(), name) {
-                return Err(LoginError::AclDenied);
-            }
-            if req.tsih.0 != 0 {
-                // A non-leading login: adding a connection to a session. We run one
-                // connection per session (MaxConnections=1).
-                let port = initiator_port(name, req.isid);
-                return Err(match reg.lookup(t.tid, req.tsih) {
-                    Some(e) if e.initiator_port.eq_ignore_ascii_case(&port) => {
-                        LoginError::TooManyConnections
-                    }
-                    _ => LoginError::NoSuchSession(req.tsih),
-                });
-            }
-            (
-                SessionKind::Normal { tid: t.tid },
-                t.chap.clone(),
-                t.params.clone(),
-            )
-        };
+            None => {}
+        }
+        self.admit(req, keys, t, reg)?;
+        Ok(Started::Admitted)
+    }
+
+    /// The checks of a normal session's login after the redirect: the target's state, its
+    /// ACL, and (for a login that names a session) whether connections may be added.
+    fn admit(
+        &mut self,
+        req: &LoginReq,
+        keys: &TextPairs,
+        t: &TargetView,
+        reg: &SessionRegistry,
+    ) -> Result<(), LoginError> {
+        let name = keys.get("InitiatorName").unwrap_or_default();
+        if !t.ready {
+            return Err(LoginError::TargetOffline);
+        }
+        if !t.acl.allows(self.ctx.peer.ip(), name) {
+            return Err(LoginError::AclDenied);
+        }
+        if req.tsih.0 != 0 {
+            // A non-leading login: adding a connection to a session. We run one
+            // connection per session (MaxConnections=1).
+            let port = initiator_port(name, req.isid);
+            return Err(match reg.lookup(t.tid, req.tsih) {
+                Some(e) if e.initiator_port.eq_ignore_ascii_case(&port) => {
+                    LoginError::TooManyConnections
+                }
+                _ => LoginError::NoSuchSession(req.tsih),
+            });
+        }
+        self.begin(
+            SessionKind::Normal { tid: t.tid },
+            keys,
+            t.chap.clone(),
+            &t.params,
+        );
+        Ok(())
+    }
+
+    /// Records who logs in to what; authentication and negotiation follow.
+    fn begin(
+        &mut self,
+        kind: SessionKind,
+        keys: &TextPairs,
+        accounts: ChapAccounts,
+        params: &TargetParams,
+    ) {
+        let discovery = kind == SessionKind::Discovery;
         self.window = params.max_queue_cmd();
         self.session = Some(Session {
             kind,
-            initiator_name: name.to_string(),
+            initiator_name: keys.get("InitiatorName").unwrap_or_default().to_string(),
             initiator_alias: keys.get("InitiatorAlias").map(str::to_string),
             accounts,
-            neg: Negotiator::new(&params, discovery),
+            neg: Negotiator::new(params, discovery),
         });
-        Ok(())
     }
 
     /// Security stage text (RFC 7143 §6.3.1, §12). Returns the stage to move to, if any.

@@ -9,6 +9,7 @@ pub mod login;
 pub mod negotiate;
 pub mod params;
 pub mod pdu;
+pub mod redirect;
 pub mod registry;
 pub mod rx;
 pub mod serial;

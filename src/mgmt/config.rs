@@ -9,6 +9,7 @@ use super::ipc::TgtadmError;
 use super::show::{IsnsShow, NexusShow, RedirectShow, TargetShow};
 use super::snapshot::{Account, Acl, AclAddr, ChapAccounts, ConfigSnapshot, Redirect, TargetView};
 use crate::iscsi::params::TargetParams;
+use crate::iscsi::redirect::split_callback;
 use crate::scsi::{LogicalUnit, Lun, UnitAttention};
 use crate::shard::msg::ConnInfo;
 use std::collections::BTreeMap;
@@ -111,6 +112,25 @@ pub struct RedirectInfo {
     pub callback: Option<String>,
 }
 
+impl RedirectInfo {
+    /// What logins act on (tgt `target_redirected`): a callback whenever one is set (even an
+    /// empty one, which then fails every login as tgt's does), else the static redirect when it
+    /// has both an address and a reason.
+    pub fn for_shards(&self) -> Option<Redirect> {
+        if let Some(cb) = &self.callback {
+            return Some(Redirect::Callback {
+                argv: split_callback(cb),
+            });
+        }
+        let permanent = self.permanent?;
+        (!self.address.is_empty()).then(|| Redirect::Static {
+            address: self.address.clone(),
+            port: self.port.parse().unwrap_or(3260),
+            permanent,
+        })
+    }
+}
+
 /// A logged-in session, as the shards reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
@@ -198,8 +218,11 @@ pub struct Config {
     pub accounts: Vec<AccountEntry>,
     /// Global (discovery) bindings.
     pub global: Bindings,
-    /// Newest first.
+    /// Portals listened on, newest first: what `portal show` prints.
     pub portals: Vec<SocketAddr>,
+    /// Portals `lld stop` closed, in `portals` order: `lld start` opens them again. tgt's
+    /// driver forgets its portals at stop and prints none while stopped.
+    pub stopped_portals: Vec<SocketAddr>,
     /// NOP settings new targets start with (tgtd `--iscsi nop_interval=,nop_count=`).
     pub default_nop: (u32, u32),
     generation: u64,
@@ -219,6 +242,7 @@ impl Config {
             accounts: Vec::new(),
             global: Bindings::default(),
             portals,
+            stopped_portals: Vec::new(),
             default_nop: (nop_interval, nop_count),
             generation: 0,
         }
@@ -667,11 +691,7 @@ impl Config {
             .targets
             .iter()
             .map(|(tid, t)| {
-                let redirect = (!t.redirect.address.is_empty()).then(|| Redirect {
-                    address: t.redirect.address.clone(),
-                    port: t.redirect.port.parse().unwrap_or(3260),
-                    permanent: t.redirect.permanent == Some(true),
-                });
+                let redirect = t.redirect.for_shards();
                 let view = TargetView {
                     tid: *tid,
                     name: t.name.clone(),
@@ -867,17 +887,28 @@ mod tests {
             c.target_update(1, "RedirectReason", "Maybe"),
             Err(TgtadmError::InvalidRequest)
         );
+        // No reason yet: tgt does not redirect.
+        assert_eq!(c.snapshot().targets[&1].redirect, None);
         c.target_update(1, "RedirectReason", "Permanent").unwrap();
         let snap = c.snapshot();
         assert_eq!(
             snap.targets[&1].redirect,
-            Some(Redirect {
+            Some(Redirect::Static {
                 address: "10.0.0.1".into(),
                 port: 3261,
                 permanent: true
             })
         );
         assert!(!snap.targets[&1].ready);
+        // A callback takes the static redirect's place.
+        c.target_update(1, "RedirectCallback", "/usr/bin/pick  -x")
+            .unwrap();
+        assert_eq!(
+            c.snapshot().targets[&1].redirect,
+            Some(Redirect::Callback {
+                argv: vec!["/usr/bin/pick".into(), "-x".into()]
+            })
+        );
     }
 
     #[test]

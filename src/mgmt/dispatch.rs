@@ -62,7 +62,7 @@ pub fn execute(
         Some(Mode::Target) => target(cfg, req, op, plane),
         Some(Mode::Device) => device(cfg, req, op, plane),
         Some(Mode::Portal) => portal(cfg, req, op, plane),
-        Some(Mode::Lld) => lld(cfg, op),
+        Some(Mode::Lld) => lld(cfg, op, plane),
         Some(Mode::Session) => match op {
             Some(Op::Stats) => text(stat::session_report(cfg, &gather(plane), h.sid)?),
             _ => Err(TgtadmError::InvalidRequest),
@@ -465,11 +465,31 @@ fn portal(
     }
 }
 
-fn lld(cfg: &mut Config, op: Option<Op>) -> Result<Reply, TgtadmError> {
+/// `lld start|stop|show`. As tgt's iSCSI driver (mgmt.c `lld_mgmt`, iscsi_tcp.c
+/// `iscsi_tcp_exit`/`iscsi_tcp_init`): stop, refused while targets exist, closes every
+/// listening portal, so `portal show` prints none and connects are refused; start opens them
+/// again, in front of any `portal new` added meanwhile. Where tgt reopens only the portals of
+/// its command line, this reopens every portal stop closed, those added by `portal new` too.
+fn lld(cfg: &mut Config, op: Option<Op>, plane: &dyn DataPlane) -> Result<Reply, TgtadmError> {
     use super::config::DriverState;
     match op {
         Some(Op::Start) => {
-            cfg.driver = DriverState::Ready;
+            if cfg.driver == DriverState::Stopped {
+                let mut reopened = Vec::new();
+                for addr in std::mem::take(&mut cfg.stopped_portals) {
+                    if cfg.portals.contains(&addr) {
+                        continue; // opened by portal new while stopped
+                    }
+                    // tgt's start succeeds whether or not its portals bind.
+                    match plane.add_portal(addr) {
+                        Ok(()) => reopened.push(addr),
+                        Err(e) => tracing::warn!("lld start: cannot reopen portal {addr}: {e}"),
+                    }
+                }
+                reopened.append(&mut cfg.portals);
+                cfg.portals = reopened;
+                cfg.driver = DriverState::Ready;
+            }
             changed()
         }
         Some(Op::Stop) => {
@@ -477,6 +497,11 @@ fn lld(cfg: &mut Config, op: Option<Op>) -> Result<Reply, TgtadmError> {
                 if !cfg.targets.is_empty() {
                     return Err(TgtadmError::DriverActive);
                 }
+                for addr in &cfg.portals {
+                    // Only NotFound can come back, and then the portal is closed already.
+                    let _ = plane.remove_portal(*addr);
+                }
+                cfg.stopped_portals = std::mem::take(&mut cfg.portals);
                 cfg.driver = DriverState::Stopped;
             }
             changed()
@@ -707,6 +732,78 @@ mod tests {
         assert_eq!(
             run(&mut c, req(Mode::Lld, Op::Show, -1, "")).unwrap(),
             "LLDs:\n    iscsi: ready\n"
+        );
+    }
+
+    #[test]
+    fn lld_stop_closes_the_portals_and_start_reopens_them() {
+        use crate::mgmt::server::PlaneCall::{AddPortal, RemovePortal};
+        let (p1, p2, p3): (SocketAddr, SocketAddr, SocketAddr) = (
+            "127.0.0.1:3260".parse().unwrap(),
+            "[::1]:3261".parse().unwrap(),
+            "127.0.0.1:3262".parse().unwrap(),
+        );
+        let mut c = Config::new(vec![p1, p2], 0, 0);
+        let plane = NullPlane::default();
+        let exec = |c: &mut Config, r: Request| execute(c, &r, &plane).map(|r| r.body);
+        let iscsi = |mut r: Request| {
+            r.hdr.lld = DRIVER.into();
+            r
+        };
+        let show = req(Mode::Portal, Op::Show, -1, "");
+        // Refused while a target exists, and nothing closes.
+        exec(&mut c, req(Mode::Target, Op::New, 1, "targetname=iqn.x:t1")).unwrap();
+        assert_eq!(
+            exec(&mut c, iscsi(req(Mode::Lld, Op::Stop, -1, ""))),
+            Err(TgtadmError::DriverActive)
+        );
+        exec(&mut c, req(Mode::Target, Op::Delete, 1, "")).unwrap();
+        assert_eq!(plane.take(), vec![]);
+        // Stop closes every portal; portal show then prints none, as tgt's.
+        exec(&mut c, iscsi(req(Mode::Lld, Op::Stop, -1, ""))).unwrap();
+        assert_eq!(plane.take(), vec![RemovePortal(p2), RemovePortal(p1)]);
+        assert_eq!(exec(&mut c, show.clone()), Ok(String::new()));
+        assert_eq!(
+            exec(&mut c, iscsi(show.clone())),
+            Err(TgtadmError::NoDriver)
+        );
+        exec(&mut c, iscsi(req(Mode::Lld, Op::Stop, -1, ""))).unwrap();
+        assert_eq!(
+            exec(&mut c, req(Mode::Lld, Op::Show, -1, "")).unwrap(),
+            "LLDs:\n    iscsi: stopped\n"
+        );
+        // While stopped, a closed portal cannot be deleted, and portal new listens at once
+        // (both as tgt).
+        assert_eq!(
+            exec(
+                &mut c,
+                req(
+                    Mode::Portal,
+                    Op::Delete,
+                    -1,
+                    "portalOps portal=127.0.0.1:3260,"
+                )
+            ),
+            Err(TgtadmError::InvalidRequest)
+        );
+        exec(
+            &mut c,
+            req(
+                Mode::Portal,
+                Op::New,
+                -1,
+                "portalOps portal=127.0.0.1:3262,",
+            ),
+        )
+        .unwrap();
+        assert_eq!(plane.take(), vec![AddPortal(p3)]);
+        // Start reopens the closed portals, in front of the new one; a second start is a no-op.
+        exec(&mut c, iscsi(req(Mode::Lld, Op::Start, -1, ""))).unwrap();
+        exec(&mut c, iscsi(req(Mode::Lld, Op::Start, -1, ""))).unwrap();
+        assert_eq!(plane.take(), vec![AddPortal(p2), AddPortal(p1)]);
+        assert_eq!(
+            exec(&mut c, show).unwrap(),
+            "Portal: [::1]:3261,1\nPortal: 127.0.0.1:3260,1\nPortal: 127.0.0.1:3262,1\n"
         );
     }
 }

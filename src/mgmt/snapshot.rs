@@ -87,13 +87,23 @@ impl Acl {
     }
 }
 
-/// A login redirect (tgtadm target update RedirectAddress/RedirectPort/RedirectReason).
+/// How a target redirects normal-session logins (tgtadm target update Redirect*). Exists so
+/// the shards see only a redirect tgt would act on: a static one needs its reason set, and a
+/// callback, once set, takes the static one's place.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Redirect {
-    pub address: String,
-    pub port: u16,
-    /// true = Permanent (login status 0x0102), false = Temporary (0x0101).
-    pub permanent: bool,
+pub enum Redirect {
+    /// RedirectAddress, RedirectPort (3260 when unset or not a number) and RedirectReason.
+    /// The address is kept as given; the login decides whether it is numeric
+    /// (`iscsi::redirect::resolve`).
+    Static {
+        address: String,
+        port: u16,
+        /// true = Permanent (login status 0x0102), false = Temporary (0x0101).
+        permanent: bool,
+    },
+    /// RedirectCallback, split into the program and its leading arguments: run at each login
+    /// with the target name and the initiator's address appended; its output says where to.
+    Callback { argv: Vec<String> },
 }
 
 /// One target as the shards need it.

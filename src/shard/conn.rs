@@ -46,6 +46,9 @@ pub struct Conn {
     pub closing: bool,
     /// Close once the send queue drains (logout, login failure).
     pub close_after_flush: bool,
+    /// The login waits for its target's redirect callback: no PDU is parsed and no receive
+    /// armed until the result is in (what the initiator sends meanwhile waits in the socket).
+    pub callback_running: bool,
     /// Generation of this slot (in tokens).
     pub generation: u16,
     /// Pending backend operations, by task slot.
@@ -90,6 +93,7 @@ impl Conn {
             io_inflight: 0,
             closing: false,
             close_after_flush: false,
+            callback_running: false,
             generation,
             pending: Vec::new(),
             peer_exp_stat_sn: None,

@@ -5,6 +5,7 @@
 
 use super::backend::{Next, PendingIo, ZeroCache};
 use super::buf::BufPool;
+use super::callback::CallbackResult;
 use super::conn::{Conn, Phase};
 use super::msg::{ConnInfo, ControlEvent, ShardMsg};
 use super::stats::{LatencyTable, SessionSnap, ShardStats};
@@ -369,6 +370,11 @@ impl Shard {
                     self.latency.prune(&c);
                     self.cfg = c;
                 }
+                ShardMsg::CallbackDone {
+                    conn,
+                    generation,
+                    result,
+                } => self.callback_done(conn, generation, result),
                 ShardMsg::Stats(reply) => {
                     let _ = reply.send(self.stats());
                 }
@@ -539,7 +545,8 @@ impl Shard {
         let mut consumed = 0usize;
         let mut fatal = false;
         let mut session_up = None;
-        while !c.closing && !c.close_after_flush {
+        let mut callback = None;
+        while !c.closing && !c.close_after_flush && !c.callback_running {
             let lim = match &c.phase {
                 Phase::Login(_) => RxLimits::default(),
                 Phase::Ffp(s) => s.rx_limits(),
@@ -577,63 +584,12 @@ impl Shard {
                             let data = &slice[pdu.data.clone()];
                             match &pdu.req {
                                 Request::Login(req) => {
-                                    match sm.on_pdu(req, data, &cfg, &shared.registry) {
-                                        LoginStep::Continue { bhs, data } => c.login_out.push_back(
-                                            TxPdu::new(bhs, payload(data), false, false),
-                                        ),
-                                        LoginStep::Fail { bhs, data } => {
-                                            c.login_out.push_back(TxPdu::new(
-                                                bhs,
-                                                payload(data),
-                                                false,
-                                                false,
-                                            ));
-                                            c.close_after_flush = true;
-                                        }
-                                        LoginStep::Done { bhs, data, session } => {
-                                            c.login_out.push_back(TxPdu::new(
-                                                bhs,
-                                                payload(data),
-                                                false,
-                                                false,
-                                            ));
-                                            let s = build_session(&session, &cfg, pool.clone());
-                                            if let Some((shard, tid, tsih)) = session.reinstate {
-                                                // Reinstatement ends the old I_T nexus (RFC 7143
-                                                // §6.3.5): its SPC-2 reservations and removal locks
-                                                // go before the new session issues a command.
-                                                if let (Some(n), Some(t)) =
-                                                    (&s.nexus, cfg.targets.get(&tid))
-                                                {
-                                                    t.luns
-                                                        .values()
-                                                        .for_each(|lu| lu.nexus_lost(&n.id));
-                                                }
-                                                shared.send(
-                                                    shard,
-                                                    ShardMsg::CloseSession { tid, tsih: tsih.0 },
-                                                );
-                                            }
-                                            if let Kind::Normal { tid } = s.kind {
-                                                session_up = Some(ControlEvent::SessionUp {
-                                                    shard: shard_id,
-                                                    tid,
-                                                    tsih: s.tsih.0,
-                                                    initiator: s.initiator_name.clone(),
-                                                    alias: session.initiator_alias.clone(),
-                                                    conns: vec![ConnInfo {
-                                                        cid: s.cid.0,
-                                                        peer: c.peer,
-                                                    }],
-                                                });
-                                            }
-                                            // Move the login responses ahead of anything FFP queues.
-                                            let mut s = s;
-                                            let mut q = std::mem::take(&mut c.login_out);
-                                            q.extend(s.out.drain(..));
-                                            s.out = q;
-                                            c.phase = Phase::Ffp(Box::new(s));
-                                        }
+                                    let step = sm.on_pdu(req, data, &cfg, &shared.registry);
+                                    match apply_login_step(c, step, &cfg, &shared, &pool, shard_id)
+                                    {
+                                        AfterLogin::Nothing => {}
+                                        AfterLogin::SessionUp(ev) => session_up = Some(ev),
+                                        AfterLogin::RunCallback(argv) => callback = Some(argv),
                                     }
                                 }
                                 _ => {
@@ -660,6 +616,68 @@ impl Shard {
         if let Some(ev) = session_up {
             let _ = shared.control.send(ev);
         }
+        if let Some(argv) = callback {
+            self.start_callback(ci, argv);
+        }
+    }
+
+    /// Hands a parked login's redirect callback to the runner; its result comes back as
+    /// [`ShardMsg::CallbackDone`]. Refused at once (runner full, no thread): the login gets
+    /// the failure now.
+    fn start_callback(&mut self, ci: u16, argv: Vec<String>) {
+        let Some(c) = self.conns[usize::from(ci)].as_ref() else {
+            return;
+        };
+        let generation = c.generation;
+        let (shared, shard) = (self.shared.clone(), self.id);
+        let started = self.shared.callbacks.start(argv, move |result| {
+            shared.send(
+                shard,
+                ShardMsg::CallbackDone {
+                    conn: ci,
+                    generation,
+                    result,
+                },
+            )
+        });
+        if let Err(e) = started {
+            self.callback_done(ci, generation, Err(e));
+        }
+    }
+
+    /// A redirect callback's result: the parked login answers, then the PDUs that arrived
+    /// behind its request are read.
+    fn callback_done(&mut self, ci: u16, generation: u16, result: CallbackResult) {
+        let cfg = self.cfg.clone();
+        let shared = self.shared.clone();
+        let pool = self.pool.clone();
+        let Some(c) = self
+            .conns
+            .get_mut(usize::from(ci))
+            .and_then(Option::as_mut)
+            .filter(|c| c.generation == generation && c.callback_running && !c.closing)
+        else {
+            return;
+        };
+        c.callback_running = false;
+        let Phase::Login(sm) = &mut c.phase else {
+            return;
+        };
+        let Some(step) = sm.on_callback(result, &cfg, &shared.registry) else {
+            return;
+        };
+        match apply_login_step(c, step, &cfg, &shared, &pool, self.id) {
+            AfterLogin::Nothing => {}
+            AfterLogin::SessionUp(ev) => {
+                let _ = shared.control.send(ev);
+            }
+            AfterLogin::RunCallback(argv) => {
+                self.start_callback(ci, argv);
+                return;
+            }
+        }
+        self.parse_pdus(ci);
+        self.mark(ci);
     }
 
     fn on_send(&mut self, t: Token, res: i32) {
@@ -906,7 +924,7 @@ impl Shard {
         let Some(c) = self.conns[usize::from(ci)].as_mut() else {
             return;
         };
-        if c.recv_inflight || c.closing || c.close_after_flush {
+        if c.recv_inflight || c.closing || c.close_after_flush || c.callback_running {
             return;
         }
         if c.rx_len == c.rx.len() {
@@ -1175,6 +1193,78 @@ fn payload(data: Vec<u8>) -> Payload {
         Payload::None
     } else {
         Payload::Owned(data)
+    }
+}
+
+/// What the shard must do after a login step was applied to its connection.
+enum AfterLogin {
+    Nothing,
+    /// A normal session is up: tell the control thread.
+    SessionUp(ControlEvent),
+    /// The login is parked: run the target's redirect callback.
+    RunCallback(Vec<String>),
+}
+
+/// Applies one login step to its connection: queues the response, closes after it on
+/// failure, enters the full feature phase on success (ending a reinstated session's nexus
+/// first), or parks the connection while a redirect callback runs.
+fn apply_login_step(
+    c: &mut Conn,
+    step: LoginStep,
+    cfg: &ConfigSnapshot,
+    shared: &Shared,
+    pool: &BufPool,
+    shard_id: usize,
+) -> AfterLogin {
+    match step {
+        LoginStep::Continue { bhs, data } => {
+            c.login_out
+                .push_back(TxPdu::new(bhs, payload(data), false, false));
+            AfterLogin::Nothing
+        }
+        LoginStep::Fail { bhs, data } => {
+            c.login_out
+                .push_back(TxPdu::new(bhs, payload(data), false, false));
+            c.close_after_flush = true;
+            AfterLogin::Nothing
+        }
+        LoginStep::RunCallback { argv } => {
+            c.callback_running = true;
+            AfterLogin::RunCallback(argv)
+        }
+        LoginStep::Done { bhs, data, session } => {
+            c.login_out
+                .push_back(TxPdu::new(bhs, payload(data), false, false));
+            let mut s = build_session(&session, cfg, pool.clone());
+            if let Some((shard, tid, tsih)) = session.reinstate {
+                // Reinstatement ends the old I_T nexus (RFC 7143 §6.3.5): its SPC-2
+                // reservations and removal locks go before the new session issues a command.
+                if let (Some(n), Some(t)) = (&s.nexus, cfg.targets.get(&tid)) {
+                    t.luns.values().for_each(|lu| lu.nexus_lost(&n.id));
+                }
+                shared.send(shard, ShardMsg::CloseSession { tid, tsih: tsih.0 });
+            }
+            let up = match s.kind {
+                Kind::Normal { tid } => AfterLogin::SessionUp(ControlEvent::SessionUp {
+                    shard: shard_id,
+                    tid,
+                    tsih: s.tsih.0,
+                    initiator: s.initiator_name.clone(),
+                    alias: session.initiator_alias.clone(),
+                    conns: vec![ConnInfo {
+                        cid: s.cid.0,
+                        peer: c.peer,
+                    }],
+                }),
+                Kind::Discovery => AfterLogin::Nothing,
+            };
+            // Move the login responses ahead of anything FFP queues.
+            let mut q = std::mem::take(&mut c.login_out);
+            q.extend(s.out.drain(..));
+            s.out = q;
+            c.phase = Phase::Ffp(Box::new(s));
+            up
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod buf;
+pub mod callback;
 pub mod conn;
 pub mod cpus;
 pub mod event_loop;
@@ -14,6 +15,7 @@ pub mod stats;
 pub mod token;
 
 use crate::iscsi::registry::SessionRegistry;
+use callback::CallbackRunner;
 use crossbeam_channel::Sender;
 use msg::{ControlEvent, ShardMsg};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -38,12 +40,14 @@ impl ShardHandle {
 
 /// What every shard and the control side share, read-mostly: the handles to reach each
 /// shard, per-shard connection counts (for placement), the login-time session registry and
-/// the channel to the control thread. Nothing here is touched per I/O.
+/// the channel to the control thread, and the runner of redirect callbacks (one bound on them
+/// for the whole process). Nothing here is touched per I/O.
 pub struct Shared {
     pub handles: Vec<ShardHandle>,
     pub shard_conns: Vec<AtomicUsize>,
     pub registry: SessionRegistry,
     pub control: Sender<ControlEvent>,
+    pub callbacks: CallbackRunner,
 }
 
 impl Shared {

@@ -2,6 +2,7 @@
 //! data path: configuration, new connections and cross-nexus events travel as these messages
 //! over crossbeam channels, with an eventfd write to wake the receiving shard's ring.
 
+use super::callback::CallbackResult;
 use crate::mgmt::snapshot::ConfigSnapshot;
 use crate::scsi::{Lun, UnitAttention};
 use std::net::{SocketAddr, TcpStream};
@@ -29,6 +30,14 @@ pub enum ShardMsg {
     },
     /// Close every connection of a session (conn delete, target delete --force, reinstatement).
     CloseSession { tid: u32, tsih: u16 },
+    /// A redirect callback a login on connection slot `conn` started has ended. `generation`
+    /// is the slot's generation then: a result for a connection since closed (and the slot
+    /// perhaps reused) is dropped.
+    CallbackDone {
+        conn: u16,
+        generation: u16,
+        result: CallbackResult,
+    },
     /// Report counters and latency histograms (`tgtadm --op stat`) on this channel.
     Stats(crossbeam_channel::Sender<super::stats::ShardStats>),
     /// Stop: close every connection and end the event loop.

@@ -2,6 +2,7 @@
 //! on the portals and placing each on the least-loaded shard, and carrying configuration,
 //! unit attentions and session closes to the shards by message.
 
+use super::callback::CallbackRunner;
 use super::cpus::pin_current_thread;
 use super::event_loop::Shard;
 use super::msg::{ControlEvent, ShardMsg};
@@ -63,6 +64,7 @@ impl Plane {
             handles,
             registry: SessionRegistry::default(),
             control: ctl_tx,
+            callbacks: CallbackRunner::from_env(),
         });
         let mut threads = Vec::new();
         for (i, ((rx, wake_fd), cpu)) in receivers.into_iter().zip(cpus.iter().copied()).enumerate()

@@ -44,6 +44,11 @@ pub fn require_tool(name: &str) {
 impl Tgtd {
     /// Starts tgtd on one shard pinned to the first allowed CPU... or on `cores` when given.
     pub fn start_with(cores: Option<&str>) -> Tgtd {
+        Tgtd::start_env(cores, &[])
+    }
+
+    /// As `start_with`, with these environment variables set for tgtd.
+    pub fn start_env(cores: Option<&str>, env: &[(&str, &str)]) -> Tgtd {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let ctl = 20000 + (std::process::id() % 10000) as u16 + (port % 7);
@@ -56,6 +61,7 @@ impl Tgtd {
         if let Some(c) = cores {
             cmd.arg("--cores").arg(c);
         }
+        cmd.envs(env.iter().copied());
         let child = cmd
             .env("TGT_IPC_SOCKET", dir.path().join("socket"))
             .stdout(Stdio::null())

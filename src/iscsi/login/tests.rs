@@ -3,6 +3,7 @@
 use super::*;
 use crate::iscsi::chap::{decode_binary, encode_hex, ChapAlg};
 use crate::iscsi::ids::Itt;
+use crate::iscsi::redirect::CallbackError;
 use crate::mgmt::snapshot::{Account, Acl, AclAddr, Redirect};
 use std::collections::BTreeMap;
 
@@ -90,12 +91,12 @@ fn kv(pairs: &[(&str, &str)]) -> Vec<u8> {
 }
 
 fn keys(step: &LoginStep) -> TextPairs {
-    assert_eq!(step.bhs().data_len(), step.data().len());
+    assert_eq!(step.bhs().unwrap().data_len(), step.data().len());
     TextPairs::parse(step.data()).unwrap()
 }
 
 fn status(step: &LoginStep) -> (u8, u8) {
-    (step.bhs().0[36], step.bhs().0[37])
+    (step.bhs().unwrap().0[36], step.bhs().unwrap().0[37])
 }
 
 fn be32(b: &Bhs, at: usize) -> u32 {
@@ -103,7 +104,7 @@ fn be32(b: &Bhs, at: usize) -> u32 {
 }
 
 fn flags(step: &LoginStep) -> u8 {
-    step.bhs().0[1]
+    step.bhs().unwrap().0[1]
 }
 
 const SEC: Stage = Stage::Security;
@@ -435,6 +436,16 @@ fn failure_statuses() {
     expect_fail(step, status::AUTH_FAILED);
 }
 
+fn static_redirect(address: &str, permanent: bool) -> TargetView {
+    let mut t = target(1, TARGET);
+    t.redirect = Some(Redirect::Static {
+        address: address.into(),
+        port: 3261,
+        permanent,
+    });
+    t
+}
+
 #[test]
 fn redirects_carry_target_address() {
     let reg = SessionRegistry::new();
@@ -442,16 +453,188 @@ fn redirects_carry_target_address() {
         (false, status::TARGET_MOVED_TEMPORARILY),
         (true, status::TARGET_MOVED_PERMANENTLY),
     ] {
-        let mut t = target(1, TARGET);
-        t.redirect = Some(Redirect {
-            address: "fd00::5".into(),
-            port: 3261,
-            permanent,
-        });
-        let step = login_op(&cfg_with(t), &reg, &[]);
-        assert_eq!(keys(&step).get("TargetAddress"), Some("[fd00::5]:3261"));
+        for address in ["fd00::5", "[fd00::5]"] {
+            let step = login_op(&cfg_with(static_redirect(address, permanent)), &reg, &[]);
+            assert_eq!(keys(&step).get("TargetAddress"), Some("[fd00::5]:3261"));
+            expect_fail(step, st);
+        }
+    }
+}
+
+#[test]
+fn static_redirect_comes_before_state_and_acl() {
+    let reg = SessionRegistry::new();
+    let mut t = static_redirect("10.0.0.9", false);
+    t.ready = false;
+    t.acl = Acl::default();
+    let step = login_op(&cfg_with(t), &reg, &[]);
+    assert_eq!(keys(&step).get("TargetAddress"), Some("10.0.0.9:3261"));
+    expect_fail(step, status::TARGET_MOVED_TEMPORARILY);
+}
+
+#[test]
+fn static_redirects_tgt_does_not_follow() {
+    let reg = SessionRegistry::new();
+    // A host name (tgt: getaddrinfo AI_NUMERICHOST fails), or the initiator's own address
+    // (ctx() peer is 10.0.0.2): the login carries on as if there were no redirect.
+    for address in ["node2.example", "10.0.0.2", "[10.0.0.2"] {
+        let step = login_op(&cfg_with(static_redirect(address, true)), &reg, &[]);
+        assert!(
+            matches!(step, LoginStep::Done { .. }),
+            "{address}: {step:?}"
+        );
+    }
+}
+
+/// A login to a target with a callback, parked: returns the SM and the argv it asked for.
+fn parked(cfg: &ConfigSnapshot, reg: &SessionRegistry) -> (LoginSm, Vec<String>) {
+    let mut sm = LoginSm::new(ctx());
+    let step = sm.on_pdu(&req(OP, Some(FF)), &kv(&normal_keys()), cfg, reg);
+    let LoginStep::RunCallback { argv } = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(
+        sm.stat_sn,
+        StatSn(5),
+        "nothing answered while the callback runs"
+    );
+    (sm, argv)
+}
+
+fn callback_target(tname: &str) -> TargetView {
+    let mut t = target(1, tname);
+    t.redirect = Some(Redirect::Callback {
+        argv: vec!["/usr/lib/pick".into(), "--pool".into(), "a".into()],
+    });
+    t
+}
+
+#[test]
+fn callback_runs_with_target_name_and_initiator_address() {
+    let reg = SessionRegistry::new();
+    // The configured name goes to the callback, whatever case the initiator used.
+    let c = cfg_with(callback_target(&TARGET.to_uppercase()));
+    let (_, argv) = parked(&c, &reg);
+    assert_eq!(
+        argv,
+        vec![
+            "/usr/lib/pick".to_string(),
+            "--pool".into(),
+            "a".into(),
+            TARGET.to_uppercase(),
+            "10.0.0.2".into()
+        ]
+    );
+}
+
+#[test]
+fn callback_answers_redirect() {
+    let reg = SessionRegistry::new();
+    let c = cfg_with(callback_target(TARGET));
+    for (out, st, addr) in [
+        (
+            &b"10.0.0.7:3261:Temporary\n"[..],
+            status::TARGET_MOVED_TEMPORARILY,
+            "10.0.0.7:3261",
+        ),
+        (
+            b"[fd00::7]:3262:Permanent",
+            status::TARGET_MOVED_PERMANENTLY,
+            "[fd00::7]:3262",
+        ),
+    ] {
+        let (mut sm, _) = parked(&c, &reg);
+        let step = sm.on_callback(Ok(out.to_vec()), &c, &reg).unwrap();
+        assert_eq!(keys(&step).get("TargetAddress"), Some(addr));
+        assert_eq!(
+            be32(step.bhs().unwrap(), 24),
+            5,
+            "the first response's StatSN"
+        );
         expect_fail(step, st);
     }
+}
+
+#[test]
+fn callback_failures_are_target_errors() {
+    let reg = SessionRegistry::new();
+    let c = cfg_with(callback_target(TARGET));
+    for result in [
+        Ok(b"garbage\n".to_vec()),
+        Ok(Vec::new()),
+        Ok(b"10.0.0.7:port:Temporary".to_vec()),
+        Err(CallbackError::Timeout(100)),
+        Err(CallbackError::Busy(64)),
+        Err(CallbackError::Spawn(std::io::ErrorKind::NotFound)),
+    ] {
+        let (mut sm, _) = parked(&c, &reg);
+        let step = sm.on_callback(result, &c, &reg).unwrap();
+        assert!(keys(&step).get("TargetAddress").is_none());
+        expect_fail(step, status::TARGET_ERROR);
+    }
+}
+
+#[test]
+fn callback_without_redirect_carries_on_against_current_config() {
+    let reg = SessionRegistry::new();
+    let c = cfg_with(callback_target(TARGET));
+    // A host name or the initiator's own address: the login goes on, in one PDU here.
+    for out in [&b"node2:3260:Temporary"[..], b"10.0.0.2:3260:Permanent"] {
+        let (mut sm, _) = parked(&c, &reg);
+        let step = sm.on_callback(Ok(out.to_vec()), &c, &reg).unwrap();
+        let k = keys(&step);
+        assert_eq!(k.get("TargetPortalGroupTag"), Some("1"));
+        let LoginStep::Done { session, .. } = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(session.kind, SessionKind::Normal { tid: 1 });
+    }
+    // The state and ACL checks read the configuration current when the callback ends.
+    let (mut sm, _) = parked(&c, &reg);
+    let mut offline = callback_target(TARGET);
+    offline.ready = false;
+    let step = sm
+        .on_callback(
+            Ok(b"node2:3260:Temporary".to_vec()),
+            &cfg_with(offline),
+            &reg,
+        )
+        .unwrap();
+    expect_fail(step, status::SERVICE_UNAVAILABLE);
+    let (mut sm, _) = parked(&c, &reg);
+    let step = sm
+        .on_callback(
+            Ok(b"node2:3260:Temporary".to_vec()),
+            &cfg_with(target(2, "iqn.other")),
+            &reg,
+        )
+        .unwrap();
+    expect_fail(step, status::NOT_FOUND);
+}
+
+#[test]
+fn callback_results_only_for_a_parked_login() {
+    let reg = SessionRegistry::new();
+    let c = cfg_with(callback_target(TARGET));
+    // Before any PDU, and after the answer: a result is stale.
+    let mut sm = LoginSm::new(ctx());
+    assert!(sm.on_callback(Ok(Vec::new()), &c, &reg).is_none());
+    let (mut sm, _) = parked(&c, &reg);
+    // A PDU while parked (the shard never feeds one) ends the login.
+    expect_fail(
+        sm.on_pdu(&req(OP, Some(FF)), &[], &c, &reg),
+        status::INITIATOR_ERROR,
+    );
+    assert!(sm.on_callback(Ok(Vec::new()), &c, &reg).is_none());
+    // Discovery sessions never run the callback.
+    let mut sm = LoginSm::new(ctx());
+    let step = sm.on_pdu(
+        &req(OP, Some(FF)),
+        &kv(&[("InitiatorName", INITIATOR), ("SessionType", "Discovery")]),
+        &c,
+        &reg,
+    );
+    assert!(matches!(step, LoginStep::Done { .. }), "{step:?}");
 }
 
 #[test]
@@ -486,7 +669,7 @@ fn later_pdus_are_checked_against_the_first() {
     let mut sm = LoginSm::new(ctx());
     start(&mut sm);
     let s = sm.on_pdu(&req(SEC, Some(OP)), &[], &c, &reg);
-    assert_eq!(be32(s.bhs(), 24), 6);
+    assert_eq!(be32(s.bhs().unwrap(), 24), 6);
     assert_eq!(flags(&s), 0x81);
 }
 
@@ -505,7 +688,7 @@ fn continued_login_requests_are_joined() {
     assert_eq!(flags(&step) & 0xc0, 0);
     let step = sm.on_pdu(&req(OP, Some(FF)), b, &c, &reg);
     assert!(matches!(step, LoginStep::Done { .. }), "{step:?}");
-    assert_eq!(be32(step.bhs(), 24), 6);
+    assert_eq!(be32(step.bhs().unwrap(), 24), 6);
 }
 
 #[test]
@@ -635,7 +818,7 @@ proptest::proptest! {
             let mut data = if i == 0 && prefix { kv(&normal_keys()) } else { Vec::new() };
             data.extend_from_slice(&noise);
             let step = sm.on_pdu(&r, &data, &c, &reg);
-            proptest::prop_assert_eq!(step.bhs().data_len(), step.data().len());
+            proptest::prop_assert_eq!(step.bhs().unwrap().data_len(), step.data().len());
             proptest::prop_assert!(step.data().len() <= LOGIN_MAX_DATA);
             if !matches!(step, LoginStep::Continue { .. }) {
                 break;
