@@ -5,6 +5,7 @@
 //! The formatters take plain values (built by the configuration model at request time), so
 //! they are pure and tested against text captured from Debian's tgtd.
 
+use crate::iscsi::stats::{ConnCounters, LuCounters};
 use crate::scsi::lu::LuShow;
 use std::fmt::Write;
 
@@ -343,15 +344,7 @@ pub struct LuStatLine {
     pub tid: u32,
     pub lun: u64,
     pub sid: u64,
-    pub rd_subm_bytes: u64,
-    pub rd_subm_cmds: u32,
-    pub rd_done_bytes: u64,
-    pub rd_done_cmds: u32,
-    pub wr_subm_bytes: u64,
-    pub wr_subm_cmds: u32,
-    pub wr_done_bytes: u64,
-    pub wr_done_cmds: u32,
-    pub errs: u32,
+    pub c: LuCounters,
 }
 
 /// Per-connection counters, one line after [`CONN_STAT_HEADER`].
@@ -359,12 +352,7 @@ pub struct LuStatLine {
 pub struct ConnStatLine {
     pub tsih: u16,
     pub cid: u16,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub dataout_pdus: u32,
-    pub datain_pdus: u32,
-    pub cmd_pdus: u32,
-    pub rsp_pdus: u32,
+    pub c: ConnCounters,
 }
 
 /// `--op stat` for sys, target and lu: the header then `%3d %3u %3u %12u %6u ... %4u` lines.
@@ -377,15 +365,15 @@ pub fn lu_stats(lines: &[LuStatLine]) -> String {
             l.tid,
             l.lun,
             l.sid,
-            l.rd_subm_bytes,
-            l.rd_subm_cmds,
-            l.rd_done_bytes,
-            l.rd_done_cmds,
-            l.wr_subm_bytes,
-            l.wr_subm_cmds,
-            l.wr_done_bytes,
-            l.wr_done_cmds,
-            l.errs
+            l.c.rd_subm_bytes,
+            l.c.rd_subm_cmds,
+            l.c.rd_done_bytes,
+            l.c.rd_done_cmds,
+            l.c.wr_subm_bytes,
+            l.c.wr_subm_cmds,
+            l.c.wr_done_bytes,
+            l.c.wr_done_cmds,
+            l.c.errs
         );
     }
     b
@@ -411,12 +399,12 @@ pub fn conn_stats(conns: &[ConnStatLine]) -> String {
             "{:3} {:3} {:13} {:13} {:12} {:11} {:8} {:8}",
             c.tsih,
             c.cid,
-            c.rx_bytes,
-            c.tx_bytes,
-            c.dataout_pdus,
-            c.datain_pdus,
-            c.cmd_pdus,
-            c.rsp_pdus
+            c.c.rx_bytes,
+            c.c.tx_bytes,
+            c.c.dataout_pdus,
+            c.c.datain_pdus,
+            c.c.cmd_pdus,
+            c.c.rsp_pdus
         );
     }
     b
@@ -664,9 +652,11 @@ mod tests {
             tid: 1,
             lun: 1,
             sid: 2,
-            rd_subm_bytes: 4096,
-            rd_subm_cmds: 1,
-            ..LuStatLine::default()
+            c: LuCounters {
+                rd_subm_bytes: 4096,
+                rd_subm_cmds: 1,
+                ..LuCounters::default()
+            },
         };
         assert_eq!(
             lu_stats(&[l]).lines().nth(1).unwrap(),

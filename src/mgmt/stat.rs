@@ -67,15 +67,7 @@ fn lu_line(tid: u32, lun: Lun, tsih: u16, c: LuCounters) -> LuStatLine {
         tid,
         lun: lun.0,
         sid: u64::from(tsih),
-        rd_subm_bytes: c.rd_subm_bytes,
-        rd_subm_cmds: c.rd_subm_cmds,
-        rd_done_bytes: c.rd_done_bytes,
-        rd_done_cmds: c.rd_done_cmds,
-        wr_subm_bytes: c.wr_subm_bytes,
-        wr_subm_cmds: c.wr_subm_cmds,
-        wr_done_bytes: c.wr_done_bytes,
-        wr_done_cmds: c.wr_done_cmds,
-        errs: c.errs,
+        c,
     }
 }
 
@@ -155,14 +147,5 @@ pub fn conn_report(cfg: &Config, g: &Gathered, sid: u64, cid: u32) -> Result<Str
 }
 
 fn conn_line(tsih: u16, cid: u16, c: ConnCounters) -> ConnStatLine {
-    ConnStatLine {
-        tsih,
-        cid,
-        rx_bytes: c.rx_bytes,
-        tx_bytes: c.tx_bytes,
-        dataout_pdus: c.dataout_pdus,
-        datain_pdus: c.datain_pdus,
-        cmd_pdus: c.cmd_pdus,
-        rsp_pdus: c.rsp_pdus,
-    }
+    ConnStatLine { tsih, cid, c }
 }
