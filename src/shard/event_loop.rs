@@ -49,6 +49,9 @@ const HOLD_WAIT_EVENTS: usize = 64;
 /// arrives meanwhile is served without the wake-up of a sleeping (on a VM: halted) CPU.
 /// Never while holding responses. `CURVE_TGT_POLL_US` overrides; 0 turns it off.
 const POLL_NS: u64 = 50_000;
+/// Poll only while some initiator has at most this many of our responses unprocessed (see
+/// `Shard::worth_spinning`).
+const SPIN_MAX_BACKLOG: u32 = 2;
 
 /// A shard's event loop state.
 pub struct Shard {
@@ -263,7 +266,7 @@ impl Shard {
     /// Submits and waits for completions; while responses are held, also for their deadline.
     fn wait(&mut self) -> std::io::Result<()> {
         let Some(d) = self.hold_deadline else {
-            if self.spin_ns > 0 {
+            if self.spin_ns > 0 && self.worth_spinning() {
                 // With DEFER_TASKRUN + TASKRUN_FLAG the kernel raises IORING_SQ_TASKRUN when
                 // completion work is pending; sends that finished inline are already CQEs.
                 self.ring.submit()?;
@@ -297,6 +300,21 @@ impl Shard {
             Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(()),
             r => r.map(drop),
         }
+    }
+
+    /// Whether polling before sleeping can pay: some connection's initiator has processed
+    /// (nearly) every response we sent, so its next command is what it is waiting to send
+    /// (queue depth 1 to a few). When every initiator is behind on our responses (a deep
+    /// queue, or one busy streaming Data-Out), it is the bottleneck, the next command comes
+    /// when it catches up, and a poll would only burn the core.
+    fn worth_spinning(&self) -> bool {
+        self.conns.iter().flatten().any(|c| match c.peer_exp_stat_sn {
+            None => true,
+            Some(exp) => {
+                let backlog = c.stat_sn_sent.wrapping_add(1).wrapping_sub(exp);
+                backlog <= SPIN_MAX_BACKLOG || backlog > 1 << 20
+            }
+        })
     }
 
     /// Marks connections whose hold has expired, so `service_dirty` sends their responses.
