@@ -308,13 +308,16 @@ impl Shard {
     /// queue, or one busy streaming Data-Out), it is the bottleneck, the next command comes
     /// when it catches up, and a poll would only burn the core.
     fn worth_spinning(&self) -> bool {
-        self.conns.iter().flatten().any(|c| match c.peer_exp_stat_sn {
-            None => true,
-            Some(exp) => {
-                let backlog = c.stat_sn_sent.wrapping_add(1).wrapping_sub(exp);
-                backlog <= SPIN_MAX_BACKLOG || backlog > 1 << 20
-            }
-        })
+        self.conns
+            .iter()
+            .flatten()
+            .any(|c| match c.peer_exp_stat_sn {
+                None => true,
+                Some(exp) => {
+                    let backlog = c.stat_sn_sent.wrapping_add(1).wrapping_sub(exp);
+                    backlog <= SPIN_MAX_BACKLOG || backlog > 1 << 20
+                }
+            })
     }
 
     /// Marks connections whose hold has expired, so `service_dirty` sends their responses.
