@@ -1046,18 +1046,19 @@ fn exec_task(
     };
     let target = cfg.targets.get(&tid);
     let luns: &[crate::scsi::Lun] = target.map(|t| &t.lun_list[..]).unwrap_or(&[]);
-    if let Some(t) = s.task(r) {
+    let Some(t) = s.task(r) else {
+        return (None, Vec::new());
+    };
+    let lu = target.and_then(|tv| tv.luns.get(&t.lun)).cloned();
+    if lu.is_some() {
         // tgt counts a command as submitted when it reaches an existing LU.
         let (lun, read, write, len) = (t.lun, t.read, t.write, t.expected_len);
-        if target.is_some_and(|tv| tv.luns.contains_key(&lun)) {
-            s.stats.submitted(lun, read, write, len);
-        }
+        s.stats.submitted(lun, read, write, len);
     }
     let resp = {
         let Some((task, nexus)) = s.task_and_nexus(r) else {
             return (None, Vec::new());
         };
-        let lu = target.and_then(|t| t.luns.get(&task.lun)).cloned();
         let cdb = task.cdb_bytes();
         let cmd = scsi_command(task, &cdb);
         let data = task.data.clone();
