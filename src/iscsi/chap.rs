@@ -6,7 +6,7 @@
 //! Binary values are written `0x<hex>` or `0b<base64>` (RFC 7143 §6.1).
 
 use super::text::TextPairs;
-use crate::mgmt::snapshot::ChapAccounts;
+use crate::config::snapshot::ChapAccounts;
 use md5::Digest as _;
 
 /// Bytes in the challenge we send. tgt sends 50; RFC 7143 §12.1.3 wants at least as long
@@ -378,7 +378,7 @@ fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mgmt::snapshot::Account;
+    use crate::config::snapshot::Account;
 
     fn accounts(outgoing: bool) -> ChapAccounts {
         ChapAccounts {

@@ -9,7 +9,7 @@ use super::ids::{Itt, Ttt};
 use super::login::{format_address, SessionKind};
 use super::pdu::{Bhs, RejectReason, TextReq};
 use super::text::{TextBuffer, TextError, TextPairs};
-use crate::mgmt::snapshot::{ConfigSnapshot, TargetView};
+use crate::config::snapshot::{ConfigSnapshot, TargetView};
 use std::net::{IpAddr, SocketAddr};
 
 /// Smallest piece size we split into, whatever the initiator declared (RFC 7143 §13.12
@@ -210,7 +210,12 @@ fn answer(keys: &TextPairs, ctx: &TextCtx<'_>) -> (TextPairs, Option<u32>) {
                 _ => out.push(k, "Reject"),
             },
             // Leading-only operational keys cannot change once the session runs.
-            _ if super::params::KEYS.iter().any(|d| d.name == k) => out.push(k, "Reject"),
+            _ if crate::config::target_params::KEYS
+                .iter()
+                .any(|d| d.name == k) =>
+            {
+                out.push(k, "Reject")
+            }
             _ => out.push(k, "NotUnderstood"),
         }
     }
@@ -256,9 +261,9 @@ fn send_targets(value: &str, ctx: &TextCtx<'_>, out: &mut TextPairs) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iscsi::params::TargetParams;
+    use crate::config::snapshot::{Acl, AclAddr, ChapAccounts};
+    use crate::config::target_params::TargetParams;
     use crate::iscsi::serial::{CmdSn, StatSn};
-    use crate::mgmt::snapshot::{Acl, AclAddr, ChapAccounts};
     use std::collections::BTreeMap;
     use std::sync::Arc;
 

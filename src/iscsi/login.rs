@@ -25,13 +25,13 @@
 use super::chap::{ChapError, ChapServer, ChapStep};
 use super::ids::{Cid, Isid, Tsih};
 use super::negotiate::{is_security_key, NegotiationError, Negotiator, SessionParams};
-use super::params::TargetParams;
 use super::pdu::{Bhs, LoginReq, SeqFields, Stage};
 use super::redirect::{self, CallbackError, RedirectTo};
 use super::registry::{initiator_port, SessionRegistry};
 use super::serial::{CmdSn, StatSn};
 use super::text::{TextBuffer, TextError, TextPairs};
-use crate::mgmt::snapshot::{ChapAccounts, ConfigSnapshot, Redirect, TargetView};
+use crate::config::snapshot::{ChapAccounts, ConfigSnapshot, Redirect, TargetView};
+use crate::config::target_params::TargetParams;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 

@@ -7,7 +7,6 @@ pub mod discovery;
 pub mod ids;
 pub mod login;
 pub mod negotiate;
-pub mod params;
 pub mod pdu;
 pub mod redirect;
 pub mod registry;

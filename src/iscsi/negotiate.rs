@@ -6,8 +6,8 @@
 //!
 //! The result is a [`SessionParams`]: the values the full-feature phase runs with.
 
-use super::params::TargetParams;
 use super::text::TextPairs;
+use crate::config::target_params::TargetParams;
 
 /// The negotiated values a session runs with. Exists so the full-feature phase never looks at
 /// text keys: every limit it enforces comes from here.
@@ -67,7 +67,7 @@ impl Default for SessionParams {
             default_time2retain: 20,
             data_pdu_in_order: true,
             data_sequence_in_order: true,
-            max_queue_cmd: super::params::DEFAULT_MAX_QUEUE_CMD,
+            max_queue_cmd: crate::config::target_params::DEFAULT_MAX_QUEUE_CMD,
         }
     }
 }

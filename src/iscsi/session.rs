@@ -17,9 +17,9 @@ use super::serial::{CmdSn, DataSn, StatSn};
 use super::stats::{IoDir, LatencyMark, SessionStats};
 use super::task::{R2t, Task, TaskRef, TaskState, TaskTable, MAX_R2T_PER_TASK, MAX_WRITE_BYTES};
 use super::tx::{Payload, TxPdu};
+use crate::buf::BufPool;
 use crate::scsi::error::CmdError;
 use crate::scsi::{DataIn, Lun, NexusState, Response, ScsiStatus};
-use crate::shard::buf::BufPool;
 use std::collections::VecDeque;
 
 /// Negotiated values the full feature phase runs on.

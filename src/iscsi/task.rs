@@ -7,8 +7,8 @@
 
 use super::ids::{Itt, Ttt};
 use super::serial::CmdSn;
+use crate::buf::IoBuf;
 use crate::scsi::types::{Lun, TaskAttr};
-use crate::shard::buf::IoBuf;
 use std::collections::HashMap;
 
 /// Largest Expected Data Transfer Length accepted for a write (bytes buffered per task).

@@ -6,7 +6,7 @@
 use super::digest;
 use super::pdu::{Bhs, BHS_LEN};
 use super::stats::LatencyMark;
-use crate::shard::buf::IoBuf;
+use crate::buf::IoBuf;
 
 /// A PDU's payload.
 #[derive(Debug, Clone)]

@@ -7,8 +7,10 @@
 
 use super::ipc::TgtadmError;
 use super::show::{IsnsShow, NexusShow, RedirectShow, TargetShow};
-use super::snapshot::{Account, Acl, AclAddr, ChapAccounts, ConfigSnapshot, Redirect, TargetView};
-use crate::iscsi::params::TargetParams;
+use crate::config::snapshot::{
+    Account, Acl, AclAddr, ChapAccounts, ConfigSnapshot, Redirect, TargetView,
+};
+use crate::config::target_params::TargetParams;
 use crate::iscsi::redirect::split_callback;
 use crate::scsi::{LogicalUnit, Lun, UnitAttention};
 use crate::shard::msg::ConnInfo;

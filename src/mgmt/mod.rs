@@ -8,5 +8,4 @@ pub mod dispatch;
 pub mod ipc;
 pub mod server;
 pub mod show;
-pub mod snapshot;
 pub mod stat;

@@ -10,7 +10,7 @@
 use super::config::{Config, Session};
 use super::dispatch;
 use super::ipc::{self, IpcError, Mode, Op, ReqHeader, Request, REQ_HDR_LEN};
-use super::snapshot::ConfigSnapshot;
+use crate::config::snapshot::ConfigSnapshot;
 use crate::scsi::{Lun, UnitAttention};
 use crate::shard::msg::ControlEvent;
 use crate::shard::stats::ShardStats;

@@ -23,7 +23,7 @@ pub mod ua;
 mod tests;
 
 use crate::backing::{BlockIo, IoResult};
-use crate::shard::buf::IoBuf;
+use crate::buf::IoBuf;
 use cdb::Cdb;
 use error::CmdError;
 use std::collections::{HashMap, VecDeque};

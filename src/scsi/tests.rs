@@ -460,7 +460,7 @@ fn compare_and_write_and_completion() {
     );
     assert_eq!(sense_of(&r), (3, 0x0c, 0));
     let rd = BlockIo::Read { offset: 0, len: 4 };
-    let buf = crate::shard::buf::BufPool::new().from_slice(&[1, 2, 3, 4]);
+    let buf = crate::buf::BufPool::new().from_slice(&[1, 2, 3, 4]);
     let r = complete(&mut ctx, &cmd, &rd, IoResult::Ok, Some(buf));
     good(&r);
     assert_eq!(r.data.len(), 4);

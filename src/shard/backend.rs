@@ -4,9 +4,9 @@
 //! complete inline: reads are served from shared zero-filled buffers, writes are dropped.
 
 use crate::backing::{BackingCaps, BlockIo, IoResult};
+use crate::buf::{BufPool, IoBuf};
 use crate::iscsi::task::TaskRef;
 use crate::scsi::LogicalUnit;
-use crate::shard::buf::{BufPool, IoBuf};
 use io_uring::{opcode, squeue, types};
 use std::collections::HashMap;
 use std::io;

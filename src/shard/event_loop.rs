@@ -4,7 +4,6 @@
 //! into one sendmsg and re-arm receives, so a burst of completions costs one submit.
 
 use super::backend::{Next, PendingIo, ZeroCache};
-use super::buf::BufPool;
 use super::callback::CallbackResult;
 use super::conn::{Conn, Phase};
 use super::msg::{ConnInfo, ControlEvent, ShardMsg};
@@ -12,13 +11,14 @@ use super::stats::{LatencyTable, SessionSnap, ShardStats};
 use super::token::{OpKind, Token};
 use super::Shared;
 use crate::backing::IoResult;
+use crate::buf::BufPool;
+use crate::config::snapshot::ConfigSnapshot;
 use crate::iscsi::login::{LoginCtx, LoginOutcome, LoginSm, LoginStep, SessionKind};
 use crate::iscsi::pdu::Request;
 use crate::iscsi::rx::{next_pdu, RxLimits, RxStep};
 use crate::iscsi::session::{Event, FfpParams, Kind, Session};
 use crate::iscsi::task::TaskRef;
 use crate::iscsi::tx::{Payload, TxPdu};
-use crate::mgmt::snapshot::ConfigSnapshot;
 use crate::scsi::{
     self, Effect, ExecCtx, LogicalUnit, NexusId, NexusState, Outcome, ScsiCommand, UaScope,
     UnitAttention,
@@ -1037,7 +1037,7 @@ fn exec_task(
     Option<(
         Arc<LogicalUnit>,
         crate::backing::BlockIo,
-        Option<crate::shard::buf::IoBuf>,
+        Option<crate::buf::IoBuf>,
     )>,
     Vec<(u32, Effect)>,
 ) {

@@ -4,7 +4,6 @@
 //! paired with an eventfd whose read is always pending on the receiving shard's ring.
 
 pub mod backend;
-pub mod buf;
 pub mod callback;
 pub mod conn;
 pub mod cpus;

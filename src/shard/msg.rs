@@ -3,7 +3,7 @@
 //! over crossbeam channels, with an eventfd write to wake the receiving shard's ring.
 
 use super::callback::CallbackResult;
-use crate::mgmt::snapshot::ConfigSnapshot;
+use crate::config::snapshot::ConfigSnapshot;
 use crate::scsi::{Lun, UnitAttention};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;

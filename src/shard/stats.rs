@@ -8,8 +8,8 @@
 //! [`ShardStats`] by message and merges the answers, so the data path never takes a lock or
 //! writes a cache line another core reads.
 
+use crate::config::snapshot::ConfigSnapshot;
 use crate::iscsi::stats::{ConnCounters, IoDir, LuCounters};
-use crate::mgmt::snapshot::ConfigSnapshot;
 use crate::scsi::{LogicalUnit, Lun};
 use hdrhistogram::Histogram;
 use std::sync::{Arc, Weak};

@@ -1,10 +1,10 @@
 //! Login state machine tests: a scripted initiator drives `LoginSm` PDU by PDU.
 
 use super::*;
+use crate::config::snapshot::{Account, Acl, AclAddr, Redirect};
 use crate::iscsi::chap::{decode_binary, encode_hex, ChapAlg};
 use crate::iscsi::ids::Itt;
 use crate::iscsi::redirect::CallbackError;
-use crate::mgmt::snapshot::{Account, Acl, AclAddr, Redirect};
 use std::collections::BTreeMap;
 
 const TARGET: &str = "iqn.2024-01.com.example:disk1";

@@ -3,7 +3,7 @@
 //! current snapshot without a lock; a session looks its LUs up by tid on every command, so LU
 //! additions and removals reach running sessions at the next command.
 
-use crate::iscsi::params::TargetParams;
+use crate::config::target_params::TargetParams;
 use crate::scsi::{LogicalUnit, Lun};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
