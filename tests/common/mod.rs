@@ -49,6 +49,11 @@ impl Tgtd {
 
     /// As `start_with`, with these environment variables set for tgtd.
     pub fn start_env(cores: Option<&str>, env: &[(&str, &str)]) -> Tgtd {
+        Tgtd::start_full(cores, env, &[])
+    }
+
+    /// As `start_env`, with these extra tgtd arguments.
+    pub fn start_full(cores: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Tgtd {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let ctl = 20000 + (std::process::id() % 10000) as u16 + (port % 7);
@@ -61,6 +66,7 @@ impl Tgtd {
         if let Some(c) = cores {
             cmd.arg("--cores").arg(c);
         }
+        cmd.args(args);
         cmd.envs(env.iter().copied());
         let child = cmd
             .env("TGT_IPC_SOCKET", dir.path().join("socket"))
