@@ -17,7 +17,7 @@ use super::msg::{ControlEvent, ShardMsg};
 use super::owners::{ConnOp, Cqe, Owner};
 use super::ring::{clock, Ring, Wait};
 use super::slots::{Slab, SlotKey};
-use super::stats::{LatencyTable, SessionSnap, ShardStats};
+use super::stats::{LatencyTable, SessionSnap, ShardResources, ShardStats};
 use super::timers::{TimerKey, TimerOwner, Timers};
 use super::Shared;
 use crate::backing::engine::Completion;
@@ -345,9 +345,17 @@ impl Shard {
                 })
             })
             .collect();
+        let pool = self.pool.counters();
         ShardStats {
             sessions,
             latency: self.latency.snapshot(),
+            resources: ShardResources {
+                buffers_in_use: pool.in_use,
+                buffer_bytes_in_use: pool.in_use_bytes,
+                backend_ops: self.backends.ops.len() as u64,
+                connections: self.conns.len() as u64,
+                timers: self.timers.len() as u64,
+            },
         }
     }
 
