@@ -31,7 +31,7 @@ pub struct OpEntry {
 }
 
 struct EngineSlot {
-    /// Kept so the store outlives its engine (and its address names it in `by_store`).
+    /// Kept so the store outlives its engine (and its address names it).
     store: Arc<dyn BackingStore>,
     engine: Box<dyn Engine>,
 }
@@ -48,7 +48,6 @@ struct Connecting {
 #[derive(Default)]
 pub struct Backends {
     engines: Vec<Option<EngineSlot>>,
-    by_store: HashMap<usize, u16>,
     /// Operations started and not completed.
     pub ops: Slab<OpEntry>,
     /// Completions engines reported, for the shard to apply.
@@ -144,9 +143,14 @@ fn op_key(op: OpId) -> SlotKey {
 impl Backends {
     /// The engine serving `store` on this shard, made on first use.
     fn engine_for(&mut self, shard: usize, store: &Arc<dyn BackingStore>) -> u16 {
-        let addr = Arc::as_ptr(store) as *const () as usize;
-        if let Some(&e) = self.by_store.get(&addr) {
-            return e;
+        // Linear: a shard serves few stores, and comparing a handful of pointers beats
+        // hashing on every operation.
+        if let Some(e) = self
+            .engines
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| Arc::ptr_eq(&s.store, store)))
+        {
+            return e as u16;
         }
         let slot = EngineSlot {
             store: store.clone(),
@@ -162,9 +166,7 @@ impl Backends {
                 self.engines.len() - 1
             }
         };
-        let i = u16::try_from(i).expect("fewer than 65536 stores per shard");
-        self.by_store.insert(addr, i);
-        i
+        u16::try_from(i).expect("fewer than 65536 stores per shard")
     }
 
     /// Starts `io` for a task on `lu`'s store. Its completion arrives in `done` (perhaps at
@@ -243,7 +245,10 @@ impl Backends {
         mut res: i32,
         flags: u32,
     ) {
-        if let Some(c) = self.connects.remove(&token) {
+        if let Some(c) = (!self.connects.is_empty())
+            .then(|| self.connects.remove(&token))
+            .flatten()
+        {
             timers.cancel(c.deadline);
             if c.timed_out && res == -libc::ECANCELED {
                 res = -libc::ETIMEDOUT;
@@ -301,10 +306,7 @@ impl Backends {
                 .as_ref()
                 .is_some_and(|s| s.engine.in_flight() == 0 && !in_use(&s.store));
             if drop_it {
-                if let Some(s) = self.engines[i].take() {
-                    self.by_store
-                        .remove(&(Arc::as_ptr(&s.store) as *const () as usize));
-                }
+                self.engines[i] = None;
             }
         }
     }

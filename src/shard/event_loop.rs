@@ -635,24 +635,75 @@ impl Shard {
         self.holding.retain(|x| *x != k);
     }
 
-    /// Debug builds: what must hold at the end of every loop turn.
+    /// Debug builds: what must hold at the end of every loop turn. A failure is a bug in the
+    /// shard (never peer input), so it panics where it is found rather than later in the
+    /// kernel's hands.
     #[cfg(debug_assertions)]
     fn check_invariants(&self) {
-        // Every backend operation belongs to a live connection that counts it, and the
-        // engines' own counts agree with the table.
+        use std::collections::HashMap;
+        // Ring submissions per connection; none for a connection that is gone (a stale
+        // generation would route a completion to the slot's next occupant).
+        let mut per_conn: HashMap<SlotKey, (u32, u32)> = HashMap::new();
+        for o in self.ring.owners.iter() {
+            if let Owner::Conn { conn, op } = o {
+                assert!(
+                    self.conns.get(*conn).is_some(),
+                    "ring op for a freed connection"
+                );
+                let e = per_conn.entry(*conn).or_default();
+                match op {
+                    ConnOp::Recv => e.0 += 1,
+                    ConnOp::Send => e.1 += 1,
+                }
+            }
+        }
         let mut counted = 0usize;
         for (k, c) in self.conns.iter() {
             assert_eq!(c.key, k, "connection slot holds a stale generation");
+            let (recvs, sends) = per_conn.get(&k).copied().unwrap_or_default();
+            assert_eq!(recvs, u32::from(c.recv_inflight), "receives in flight");
+            assert_eq!(
+                sends,
+                u32::from(c.send_inflight) + c.notifs_pending,
+                "sends and zero-copy notifications in flight"
+            );
             let ops = c.ops.iter().flatten().count();
             assert_eq!(ops as u32, c.ops_inflight, "connection op count");
             counted += ops;
+            if let Phase::Ffp(s) = &c.phase {
+                // The command window never exceeds what was negotiated (RFC 7143 §4.2.2.1).
+                let open = s
+                    .current_max_cmd_sn()
+                    .0
+                    .wrapping_sub(s.exp_cmd_sn().0)
+                    .wrapping_add(1);
+                assert!(
+                    open <= s.params.max_queue_cmd,
+                    "window {open} over MaxQueueCmd"
+                );
+            }
         }
+        // Backend operations: the table, the connections and the engines agree.
         assert_eq!(counted, self.backends.ops.len(), "ops table vs connections");
+        for (op, e) in self.backends.ops.iter() {
+            let c = self.conns.get(e.conn).expect("op for a freed connection");
+            let id = crate::backing::engine::OpId {
+                index: op.index,
+                generation: op.generation,
+            };
+            assert_eq!(
+                c.ops.get(e.task.slot as usize),
+                Some(&Some(id)),
+                "op by task slot"
+            );
+        }
         assert_eq!(
             self.backends.engines_in_flight(),
             self.backends.ops.len(),
             "engines' in-flight ops vs the ops table"
         );
         assert!(self.backends.done.is_empty(), "completions left unapplied");
+        // Held responses belong to live connections.
+        assert!(self.holding.iter().all(|k| self.conns.get(*k).is_some()));
     }
 }
