@@ -34,6 +34,20 @@ struct EngineSlot {
     /// Kept so the store outlives its engine (and its address names it).
     store: Arc<dyn BackingStore>,
     engine: Box<dyn Engine>,
+    /// What the engine has outstanding: ring submissions whose last CQE has not come, and
+    /// armed timers. The slot (and its index, which tokens carry) is reused only when both
+    /// are zero, so no completion or expiry can reach the slot's next engine.
+    outstanding: Outstanding,
+    /// The store left the configuration: the engine was told to shut down and is dropped
+    /// once nothing is outstanding.
+    retiring: bool,
+}
+
+/// Per-engine counts of what the kernel or the timer heap still holds for it.
+#[derive(Default)]
+struct Outstanding {
+    ring: u64,
+    timers: u64,
 }
 
 /// An outbound connect an engine started, until its CQE.
@@ -53,6 +67,8 @@ pub struct Backends {
     /// Completions engines reported, for the shard to apply.
     pub done: Vec<Completion>,
     connects: HashMap<u64, Connecting>,
+    /// Some engine is retiring (see [`Backends::reap`]).
+    retiring: bool,
 }
 
 /// What the shard lends an engine for one call.
@@ -63,6 +79,7 @@ struct Ctx<'a> {
     done: &'a mut Vec<Completion>,
     connects: &'a mut HashMap<u64, Connecting>,
     engine: u16,
+    outstanding: &'a mut Outstanding,
 }
 
 impl Reactor for Ctx<'_> {
@@ -77,6 +94,7 @@ impl Reactor for Ctx<'_> {
             engine: self.engine,
             tag,
         };
+        self.outstanding.ring += 1;
         // SAFETY: the engine vouches for the entry's pointers (this method's contract).
         RingToken(unsafe { self.ring.push(sqe, owner) })
     }
@@ -96,6 +114,7 @@ impl Reactor for Ctx<'_> {
             engine: self.engine,
             tag,
         };
+        self.outstanding.ring += 1;
         // SAFETY: the address lives in `connects` until the connect's CQE.
         let token = unsafe { self.ring.push(e, owner) };
         let deadline = self
@@ -112,6 +131,7 @@ impl Reactor for Ctx<'_> {
         RingToken(token)
     }
     fn timer(&mut self, deadline: u64, tag: u64) -> TimerId {
+        self.outstanding.timers += 1;
         let k = self.timers.insert(
             deadline,
             TimerOwner::Engine {
@@ -122,7 +142,11 @@ impl Reactor for Ctx<'_> {
         TimerId(k.0.token())
     }
     fn cancel_timer(&mut self, t: TimerId) -> bool {
-        self.timers.cancel(TimerKey(SlotKey::from_token(t.0)))
+        let hit = self.timers.cancel(TimerKey(SlotKey::from_token(t.0)));
+        if hit {
+            self.outstanding.timers -= 1;
+        }
+        hit
     }
     fn complete(&mut self, c: Completion) {
         self.done.push(c);
@@ -145,16 +169,17 @@ impl Backends {
     fn engine_for(&mut self, shard: usize, store: &Arc<dyn BackingStore>) -> u16 {
         // Linear: a shard serves few stores, and comparing a handful of pointers beats
         // hashing on every operation.
-        if let Some(e) = self
-            .engines
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|s| Arc::ptr_eq(&s.store, store)))
-        {
+        if let Some(e) = self.engines.iter().position(|s| {
+            s.as_ref()
+                .is_some_and(|s| !s.retiring && Arc::ptr_eq(&s.store, store))
+        }) {
             return e as u16;
         }
         let slot = EngineSlot {
             store: store.clone(),
             engine: store.engine(shard),
+            outstanding: Outstanding::default(),
+            retiring: false,
         };
         let i = match self.engines.iter().position(Option::is_none) {
             Some(i) => {
@@ -228,6 +253,7 @@ impl Backends {
             done: &mut self.done,
             connects: &mut self.connects,
             engine,
+            outstanding: &mut slot.outstanding,
         };
         f(&mut *slot.engine, &mut ctx);
     }
@@ -254,6 +280,15 @@ impl Backends {
                 res = -libc::ETIMEDOUT;
             }
         }
+        if !io_uring::cqueue::more(flags) {
+            if let Some(s) = self
+                .engines
+                .get_mut(usize::from(engine))
+                .and_then(Option::as_mut)
+            {
+                s.outstanding.ring -= 1;
+            }
+        }
         self.with_engine(engine, ring, timers, pool, |e, r| {
             e.on_cqe(tag, res, flags, r)
         });
@@ -269,6 +304,13 @@ impl Backends {
     ) {
         match owner {
             TimerOwner::Engine { engine, tag } => {
+                if let Some(s) = self
+                    .engines
+                    .get_mut(usize::from(engine))
+                    .and_then(Option::as_mut)
+                {
+                    s.outstanding.timers -= 1;
+                }
                 self.with_engine(engine, ring, timers, pool, |e, r| e.on_timer(tag, r));
             }
             TimerOwner::ConnectDeadline { token } => {
@@ -299,14 +341,48 @@ impl Backends {
         self.ops.remove(op_key(op))
     }
 
-    /// Drops engines of stores no LU in the configuration uses any more, once idle.
-    pub fn prune(&mut self, in_use: impl Fn(&Arc<dyn BackingStore>) -> bool) {
+    /// Retires the engines of stores no LU in the configuration uses any more: once such an
+    /// engine has no operation in flight it is told to shut down ([`Engine::shutdown`]), and
+    /// [`Backends::reap`] drops it once nothing it submitted or armed is outstanding.
+    pub fn prune(
+        &mut self,
+        ring: &mut Ring,
+        timers: &mut Timers,
+        pool: &BufPool,
+        in_use: impl Fn(&Arc<dyn BackingStore>) -> bool,
+    ) {
         for i in 0..self.engines.len() {
-            let drop_it = self.engines[i]
+            let retire = self.engines[i]
                 .as_ref()
-                .is_some_and(|s| s.engine.in_flight() == 0 && !in_use(&s.store));
-            if drop_it {
-                self.engines[i] = None;
+                .is_some_and(|s| !s.retiring && s.engine.in_flight() == 0 && !in_use(&s.store));
+            if retire {
+                if let Some(s) = self.engines[i].as_mut() {
+                    s.retiring = true;
+                }
+                self.retiring = true;
+                self.with_engine(i as u16, ring, timers, pool, |e, r| e.shutdown(r));
+            }
+        }
+        self.reap();
+    }
+
+    /// Drops retired engines with nothing outstanding. Cheap when none is retiring.
+    pub fn reap(&mut self) {
+        if !self.retiring {
+            return;
+        }
+        self.retiring = false;
+        for slot in &mut self.engines {
+            let idle = slot.as_ref().is_some_and(|s| {
+                s.retiring
+                    && s.engine.in_flight() == 0
+                    && s.outstanding.ring == 0
+                    && s.outstanding.timers == 0
+            });
+            if idle {
+                *slot = None;
+            } else {
+                self.retiring |= slot.as_ref().is_some_and(|s| s.retiring);
             }
         }
     }
@@ -318,5 +394,114 @@ impl Backends {
             .flatten()
             .map(|s| s.engine.in_flight())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backing::{BackingCaps, BsOFlags};
+    use std::io;
+
+    /// A store whose engine, when shut down, still has one ring submission and one timer
+    /// outstanding (as a remote store closing its sockets would).
+    #[derive(Debug)]
+    struct Lingering;
+
+    struct LingeringEngine;
+
+    impl Engine for LingeringEngine {
+        fn start(&mut self, op: OpId, _req: OpRequest, r: &mut dyn Reactor) {
+            r.complete(Completion {
+                op,
+                result: crate::backing::IoResult::Ok,
+                data: None,
+            });
+        }
+        fn on_cqe(&mut self, _tag: u64, _res: i32, _flags: u32, _r: &mut dyn Reactor) {}
+        fn on_timer(&mut self, _tag: u64, _r: &mut dyn Reactor) {}
+        fn cancel(&mut self, _op: OpId, _r: &mut dyn Reactor) {}
+        fn in_flight(&self) -> usize {
+            0
+        }
+        fn shutdown(&mut self, r: &mut dyn Reactor) {
+            // SAFETY: a NOP points at nothing.
+            unsafe { r.submit(opcode::Nop::new().build(), 7) };
+            r.timer(r.now() + 1_000_000, 8);
+        }
+    }
+
+    impl BackingStore for Lingering {
+        fn bstype(&self) -> &'static str {
+            "lingering"
+        }
+        fn path(&self) -> &str {
+            ""
+        }
+        fn oflags(&self) -> BsOFlags {
+            BsOFlags::default()
+        }
+        fn size_bytes(&self) -> io::Result<u64> {
+            Ok(1 << 20)
+        }
+        fn caps(&self) -> BackingCaps {
+            BackingCaps::default()
+        }
+        fn engine(&self, _shard: usize) -> Box<dyn Engine> {
+            Box::new(LingeringEngine)
+        }
+    }
+
+    #[test]
+    fn retired_engine_is_dropped_only_when_nothing_is_outstanding() {
+        let mut ring = Ring::new().unwrap();
+        let mut timers = Timers::default();
+        let pool = BufPool::new();
+        let mut b = Backends::default();
+        let store: Arc<dyn BackingStore> = Arc::new(Lingering);
+        let e = b.engine_for(0, &store);
+        // Still configured: nothing happens.
+        b.prune(&mut ring, &mut timers, &pool, |_| true);
+        assert!(b.engines[usize::from(e)].is_some());
+        // Gone from the configuration: shut down, but its NOP and timer are outstanding.
+        b.prune(&mut ring, &mut timers, &pool, |_| false);
+        assert!(
+            b.engines[usize::from(e)].is_some(),
+            "kept while a CQE is to come"
+        );
+        // Its index is not handed to another store meanwhile.
+        let other: Arc<dyn BackingStore> = Arc::new(Lingering);
+        assert_ne!(b.engine_for(0, &other), e);
+        ring.wait(crate::shard::ring::Wait::One).unwrap();
+        let mut cqes = Vec::new();
+        ring.completions(&mut cqes);
+        assert_eq!(cqes.len(), 1);
+        let c = cqes[0];
+        let Owner::Engine { engine, tag } = c.owner else {
+            panic!("an engine's CQE: {c:?}")
+        };
+        assert_eq!((engine, tag), (e, 7));
+        b.on_cqe(
+            &mut ring,
+            &mut timers,
+            &pool,
+            engine,
+            tag,
+            c.token,
+            c.res,
+            c.flags,
+        );
+        b.reap();
+        assert!(
+            b.engines[usize::from(e)].is_some(),
+            "kept while its timer is armed"
+        );
+        let mut due = Vec::new();
+        timers.expire(u64::MAX, &mut due);
+        for t in due {
+            b.on_timer(&mut ring, &mut timers, &pool, t);
+        }
+        b.reap();
+        assert!(b.engines[usize::from(e)].is_none(), "dropped once idle");
     }
 }

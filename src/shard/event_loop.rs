@@ -165,6 +165,7 @@ impl Shard {
             self.expire_timers();
             self.apply_completions();
             self.service_dirty();
+            self.backends.reap();
             self.ring.arm_timer(self.timers.next_deadline());
             #[cfg(debug_assertions)]
             self.check_invariants();
@@ -286,13 +287,14 @@ impl Shard {
                     self.cfg = c;
                     self.arm_nop();
                     let cfg = self.cfg.clone();
-                    self.backends.prune(|store| {
-                        cfg.targets.values().any(|t| {
-                            t.luns
-                                .values()
-                                .any(|lu| lu.backing().is_some_and(|b| Arc::ptr_eq(b, store)))
-                        })
-                    });
+                    self.backends
+                        .prune(&mut self.ring, &mut self.timers, &self.pool, |store| {
+                            cfg.targets.values().any(|t| {
+                                t.luns
+                                    .values()
+                                    .any(|lu| lu.backing().is_some_and(|b| Arc::ptr_eq(b, store)))
+                            })
+                        });
                 }
                 ShardMsg::CallbackDone { conn, result } => self.callback_done(conn, result),
                 ShardMsg::Stats(reply) => {
