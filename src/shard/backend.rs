@@ -504,4 +504,167 @@ mod tests {
         b.reap();
         assert!(b.engines[usize::from(e)].is_none(), "dropped once idle");
     }
+
+    /// An engine that connects one socket (its fd and result shared with the test).
+    struct Connector {
+        addr: std::net::SocketAddr,
+        deadline_ns: u64,
+        sock: Option<socket2::Socket>,
+        result: std::rc::Rc<std::cell::Cell<Option<i32>>>,
+    }
+
+    impl Engine for Connector {
+        fn start(&mut self, _op: OpId, _req: OpRequest, r: &mut dyn Reactor) {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            use std::os::fd::AsRawFd;
+            let fd = s.as_raw_fd();
+            self.sock = Some(s);
+            r.connect(fd, self.addr.into(), r.now() + self.deadline_ns, 42);
+        }
+        fn on_cqe(&mut self, tag: u64, res: i32, _flags: u32, _r: &mut dyn Reactor) {
+            assert_eq!(tag, 42);
+            self.result.set(Some(res));
+        }
+        fn on_timer(&mut self, _tag: u64, _r: &mut dyn Reactor) {}
+        fn cancel(&mut self, _op: OpId, _r: &mut dyn Reactor) {}
+        fn in_flight(&self) -> usize {
+            0
+        }
+    }
+
+    #[derive(Debug)]
+    struct ConnectStore;
+
+    impl BackingStore for ConnectStore {
+        fn bstype(&self) -> &'static str {
+            "connect"
+        }
+        fn path(&self) -> &str {
+            ""
+        }
+        fn oflags(&self) -> BsOFlags {
+            BsOFlags::default()
+        }
+        fn size_bytes(&self) -> io::Result<u64> {
+            Ok(0)
+        }
+        fn caps(&self) -> BackingCaps {
+            BackingCaps::default()
+        }
+        fn engine(&self, _shard: usize) -> Box<dyn Engine> {
+            unreachable!("made by the test")
+        }
+    }
+
+    /// Runs a connect through the shard's machinery (ring, token table, timer heap) and
+    /// returns its result.
+    fn connect_result(addr: std::net::SocketAddr, deadline_ns: u64) -> i32 {
+        let mut ring = Ring::new().unwrap();
+        let mut timers = Timers::default();
+        let pool = BufPool::new();
+        let mut b = Backends::default();
+        let result = std::rc::Rc::new(std::cell::Cell::new(None));
+        let store: Arc<dyn BackingStore> = Arc::new(ConnectStore);
+        b.engines.push(Some(EngineSlot {
+            store,
+            engine: Box::new(Connector {
+                addr,
+                deadline_ns,
+                sock: None,
+                result: result.clone(),
+            }),
+            outstanding: Outstanding::default(),
+            retiring: false,
+        }));
+        let op = OpId {
+            index: 0,
+            generation: 0,
+        };
+        let req = OpRequest {
+            io: BlockIo::Flush,
+            data: None,
+        };
+        b.with_engine(0, &mut ring, &mut timers, &pool, |e, r| e.start(op, req, r));
+        let end = clock() + 10_000_000_000;
+        let mut cqes = Vec::new();
+        let mut due = Vec::new();
+        while result.get().is_none() {
+            assert!(clock() < end, "no connect result");
+            ring.arm_timer(timers.next_deadline());
+            ring.wait(crate::shard::ring::Wait::One).unwrap();
+            cqes.clear();
+            ring.completions(&mut cqes);
+            for c in &cqes {
+                match c.owner {
+                    Owner::Engine { engine, tag } => b.on_cqe(
+                        &mut ring,
+                        &mut timers,
+                        &pool,
+                        engine,
+                        tag,
+                        c.token,
+                        c.res,
+                        c.flags,
+                    ),
+                    Owner::Timer => ring.timer_fired(),
+                    _ => {}
+                }
+            }
+            timers.expire(clock(), &mut due);
+            for t in due.drain(..) {
+                b.on_timer(&mut ring, &mut timers, &pool, t);
+            }
+        }
+        assert!(
+            b.connects.is_empty() && timers.is_empty(),
+            "deadline cleaned up"
+        );
+        assert_eq!(b.engines[0].as_ref().unwrap().outstanding.ring, 0);
+        result.get().unwrap()
+    }
+
+    #[test]
+    fn outbound_connect_succeeds_before_its_deadline() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(connect_result(l.local_addr().unwrap(), 5_000_000_000), 0);
+    }
+
+    #[test]
+    fn outbound_connect_is_refused() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        assert_eq!(connect_result(addr, 5_000_000_000), -libc::ECONNREFUSED);
+    }
+
+    #[test]
+    fn outbound_connect_times_out_at_its_deadline() {
+        // A listener whose accept queue is full drops further SYNs, so a connect hangs.
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+        s.listen(0).unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        let mut fillers = Vec::new();
+        for _ in 0..4 {
+            let f =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            f.set_nonblocking(true).unwrap();
+            let _ = f.connect(&addr.into());
+            fillers.push(f);
+        }
+        let started = clock();
+        assert_eq!(connect_result(addr, 300_000_000), -libc::ETIMEDOUT);
+        let took = clock() - started;
+        assert!(
+            (250_000_000..5_000_000_000).contains(&took),
+            "ended at the deadline: {took} ns"
+        );
+    }
 }
