@@ -11,7 +11,7 @@
 //! Some steps hold a live iSCSI session (a scripted initiator) so that the I_T nexus
 //! listing, connection show/stat/delete and "target is still active" are covered too.
 
-mod admin;
+use crate::admin;
 use admin::{normalize, require_debian_tgt, Daemon, Impl, Initiator};
 use std::time::Duration;
 
