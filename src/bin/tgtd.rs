@@ -2,6 +2,7 @@
 //! `--cores` and `--tcp_zerocopy`. Wiring only: the work is in the library.
 
 use clap::Parser;
+use curve_tgt::log;
 use curve_tgt::mgmt::server::{socket_base_from_env, ControlOptions, ControlSocket};
 use curve_tgt::shard::cpus;
 use curve_tgt::shard::plane::Plane;
@@ -197,13 +198,6 @@ fn main() -> ExitCode {
         println!("{}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    let level = if args.debug == 1 { "debug" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let iscsi = match parse_iscsi(args.iscsi.last()) {
         Ok(o) => o,
         Err(e) => {
@@ -234,6 +228,12 @@ fn main() -> ExitCode {
             let _ = std::fs::write(p, format!("{}\n", std::process::id()));
         }
     }
+    // As tgt: -f logs to stderr; a daemon (or -D) logs to syslog, its stderr being /dev/null.
+    log::init(
+        log::Destination::for_tgtd(args.foreground),
+        "tgtd",
+        args.debug == 1,
+    );
     prepare_process();
     let opts = ControlOptions {
         control_port: args.control_port,
@@ -245,14 +245,14 @@ fn main() -> ExitCode {
     let sock = match ControlSocket::bind(&opts) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("tgtd: {e}");
+            tracing::error!("tgtd: {e}");
             return ExitCode::from(1);
         }
     };
     let (plane, events) = match Plane::start(&cpus, zerocopy) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("tgtd: can't start shards: {e}");
+            tracing::error!("tgtd: can't start shards: {e}");
             return ExitCode::from(1);
         }
     };
@@ -260,14 +260,14 @@ fn main() -> ExitCode {
     for p in &iscsi.portals {
         if let Err(e) = plane.add_portal(*p) {
             // tgt carries on when one address family is unavailable (e.g. no IPv6).
-            tracing::warn!("can't listen on {p}: {e}");
+            log::event::portal_failed(*p, &e);
         }
     }
     tracing::info!(shards = cpus.len(), ?cpus, control = %sock.path().display(), "tgtd ready");
     match sock.serve(&opts, Box::new(plane), events) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tgtd: {e}");
+            tracing::error!("tgtd: {e}");
             ExitCode::from(1)
         }
     }
