@@ -16,12 +16,20 @@ use std::process::ExitCode;
 #[command(
     name = "tgtd",
     disable_version_flag = true,
-    about = "Linux SCSI target daemon (iSCSI), compatible with tgt 1.0.85",
-    long_about = "tgtd - the SCSI target daemon\n\n\
+    about = concat!(
+        "curve-tgt ",
+        env!("CARGO_PKG_VERSION"),
+        ": Linux SCSI target daemon (iSCSI), compatible with tgt 1.0.85"
+    ),
+    long_about = concat!(
+        "curve-tgt ",
+        env!("CARGO_PKG_VERSION"),
+        ": tgtd, the SCSI target daemon (compatible with tgt 1.0.85)\n\n\
 Serves SCSI logical units over iSCSI. One io_uring event loop (a shard) runs on each CPU; \
 every connection lives on one shard. Targets, logical units, ACLs and CHAP accounts are \
 configured at run time through the management socket with tgtadm(8), or from \
-/etc/tgt/targets.conf with tgt-admin(8); Debian's tgtadm and tgt-admin work unchanged.",
+/etc/tgt/targets.conf with tgt-admin(8); Debian's tgtadm and tgt-admin work unchanged."
+    ),
     after_help = "\
 ISCSI DRIVER OPTIONS (--iscsi k=v[,k=v...]):
   portal=ADDR[:PORT]    listen on ADDR:PORT (default port 3260); IPv6 as [ADDR]:PORT;
@@ -85,7 +93,7 @@ struct Args {
     /// with `tgtadm --op update --mode sys --name debug --value on|off`.
     #[arg(short = 'd', long = "debug", value_name = "DEBUGLEVEL", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
     debug: u8,
-    /// Print the version and exit.
+    /// Print this product's version (and the tgt version it is compatible with) and exit.
     #[arg(short = 'V', long = "version")]
     version: bool,
     /// iSCSI driver options: portal=ADDR[:PORT], nop_interval=SECONDS, nop_count=N (see
@@ -195,7 +203,11 @@ fn prepare_process() {
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.version {
-        println!("{}", env!("CARGO_PKG_VERSION"));
+        // Debian's tgtd prints "1.0.85"; ours names the product, then the tgt it follows.
+        println!(
+            "curve-tgt {} (tgtd, compatible with tgt 1.0.85)",
+            env!("CARGO_PKG_VERSION")
+        );
         return ExitCode::SUCCESS;
     }
     let iscsi = match parse_iscsi(args.iscsi.last()) {
