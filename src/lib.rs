@@ -19,4 +19,5 @@ pub mod iscsi;
 pub mod log;
 pub mod mgmt;
 pub mod scsi;
+pub mod service;
 pub mod shard;

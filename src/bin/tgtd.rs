@@ -276,6 +276,7 @@ fn main() -> ExitCode {
         }
     }
     tracing::info!(shards = cpus.len(), ?cpus, control = %sock.path().display(), "tgtd ready");
+    curve_tgt::service::notify_ready();
     match sock.serve(&opts, Box::new(plane), events) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
