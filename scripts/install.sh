@@ -8,18 +8,20 @@
 #   bash scripts/install.sh                         # PREFIX=/usr/local, as root
 #   bash scripts/install.sh --service               # also the systemd unit
 #   PREFIX=/usr DESTDIR=/tmp/root bash scripts/install.sh --service --no-build
-# --no-build installs what target/release already holds (scripts/build-deb.sh uses it).
+# --no-build installs what target/release (or $BIN_DIR) already holds (scripts/build-deb.sh
+# uses it).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 PREFIX=${PREFIX:-/usr/local}
+BIN_DIR=${BIN_DIR:-target/release}
 DESTDIR=${DESTDIR:-}
 SERVICE=0 BUILD=1
 for a in "$@"; do
   case $a in
     --service) SERVICE=1 ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option '$a'" >&2; exit 2 ;;
   esac
 done
@@ -35,13 +37,13 @@ sbin=$root$PREFIX/sbin
 man8=$root$PREFIX/share/man/man8
 install -d "$sbin" "$man8"
 for b in tgtd tgtadm tgt-admin; do
-  if [ -x "target/release/$b" ]; then
-    install -m 0755 "target/release/$b" "$sbin/$b"
+  if [ -x "$BIN_DIR/$b" ]; then
+    install -m 0755 "$BIN_DIR/$b" "$sbin/$b"
     echo "installed $PREFIX/sbin/$b"
   elif [ "$b" = tgt-admin ]; then
     echo "note: this build has no tgt-admin yet; Debian's (/usr/sbin/tgt-admin, package tgt) works with our tgtd"
   else
-    echo "target/release/$b missing: build first (cargo build --release)" >&2; exit 1
+    echo "$BIN_DIR/$b missing: build first (cargo build --release)" >&2; exit 1
   fi
 done
 for m in packaging/man/*.8; do

@@ -21,5 +21,6 @@ mod logging;
 mod mgmt_server;
 mod nop_ping;
 mod op_stat;
+mod package;
 mod qd512;
 mod redirect_callback;
