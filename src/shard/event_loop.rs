@@ -580,7 +580,7 @@ impl Shard {
                     break;
                 }
                 RxStep::Fatal { error, bhs } => {
-                    tracing::warn!(peer = %c.peer, "closing connection: {error}");
+                    crate::log::event::connection_closed(c.peer, &error);
                     if let (Some(bhs), Phase::Ffp(s)) = (bhs, &mut c.phase) {
                         s.queue(
                             crate::iscsi::pdu::Bhs::reject(
@@ -1001,6 +1001,7 @@ impl Shard {
                     }
                 }
                 self.shared.registry.unregister(tid, s.tsih);
+                crate::log::event::session_closed(c.peer, &s.initiator_name, tid, s.tsih.0);
                 let _ = self.shared.control.send(ControlEvent::SessionDown {
                     tid,
                     tsih: s.tsih.0,
@@ -1258,6 +1259,7 @@ fn apply_login_step(
             c.login_out
                 .push_back(TxPdu::new(bhs, payload(data), false, false));
             let mut s = build_session(&session, cfg, pool.clone());
+            crate::log::event::login(c.peer, &session, cfg);
             if let Some((shard, tid, tsih)) = session.reinstate {
                 // Reinstatement ends the old I_T nexus (RFC 7143 §6.3.5): its SPC-2
                 // reservations and removal locks go before the new session issues a command.
