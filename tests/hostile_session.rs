@@ -6,7 +6,7 @@
 mod common;
 use common::initiator::{
     be32, login, login_with, logout_session, read_pdu, read_until_close, task_mgmt,
-    test_unit_ready, write10_immediate,
+    test_unit_ready, text_req, text_value, write10_immediate,
 };
 use common::Tgtd;
 use std::io::Write;
@@ -61,6 +61,57 @@ fn read_responses(s: &mut TcpStream, n: usize, max_cmd_sn: &mut u32) -> Vec<u32>
         itts.push(be32(&h, 16));
     }
     itts
+}
+
+/// Issue 11 item 1: commands held behind a CmdSN gap used to shrink the window below what was
+/// advertised, so later in-window commands were dropped and the session hung.
+#[test]
+fn every_command_inside_the_advertised_window_is_answered() {
+    let (t, _) = target();
+    let mut s = connect(&t);
+    let (_, e, mut max) = login(&mut s, IQN, INI);
+    assert!(max.wrapping_sub(e) >= 511, "window of 512 advertised");
+    // CmdSN E+1 ..= E+257 first, then the gap E: all 258 are inside [E, E+511].
+    let mut burst = Vec::new();
+    for i in 1..=257u32 {
+        burst.extend(test_unit_ready(i, e.wrapping_add(i)));
+    }
+    burst.extend(test_unit_ready(0, e));
+    s.write_all(&burst).unwrap();
+    let mut itts = read_responses(&mut s, 258, &mut max);
+    itts.sort_unstable();
+    assert_eq!(
+        itts,
+        (0..=257).collect::<Vec<_>>(),
+        "each command answered once"
+    );
+    // The session goes on.
+    s.write_all(&test_unit_ready(300, e.wrapping_add(258)))
+        .unwrap();
+    assert_eq!(read_responses(&mut s, 1, &mut max), [300]);
+}
+
+/// RFC 7143 §3.2.2.1: a non-immediate duplicate inside the window is silently ignored; it
+/// must neither run nor stay held, nor cost the window a slot.
+#[test]
+fn a_duplicate_cmd_sn_is_ignored_and_holds_nothing() {
+    let (t, _) = target();
+    let mut s = connect(&t);
+    let (_, e, mut max) = login(&mut s, IQN, INI);
+    let mut burst = Vec::new();
+    burst.extend(test_unit_ready(10, e.wrapping_add(1)));
+    burst.extend(test_unit_ready(11, e.wrapping_add(1))); // duplicate, held one
+    burst.extend(test_unit_ready(12, e));
+    burst.extend(test_unit_ready(13, e.wrapping_add(2)));
+    burst.extend(test_unit_ready(14, e.wrapping_add(2))); // duplicate, already run
+    s.write_all(&burst).unwrap();
+    assert_eq!(read_responses(&mut s, 3, &mut max), [12, 10, 13]);
+    // Had the duplicates been kept, the next command's answer would not come first.
+    s.write_all(&test_unit_ready(15, e.wrapping_add(3)))
+        .unwrap();
+    assert_eq!(read_responses(&mut s, 1, &mut max), [15]);
+    // The window is whole again: MaxCmdSN = ExpCmdSN + 511 once nothing is outstanding.
+    assert_eq!(max, e.wrapping_add(4).wrapping_add(511));
 }
 
 /// Sends `first` and a WRITE of 0xab bytes to LBA 0 in one segment; expects `answer` (an
@@ -121,4 +172,29 @@ fn nothing_runs_after_a_data_digest_error() {
     let ops: Vec<u8> = seen.iter().map(|h| h[0] & 0x3f).collect();
     assert_eq!(ops, [0x3f], "a Reject, then the connection closes");
     assert!(std::fs::read(&lun).unwrap()[..512].iter().all(|b| *b == 0));
+}
+
+/// Issue 11 item 8: a Text Request in two pieces (C bit, then the target's TTT echoed) is
+/// answered as one (RFC 7143 §11.10.2); it used to be rejected as an unknown TTT.
+#[test]
+fn a_text_request_in_pieces_is_answered() {
+    let (t, _) = target();
+    let mut s = connect(&t);
+    let (_, e, _) = login(&mut s, IQN, INI);
+    s.write_all(&text_req(1, e, 0xffff_ffff, true, b"SendTarg"))
+        .unwrap();
+    let (h, data) = read_pdu(&mut s).unwrap();
+    assert_eq!(h[0] & 0x3f, 0x24, "Text Response");
+    assert_eq!(h[1] & 0xc0, 0, "neither F nor C: send the rest");
+    assert!(data.is_empty());
+    let ttt = be32(&h, 20);
+    assert_ne!(ttt, 0xffff_ffff, "a tag to echo");
+    // In a normal session SendTargets names a target (All is for discovery sessions).
+    let rest = format!("ets={IQN}\0");
+    s.write_all(&text_req(1, e, ttt, false, rest.as_bytes()))
+        .unwrap();
+    let (h, data) = read_pdu(&mut s).unwrap();
+    assert_eq!(h[0] & 0x3f, 0x24, "Text Response, not a Reject");
+    assert_eq!(h[1] & 0x80, 0x80, "final");
+    assert_eq!(text_value(&data, "TargetName").as_deref(), Some(IQN));
 }

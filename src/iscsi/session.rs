@@ -22,6 +22,9 @@ use crate::scsi::error::CmdError;
 use crate::scsi::{DataIn, Lun, NexusState, Response, ScsiStatus};
 use std::collections::VecDeque;
 
+mod window;
+use window::{Admit, CmdWindow};
+
 /// Negotiated values the full feature phase runs on.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct FfpParams {
@@ -74,8 +77,10 @@ pub enum CloseAfter {
 /// Something the session needs its owner to do that is not a plain PDU.
 #[derive(Debug)]
 pub enum Event {
-    /// A complete Text Request (continuations joined) for the text/discovery handler;
-    /// `bhs` is its header, echoed if it must be rejected.
+    /// One Text Request PDU for the text/discovery handler ([`TextSm`] joins the pieces of
+    /// a continued request); `bhs` is its header, echoed if it must be rejected.
+    ///
+    /// [`TextSm`]: crate::iscsi::discovery::TextSm
     Text {
         req: TextReq,
         data: Vec<u8>,
@@ -90,8 +95,6 @@ pub enum Event {
 
 /// Extra slots above the window for immediate commands and TMF-aborted stragglers.
 const EXTRA_TASK_SLOTS: usize = 32;
-/// Longest joined text request kept (RFC 7143 §6.1 lets text span PDUs).
-const MAX_TEXT_BYTES: usize = 64 * 1024;
 
 /// One session's full-feature-phase state.
 pub struct Session {
@@ -102,13 +105,12 @@ pub struct Session {
     pub initiator_name: String,
     pub params: FfpParams,
     pub nexus: Option<NexusState>,
-    exp_cmd_sn: CmdSn,
+    /// ExpCmdSN, MaxCmdSN and the requests held behind a CmdSN gap.
+    window: CmdWindow,
+    /// Reused list of held tasks a delivery released (no allocation per command).
+    released: Vec<TaskRef>,
     stat_sn: StatSn,
     tasks: TaskTable,
-    /// Non-immediate tasks accepted and not finished (they occupy the window).
-    window_used: u32,
-    /// Tasks held in `WaitCmdSn` behind a CmdSN gap: `advance_cmd_sn` scans only when some are.
-    held: u32,
     /// Tasks whose data is complete, in CmdSN order, waiting for the SCSI layer.
     ready: VecDeque<TaskRef>,
     /// PDUs queued to send.
@@ -117,7 +119,6 @@ pub struct Session {
     pub events: VecDeque<Event>,
     /// Set when the connection must close after flushing.
     pub close: Option<CloseAfter>,
-    text_buf: Vec<u8>,
     pool: BufPool,
     /// Outstanding NOP-In pings (TTT counter).
     ping_ttt: u32,
@@ -153,16 +154,14 @@ impl Session {
             initiator_name,
             params,
             nexus,
-            exp_cmd_sn,
+            window: CmdWindow::new(exp_cmd_sn, params.max_queue_cmd),
+            released: Vec::new(),
             stat_sn,
             tasks: TaskTable::new(params.max_queue_cmd as usize + EXTRA_TASK_SLOTS),
-            window_used: 0,
-            held: 0,
             ready: VecDeque::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             close: None,
-            text_buf: Vec::new(),
             pool,
             ping_ttt: 0,
             pings_unanswered: 0,
@@ -181,21 +180,14 @@ impl Session {
         }
     }
 
-    /// The window fields stamped on every outgoing PDU.
-    fn max_cmd_sn(&self) -> CmdSn {
-        let free = self.params.max_queue_cmd.saturating_sub(self.window_used);
-        // free == 0 gives ExpCmdSN - 1: the window is closed (RFC 7143 §4.2.2.1).
-        CmdSn(self.exp_cmd_sn.0.wrapping_add(free).wrapping_sub(1))
-    }
-
     /// Current ExpCmdSN.
     pub fn exp_cmd_sn(&self) -> CmdSn {
-        self.exp_cmd_sn
+        self.window.exp()
     }
 
-    /// Current MaxCmdSN.
+    /// Current MaxCmdSN (never below one already advertised, RFC 7143 §4.2.2.1).
     pub fn current_max_cmd_sn(&self) -> CmdSn {
-        self.max_cmd_sn()
+        self.window.max()
     }
 
     /// Live tasks.
@@ -220,8 +212,8 @@ impl Session {
         }
         bhs.set_seq(SeqFields {
             stat_sn,
-            exp_cmd_sn: self.exp_cmd_sn,
-            max_cmd_sn: self.max_cmd_sn(),
+            exp_cmd_sn: self.window.exp(),
+            max_cmd_sn: self.window.advertise(),
         });
         self.out.push_back(TxPdu::new(
             bhs,
@@ -269,37 +261,37 @@ impl Session {
         }
     }
 
-    /// Checks a non-immediate PDU's CmdSN against the window. Returns whether to accept it
-    /// now (`Some(true)`), hold it (`Some(false)`, ahead of a gap), or drop it (`None`).
-    fn check_cmd_sn(&mut self, immediate: bool, cmd_sn: CmdSn) -> Option<bool> {
-        if immediate {
-            return Some(true);
+    /// Takes the CmdSN of a request that is handled at once, whatever its order (NOP-Out,
+    /// Text, Logout, task management): false when it is to be silently ignored (outside the
+    /// window, or a duplicate, RFC 7143 §3.2.2.1).
+    fn take_cmd_sn(&mut self, immediate: bool, cmd_sn: CmdSn) -> bool {
+        match self.window.admit(immediate, cmd_sn) {
+            Admit::Ignore => false,
+            Admit::Now => {
+                if !immediate {
+                    self.delivered(None);
+                }
+                true
+            }
+            Admit::Ahead => {
+                self.window.used_ahead(cmd_sn);
+                true
+            }
         }
-        if cmd_sn == self.exp_cmd_sn {
-            return Some(true);
-        }
-        // Out of window: silently ignored (RFC 7143 §3.2.2.1).
-        if cmd_sn.lt(self.exp_cmd_sn) || cmd_sn.gt(self.max_cmd_sn()) {
-            return None;
-        }
-        Some(false)
     }
 
-    /// Advances ExpCmdSN past `cmd_sn` and over any held tasks that are now contiguous.
-    fn advance_cmd_sn(&mut self) {
-        self.exp_cmd_sn = self.exp_cmd_sn.next();
-        while self.held > 0 {
-            let exp = self.exp_cmd_sn;
-            let Some(r) = self
-                .tasks
-                .find(|t| t.state == TaskState::WaitCmdSn && t.cmd_sn == exp)
-            else {
-                break;
-            };
-            self.held -= 1;
-            self.exp_cmd_sn = self.exp_cmd_sn.next();
+    /// The request with CmdSN == ExpCmdSN was taken (`task`, when it is a task): ExpCmdSN
+    /// moves on, and the tasks held behind it that are now in order start, in CmdSN order.
+    fn delivered(&mut self, task: Option<TaskRef>) {
+        let mut released = std::mem::take(&mut self.released);
+        self.window.delivered(task.is_some(), &mut released);
+        if let Some(r) = task {
             self.start_data_phase(r);
         }
+        for r in released.drain(..) {
+            self.start_data_phase(r);
+        }
+        self.released = released;
     }
 
     fn on_scsi_cmd(
@@ -310,9 +302,10 @@ impl Session {
         bhs: &[u8; BHS_LEN],
         now_ns: u64,
     ) {
-        let Some(in_order) = self.check_cmd_sn(c.immediate, c.cmd_sn) else {
+        let admit = self.window.admit(c.immediate, c.cmd_sn);
+        if admit == Admit::Ignore {
             return;
-        };
+        }
         if self.kind == Kind::Discovery {
             // RFC 7143 §4.3: only text, logout and NOP in discovery sessions.
             self.reject(RejectReason::ProtocolError, bhs);
@@ -320,11 +313,6 @@ impl Session {
         }
         if self.tasks.has_itt(c.itt) {
             self.reject(RejectReason::TaskInProgress, bhs);
-            return;
-        }
-        if !c.immediate && self.window_used >= self.params.max_queue_cmd {
-            // The initiator overran MaxCmdSN bookkeeping; refuse without consuming CmdSN.
-            self.reject(RejectReason::OutOfResources, bhs);
             return;
         }
         // Immediate data rules (RFC 7143 §13.10/§13.14): only with ImmediateData=Yes, at most
@@ -392,24 +380,12 @@ impl Session {
             self.reject(RejectReason::OutOfResources, bhs);
             return;
         };
-        if !c.immediate {
-            self.window_used += 1;
+        match admit {
+            Admit::Now if c.immediate => self.start_data_phase(r),
+            Admit::Now => self.delivered(Some(r)),
+            Admit::Ahead => self.window.hold(c.cmd_sn, r),
+            Admit::Ignore => unreachable!("returned above"),
         }
-        if !in_order {
-            self.held += 1;
-        }
-        if in_order {
-            if !c.immediate {
-                self.advance_cmd_sn_first(r);
-            } else {
-                self.start_data_phase(r);
-            }
-        }
-    }
-
-    fn advance_cmd_sn_first(&mut self, r: TaskRef) {
-        self.start_data_phase(r);
-        self.advance_cmd_sn();
     }
 
     /// A task whose CmdSN has been reached: ready at once, or solicit its data.
@@ -570,16 +546,13 @@ impl Session {
         if n.itt == Itt::RESERVED {
             // Answer to our NOP-In ping (RFC 7143 §11.18): no response.
             self.pings_unanswered = 0;
-            if !n.immediate && n.cmd_sn == self.exp_cmd_sn {
-                self.exp_cmd_sn = self.exp_cmd_sn.next();
+            if !n.immediate && n.cmd_sn == self.window.exp() {
+                self.delivered(None);
             }
             return;
         }
-        let Some(in_order) = self.check_cmd_sn(n.immediate, n.cmd_sn) else {
+        if !self.take_cmd_sn(n.immediate, n.cmd_sn) {
             return;
-        };
-        if !n.immediate && in_order {
-            self.exp_cmd_sn = self.exp_cmd_sn.next();
         }
         let echo = data.len().min(self.params.max_xmit_data as usize);
         let payload = if echo == 0 {
@@ -620,40 +593,23 @@ impl Session {
     }
 
     fn on_text(&mut self, t: &TextReq, data: &[u8], bhs: &[u8; BHS_LEN]) {
-        if self.check_cmd_sn(t.immediate, t.cmd_sn).is_none() {
+        if !self.take_cmd_sn(t.immediate, t.cmd_sn) {
             return;
         }
-        if !t.immediate && t.cmd_sn == self.exp_cmd_sn {
-            self.exp_cmd_sn = self.exp_cmd_sn.next();
-        }
-        if self.text_buf.len() + data.len() > MAX_TEXT_BYTES {
-            self.text_buf.clear();
-            self.reject(RejectReason::OutOfResources, bhs);
-            return;
-        }
-        self.text_buf.extend_from_slice(data);
-        if t.continue_ && !t.final_ {
-            // More text follows: acknowledge with an empty response (RFC 7143 §11.10.2).
-            self.queue(
-                Bhs::text_response(t.itt, Ttt(0x1000), false, false),
-                Payload::None,
-            );
-            return;
-        }
-        let data = std::mem::take(&mut self.text_buf);
+        // Every piece goes to the owner's TextSm, which joins continued requests (bounded by
+        // text::MAX_TEXT_BYTES) and answers each with the tag the next piece must echo
+        // (RFC 7143 §11.10.2). Joining here as well gave the initiator a tag TextSm did not
+        // know, so every multi-PDU request was rejected.
         self.events.push_back(Event::Text {
             req: t.clone(),
-            data,
+            data: data.to_vec(),
             bhs: *bhs,
         });
     }
 
     fn on_logout(&mut self, l: &LogoutReq) {
-        if self.check_cmd_sn(l.immediate, l.cmd_sn).is_none() {
+        if !self.take_cmd_sn(l.immediate, l.cmd_sn) {
             return;
-        }
-        if !l.immediate && l.cmd_sn == self.exp_cmd_sn {
-            self.exp_cmd_sn = self.exp_cmd_sn.next();
         }
         // RFC 7143 §11.15.1 responses: 0 closed, 1 CID not found, 2 recovery not supported.
         let response = match l.reason {
@@ -671,11 +627,8 @@ impl Session {
     }
 
     fn on_tmf(&mut self, t: &TaskMgmt) {
-        let Some(in_order) = self.check_cmd_sn(t.immediate, t.cmd_sn) else {
+        if !self.take_cmd_sn(t.immediate, t.cmd_sn) {
             return;
-        };
-        if !t.immediate && in_order {
-            self.exp_cmd_sn = self.exp_cmd_sn.next();
         }
         // Responses (RFC 7143 §11.6.1): 0 complete, 1 no such task, 2 no such LUN,
         // 4 reassignment unsupported, 5 not supported.
@@ -722,7 +675,7 @@ impl Session {
                 // exist (libiscsi's AbortTaskSimpleAsync counts a GOOD write plus "function
                 // complete" as a failure).
                 let in_window =
-                    !t.ref_cmd_sn.lt(self.exp_cmd_sn) && !t.ref_cmd_sn.gt(self.max_cmd_sn());
+                    !t.ref_cmd_sn.lt(self.window.exp()) && !t.ref_cmd_sn.gt(self.window.max());
                 if in_window && t.ref_cmd_sn.lt(t.cmd_sn) {
                     0
                 } else {
@@ -738,10 +691,12 @@ impl Session {
         };
         match t.state {
             TaskState::Executing | TaskState::Aborted => t.state = TaskState::Aborted,
-            state => {
-                if state == TaskState::WaitCmdSn && !t.immediate {
-                    self.held = self.held.saturating_sub(1);
-                }
+            TaskState::WaitCmdSn => {
+                // Never delivered: its CmdSN stays used, so ExpCmdSN can pass it.
+                self.window.drop_held(r);
+                self.tasks.remove(r);
+            }
+            _ => {
                 let t = self.tasks.remove(r).expect("task exists");
                 self.release_window(&t);
                 self.ready.retain(|x| *x != r);
@@ -757,9 +712,10 @@ impl Session {
         }
     }
 
+    /// A delivered task ended: a non-immediate one reopens its window slot.
     fn release_window(&mut self, t: &Task) {
         if !t.immediate {
-            self.window_used = self.window_used.saturating_sub(1);
+            self.window.finished();
         }
     }
 
@@ -1278,6 +1234,55 @@ mod tests {
         let b = s.next_ready().unwrap();
         assert_eq!(s.task(a).unwrap().itt, Itt(4));
         assert_eq!(s.task(b).unwrap().itt, Itt(3));
+    }
+
+    /// Issue 11 item 1: 257 commands held ahead of a gap must not shrink the window below
+    /// what was advertised, and every one of them runs once the gap fills.
+    #[test]
+    fn held_commands_keep_the_advertised_window() {
+        let mut s = session(FfpParams::default());
+        let advertised = s.current_max_cmd_sn();
+        assert_eq!(advertised, CmdSn(10 + 511));
+        for i in 1..=257u32 {
+            feed(&mut s, &cmd_pdu(i, 10 + i, true, false, 512, &[]));
+            assert_eq!(
+                s.current_max_cmd_sn(),
+                advertised,
+                "MaxCmdSN after {i} held"
+            );
+        }
+        // The last advertised CmdSN is still taken; one beyond it is not.
+        feed(&mut s, &cmd_pdu(600, 10 + 511, true, false, 512, &[]));
+        feed(&mut s, &cmd_pdu(601, 10 + 512, true, false, 512, &[]));
+        assert_eq!(s.task_count(), 258);
+        feed(&mut s, &cmd_pdu(0, 10, true, false, 512, &[]));
+        let mut itts = Vec::new();
+        while let Some(r) = s.next_ready() {
+            itts.push(s.task(r).unwrap().itt.0);
+        }
+        assert_eq!(itts, (0..=257).collect::<Vec<_>>(), "in CmdSN order");
+        assert_eq!(s.exp_cmd_sn(), CmdSn(10 + 258));
+        assert_eq!(s.current_max_cmd_sn(), advertised, "never backwards");
+    }
+
+    /// RFC 7143 §3.2.2.1: a non-immediate duplicate within the window is silently ignored,
+    /// whether the first copy is held or already ran.
+    #[test]
+    fn duplicate_cmd_sns_are_ignored() {
+        let mut s = session(FfpParams::default());
+        feed(&mut s, &cmd_pdu(1, 11, true, false, 512, &[]));
+        feed(&mut s, &cmd_pdu(2, 11, true, false, 512, &[]));
+        assert_eq!(s.task_count(), 1, "held duplicate dropped");
+        feed(&mut s, &cmd_pdu(3, 10, true, false, 512, &[]));
+        feed(&mut s, &cmd_pdu(4, 10, true, false, 512, &[]));
+        assert_eq!(s.task_count(), 2, "duplicate of a running command dropped");
+        assert_eq!(s.exp_cmd_sn(), CmdSn(12));
+        assert!(s.out.is_empty(), "silently: no Reject");
+        // An aborted held command leaves no gap behind it.
+        feed(&mut s, &cmd_pdu(5, 13, true, false, 512, &[]));
+        s.abort_everything();
+        feed(&mut s, &cmd_pdu(6, 12, true, false, 512, &[]));
+        assert_eq!(s.exp_cmd_sn(), CmdSn(14));
     }
 
     #[test]
