@@ -600,7 +600,12 @@ impl Shard {
                         ));
                     }
                     match &mut c.phase {
-                        Phase::Ffp(s) => s.on_pdu(&pdu, slice, now_ns),
+                        Phase::Ffp(s) => {
+                            s.on_pdu(&pdu, slice, now_ns);
+                            // Logout, a data digest error or TARGET COLD RESET: nothing after
+                            // this PDU is read or run (RFC 7143 §11.14).
+                            c.close_after_flush |= s.close.is_some();
+                        }
                         Phase::Login(sm) => {
                             let data = &slice[pdu.data.clone()];
                             match &pdu.req {

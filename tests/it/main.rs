@@ -17,6 +17,7 @@ mod admin_resize;
 mod admin_tgt_admin;
 mod e2e_libiscsi;
 mod hostile;
+mod hostile_session;
 mod logging;
 mod mgmt_server;
 mod nop_ping;

@@ -148,27 +148,47 @@ fn fifo(p: &Path) {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
 }
 
-/// Opens the gate FIFO on drop too, so a failed test leaves no callback blocked on it.
-struct Gate(PathBuf);
+/// A FIFO the callback reads "go" from. `open` writes it through a read-write descriptor,
+/// which Linux opens on a FIFO without waiting for a reader, and keeps that descriptor until
+/// the gate is dropped: the word waits in the pipe whether or not the callback has opened
+/// the FIFO yet. (Writing through a non-blocking write-only open lost the word whenever the
+/// callback had not opened it yet: the open failed with ENXIO.) Dropping opens it too, so a
+/// failed test leaves no callback blocked on it.
+struct Gate {
+    path: PathBuf,
+    held: std::cell::RefCell<Option<std::fs::File>>,
+}
 
 impl Gate {
-    fn open(&self) {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        // Non-blocking: with no reader (callback already gone) this fails instead of waiting.
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&self.0)
-        {
-            let _ = f.write_all(b"go\n");
+    fn new(path: PathBuf) -> Gate {
+        Gate {
+            path,
+            held: std::cell::RefCell::new(None),
         }
+    }
+
+    fn open(&self) {
+        self.try_open().expect("write go into the gate FIFO");
+    }
+
+    fn try_open(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.held.borrow().is_some() {
+            return Ok(());
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)?;
+        f.write_all(b"go\n")?;
+        *self.held.borrow_mut() = Some(f);
+        Ok(())
     }
 }
 
 impl Drop for Gate {
     fn drop(&mut self) {
-        self.open();
+        let _ = self.try_open();
     }
 }
 
@@ -179,16 +199,16 @@ fn an_outstanding_callback_blocks_no_other_login() {
     t.add_target(1, T1);
     t.add_target(2, T2);
     let dir = t.dir.path();
-    let (started, gate) = (dir.join("started"), Gate(dir.join("gate")));
+    let (started, gate) = (dir.join("started"), Gate::new(dir.join("gate")));
     fifo(&started);
-    fifo(&gate.0);
+    fifo(&gate.path);
     let cb = script(
         dir,
         "gated",
         &format!(
             "echo started > {}\nread x < {}\necho 127.0.0.2:3261:Temporary",
             started.display(),
-            gate.0.display()
+            gate.path.display()
         ),
     );
     set_callback(&t, 1, &cb);

@@ -25,9 +25,19 @@ pub fn read_pdu(s: &mut TcpStream) -> std::io::Result<([u8; 48], Vec<u8>)> {
 /// Logs in to `target` (operational stage straight to full feature phase). Returns
 /// (StatSN, ExpCmdSN, MaxCmdSN) of the final login response.
 pub fn login(s: &mut TcpStream, target: &str, initiator: &str) -> (u32, u32, u32) {
+    login_with(s, target, initiator, "DataDigest=None")
+}
+
+/// As [`login`], with `digest` (`DataDigest=None` or `DataDigest=CRC32C`) offered.
+pub fn login_with(
+    s: &mut TcpStream,
+    target: &str,
+    initiator: &str,
+    digest: &str,
+) -> (u32, u32, u32) {
     let keys = format!(
         "InitiatorName={initiator}\0SessionType=Normal\0TargetName={target}\0HeaderDigest=None\0\
-         DataDigest=None\0MaxRecvDataSegmentLength=262144\0ImmediateData=Yes\0InitialR2T=Yes\0"
+         {digest}\0MaxRecvDataSegmentLength=262144\0ImmediateData=Yes\0InitialR2T=Yes\0"
     );
     for round in 0..4u32 {
         let data = if round == 0 { keys.as_str() } else { "" };
@@ -89,4 +99,92 @@ pub fn nop_out_reply(ttt: u32, cmd_sn: u32) -> Vec<u8> {
     h[20..24].copy_from_slice(&ttt.to_be_bytes());
     h[24..28].copy_from_slice(&cmd_sn.to_be_bytes());
     h
+}
+
+/// A SCSI Command PDU (no digests): `flags` is byte 1 without the F bit (0x40 read, 0x20
+/// write, low bits the task attribute), `data` its immediate data, LUN 1.
+pub fn scsi_cmd(itt: u32, cmd_sn: u32, flags: u8, edtl: u32, cdb: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut h = vec![0u8; 48];
+    h[0] = 0x01;
+    h[1] = 0x80 | flags;
+    h[5..8].copy_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
+    h[9] = 1;
+    h[16..20].copy_from_slice(&itt.to_be_bytes());
+    h[20..24].copy_from_slice(&edtl.to_be_bytes());
+    h[24..28].copy_from_slice(&cmd_sn.to_be_bytes());
+    h[32..32 + cdb.len()].copy_from_slice(cdb);
+    h.extend_from_slice(data);
+    while h.len() % 4 != 0 {
+        h.push(0);
+    }
+    h
+}
+
+/// TEST UNIT READY with this ITT and CmdSN.
+pub fn test_unit_ready(itt: u32, cmd_sn: u32) -> Vec<u8> {
+    scsi_cmd(itt, cmd_sn, 1, 0, &[0u8; 6], &[])
+}
+
+/// WRITE(10) of `data` at `lba` (512-byte blocks), all of it as immediate data.
+pub fn write10_immediate(itt: u32, cmd_sn: u32, lba: u32, data: &[u8]) -> Vec<u8> {
+    let blocks = (data.len() / 512) as u16;
+    let mut cdb = [0u8; 10];
+    cdb[0] = 0x2a;
+    cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+    cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
+    scsi_cmd(itt, cmd_sn, 0x20 | 1, data.len() as u32, &cdb, data)
+}
+
+/// A Logout Request closing the session (reason 0), immediate.
+pub fn logout_session(itt: u32, cmd_sn: u32) -> Vec<u8> {
+    let mut h = vec![0u8; 48];
+    h[0] = 0x40 | 0x06;
+    h[1] = 0x80;
+    h[16..20].copy_from_slice(&itt.to_be_bytes());
+    h[24..28].copy_from_slice(&cmd_sn.to_be_bytes());
+    h
+}
+
+/// An immediate Task Management Function Request: `function` (RFC 7143 §11.5.1), LUN 1.
+pub fn task_mgmt(itt: u32, cmd_sn: u32, function: u8) -> Vec<u8> {
+    let mut h = vec![0u8; 48];
+    h[0] = 0x40 | 0x02;
+    h[1] = 0x80 | function;
+    h[9] = 1;
+    h[16..20].copy_from_slice(&itt.to_be_bytes());
+    h[20..24].copy_from_slice(&0xffff_ffffu32.to_be_bytes());
+    h[24..28].copy_from_slice(&cmd_sn.to_be_bytes());
+    h
+}
+
+/// A Text Request carrying `text`: `cont` sets the C bit (more follows, F clear), `ttt`
+/// echoes the target's tag on a continuation (0xffffffff for a new exchange). Immediate.
+pub fn text_req(itt: u32, cmd_sn: u32, ttt: u32, cont: bool, text: &[u8]) -> Vec<u8> {
+    let mut h = vec![0u8; 48];
+    h[0] = 0x40 | 0x04;
+    h[1] = if cont { 0x40 } else { 0x80 };
+    h[5..8].copy_from_slice(&(text.len() as u32).to_be_bytes()[1..]);
+    h[16..20].copy_from_slice(&itt.to_be_bytes());
+    h[20..24].copy_from_slice(&ttt.to_be_bytes());
+    h[24..28].copy_from_slice(&cmd_sn.to_be_bytes());
+    h.extend_from_slice(text);
+    while h.len() % 4 != 0 {
+        h.push(0);
+    }
+    h
+}
+
+/// Reads PDUs until the target closes the connection (bounded in count and by the socket's
+/// read timeout). Returns the headers seen; panics if the target neither closes nor answers.
+pub fn read_until_close(s: &mut TcpStream, max_pdus: usize) -> Vec<[u8; 48]> {
+    let mut seen = Vec::new();
+    for _ in 0..max_pdus {
+        match read_pdu(s) {
+            Ok((h, _)) => seen.push(h),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return seen,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return seen,
+            Err(e) => panic!("target neither answered nor closed: {e} after {seen:?}"),
+        }
+    }
+    panic!("target kept sending after {max_pdus} PDUs");
 }
