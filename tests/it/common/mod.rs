@@ -49,12 +49,12 @@ impl Tgtd {
 
     /// As `start_with`, with these environment variables set for tgtd.
     pub fn start_env(cores: Option<&str>, env: &[(&str, &str)]) -> Tgtd {
-        Tgtd::spawn(cores, env, false)
+        Tgtd::spawn(cores, env, &[], false)
     }
 
     /// Starts tgtd with one shard, its log (stderr) going to [`Tgtd::log`]'s file.
     pub fn start_logged() -> Tgtd {
-        Tgtd::spawn(Some("0"), &[], true)
+        Tgtd::spawn(Some("0"), &[], &[], true)
     }
 
     /// What tgtd has logged so far (only for [`Tgtd::start_logged`]).
@@ -83,7 +83,12 @@ impl Tgtd {
         }
     }
 
-    fn spawn(cores: Option<&str>, env: &[(&str, &str)], logged: bool) -> Tgtd {
+    /// As `start_env`, with these extra tgtd arguments.
+    pub fn start_full(cores: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Tgtd {
+        Tgtd::spawn(cores, env, args, false)
+    }
+
+    fn spawn(cores: Option<&str>, env: &[(&str, &str)], args: &[&str], logged: bool) -> Tgtd {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let ctl = 20000 + (std::process::id() % 10000) as u16 + (port % 7);
@@ -96,6 +101,7 @@ impl Tgtd {
         if let Some(c) = cores {
             cmd.arg("--cores").arg(c);
         }
+        cmd.args(args);
         cmd.envs(env.iter().copied());
         let child = cmd
             .env("TGT_IPC_SOCKET", dir.path().join("socket"))
