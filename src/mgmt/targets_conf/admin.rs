@@ -183,8 +183,9 @@ impl<'a> Admin<'a> {
         let path = match &self.o.conf {
             Some(c) if c != "0" => {
                 if !std::path::Path::new(c).exists() {
+                    // Perl's die exits with errno, here ENOENT from the existence test
                     let _ = writeln!(self.err, "Config file {c} not found. Exiting...");
-                    return Err(Stop(255));
+                    return Err(Stop(libc::ENOENT));
                 }
                 let c = c.clone();
                 self.execute(&format!("# Using {c} as configuration file\n"))?;
@@ -193,7 +194,7 @@ impl<'a> Admin<'a> {
             _ => {
                 if !std::path::Path::new(DEFAULT_CONF).exists() {
                     let _ = writeln!(self.err, "Config file {DEFAULT_CONF} not found. Exiting...");
-                    return Err(Stop(255));
+                    return Err(Stop(libc::ENOENT));
                 }
                 DEFAULT_CONF.to_string()
             }
@@ -210,7 +211,12 @@ impl<'a> Admin<'a> {
             }
             Err(e) => {
                 let _ = writeln!(self.err, "Config::General: {e}");
-                Err(Stop(255))
+                // as Perl's die: errno (ENOENT after a missing include), else 255
+                let code = match e {
+                    general::ConfError::Missing(_) => libc::ENOENT,
+                    _ => 255,
+                };
+                Err(Stop(code))
             }
         }
     }
