@@ -260,6 +260,8 @@ corpus! {
     c13_error_missing_value => "13-error-missing-value",
     c14_error_duplicate => "14-error-duplicate",
     c15_error_tgtadm_fails => "15-error-tgtadm-fails",
+    c16_direct_store => "16-direct-store",
+    c17_error_block_after_value => "17-error-block-after-value",
 }
 
 #[test]

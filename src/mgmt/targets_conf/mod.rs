@@ -22,6 +22,8 @@ pub mod remove;
 pub mod report;
 pub mod shell;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 pub use admin::{Admin, Options, Stop, Tgtadm};
 
