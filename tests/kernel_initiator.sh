@@ -18,13 +18,15 @@
 # Needs: root, apt (the guest's kernel and open-iscsi are Debian packages fetched with
 # apt-get download; host packages qemu-system-x86, kmod, cpio are installed here when
 # missing), ~400 MB in $VMI_HOME (/opt/vm-initiator), network to a Debian mirror the first
-# time. About 2-3 minutes on 2 cores (software emulation). Env: TGTD, TGTADM (binaries),
+# time. About 2-3 minutes on 2 cores (software emulation). The targets are configured from a
+# targets.conf by our tgt-admin. Env: TGTD, TGTADM, TGT_ADMIN (binaries),
 # VMI (path of vm-initiator.sh), KI_LOGS (log directory, default a temp dir).
 set -u -o pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
 TGTD=${TGTD:-$ROOT/target/release/tgtd}
 TGTADM=${TGTADM:-$ROOT/target/release/tgtadm}
+TGT_ADMIN=${TGT_ADMIN:-$ROOT/target/release/tgt-admin}
 VMI=${VMI:-$ROOT/../shared/scripts/vm-initiator/vm-initiator.sh}
 [ -f "$VMI" ] || VMI=/work/shared/scripts/vm-initiator/vm-initiator.sh
 IQN1=iqn.2026-11.io.curve-tgt:kernel-initiator
@@ -33,7 +35,8 @@ T0=$SECONDS
 
 setup_fail() { echo "kernel_initiator: cannot run: $*"; echo "kernel_initiator: 0 passed, 1 failed"; exit 2; }
 [ "$(id -u)" = 0 ] || setup_fail "needs root (QEMU, apt-get)"
-[ -x "$TGTD" ] && [ -x "$TGTADM" ] || setup_fail "build first: cargo build --release ($TGTD)"
+[ -x "$TGTD" ] && [ -x "$TGTADM" ] && [ -x "$TGT_ADMIN" ] ||
+  setup_fail "build first: cargo build --release ($TGTD, tgtadm, tgt-admin)"
 [ -f "$VMI" ] || setup_fail "vm-initiator.sh not found (VMI=...)"
 
 # Host packages the harness uses; waiting for the dpkg lock (other jobs may hold it), and
@@ -68,7 +71,7 @@ cleanup() {
     kill -KILL "$TPID" 2>/dev/null   # tgtd ignores SIGTERM, as tgt's does
     wait "$TPID" 2>/dev/null
   fi
-  rm -rf "$DIR/disk1" "$DIR/disk2"
+  rm -f "$DIR/disk1" "$DIR/disk2"
   [ "$LOGS" = "$DIR" ] || rm -rf "$DIR"
 }
 trap cleanup EXIT
@@ -82,22 +85,30 @@ up=0
 for _ in $(seq 200); do adm --op show --mode sys >/dev/null 2>&1 && { up=1; break; }; sleep 0.05; done
 [ $up = 1 ] || { tail -5 "$LOGS/tgtd.log"; setup_fail "tgtd did not come up"; }
 
-# Target 1 (tid 1, LUN 1: step 4 grows it) open to all; target 2 with mutual CHAP.
+# The targets come from a targets.conf applied by our tgt-admin (tgt's service start):
+# target 1 (tid 1: tgt-admin numbers targets in name order; LUN 1, which step 4 grows) open
+# to all, target 2 with mutual CHAP.
 truncate -s 128M "$DIR/disk1"
 head -c 16M /dev/urandom >"$DIR/disk2"
 SUM2=$(head -c 1048576 "$DIR/disk2" | sha256sum | cut -c1-64)
-set -e
-adm --lld iscsi --op new --mode target --tid 1 -T $IQN1
-adm --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$DIR/disk1"
-adm --lld iscsi --op bind --mode target --tid 1 -I ALL
-adm --lld iscsi --op new --mode target --tid 2 -T $IQN2
-adm --lld iscsi --op new --mode logicalunit --tid 2 --lun 1 -b "$DIR/disk2"
-adm --lld iscsi --op bind --mode target --tid 2 -I ALL
-adm --lld iscsi --op new --mode account --user alice --password alicesecret12
-adm --lld iscsi --op new --mode account --user bob --password bobsecret1234
-adm --lld iscsi --op bind --mode account --tid 2 --user alice
-adm --lld iscsi --op bind --mode account --tid 2 --user bob --outgoing
-set +e
+cat >"$DIR/targets.conf" <<CONF
+default-driver iscsi
+<target $IQN1>
+    backing-store $DIR/disk1
+</target>
+<target $IQN2>
+    <backing-store $DIR/disk2>
+        lun 1
+    </backing-store>
+    incominguser alice alicesecret12
+    outgoinguser bob bobsecret1234
+</target>
+CONF
+timeout 60 "$TGT_ADMIN" -C "$CTL" -v -e -c "$DIR/targets.conf" >"$LOGS/tgt-admin.log" 2>&1 ||
+  { cat "$LOGS/tgt-admin.log"; setup_fail "tgt-admin -e failed"; }
+adm --op show --mode target >"$LOGS/show-target.txt" 2>&1
+grep -q "Target 1: $IQN1\$" "$LOGS/show-target.txt" && grep -q "bob (outgoing)" "$LOGS/show-target.txt" ||
+  { cat "$LOGS/show-target.txt"; setup_fail "tgt-admin did not configure the targets as expected"; }
 
 # Step 8 runs in the guest right after step 2's login (vm-initiator's VMI_AFTER_LOGIN hook).
 P=10.0.2.2:$PORT
