@@ -521,3 +521,127 @@ fn update_after_edit_matches() {
     assert!(after_update.contains("State: offline"), "{after_update}");
     assert_eq!(shows[1][4].1.lines().next(), Some("Account list:"));
 }
+
+/// Our reading of a file, as JSON in JSON::PP's canonical form (keys sorted, undef → null).
+fn to_json(v: &general::Value) -> String {
+    fn s(out: &mut String, t: &str) {
+        out.push('"');
+        for c in t.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    fn go(out: &mut String, v: &general::Value) {
+        match v {
+            general::Value::Str(None) => out.push_str("null"),
+            general::Value::Str(Some(t)) => s(out, t),
+            general::Value::List(l) => {
+                out.push('[');
+                for (i, x) in l.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    go(out, x);
+                }
+                out.push(']');
+            }
+            general::Value::Hash(h) => {
+                out.push('{');
+                for (i, (k, x)) in h.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    s(out, k);
+                    out.push(':');
+                    go(out, x);
+                }
+                out.push('}');
+            }
+        }
+    }
+    let mut out = String::new();
+    go(&mut out, v);
+    out
+}
+
+/// Config::General's reading of `path` with tgt-admin's options, as canonical JSON; `None`
+/// when it refuses the file.
+fn perl_reading(path: &Path) -> Option<String> {
+    let script = "use Config::General qw(ParseConfig); use JSON::PP; \
+        my %c = ParseConfig(-ConfigFile => $ARGV[0], -UseApacheInclude => 1, \
+        -IncludeDirectories => 1, -IncludeGlob => 1, -MergeDuplicateBlocks => 1); \
+        print JSON::PP->new->canonical->encode(\\%c);";
+    let o = Command::new("perl")
+        .args(["-e", script, path.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run perl");
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+use curve_tgt::mgmt::targets_conf::general;
+
+/// The parser reads every corpus file, and a set of syntax corner cases, into the same tree
+/// as Perl's Config::General (with tgt-admin's options), and refuses the same files.
+#[test]
+fn parser_matches_config_general() {
+    require("perl", "perl");
+    require(
+        "/usr/share/perl5/Config/General.pm",
+        "libconfig-general-perl",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    stage(dir.path());
+    let corner_cases = [
+        "<target \"iqn.a:quoted\">\n  vendor_id \"va\"lue\"\n  product_id = \"x y\"  \n  \
+         product_rev ab\\\"c\n  scsi_sn a\\\\b\n  scsi_id  two  spaces\n</target>\n",
+        "<target iqn.a:eq>\n  <backing-store /x>\n    lun=3\n    vendor_id=v=1\n    \
+         params   a=1,b=2\n    params c=3\n  </backing-store>\n  initiator-address=1.2.3.4\n\
+         </target>\n<target iqn.a:eq>\n  lun 4\n</target>\n",
+        "a b # comment\nc d\\#e\nf g \\\n   h\\\n i\nempty\n  <blk>\n k v\n </blk>\n",
+        "<target t>\n  <backing-store /d1>\n  </backing-store>\n  backing-store /d2\n</target>\n",
+        "<target t>\n backing-store /d1\n <backing-store /d2>\n </backing-store>\n</target>\n",
+        "<target iqn.e:y/>\nx 1\n",
+        "<target x>\nlun 1\n",
+        "</target>\n",
+        "key = \"\"\nk2 \"\nk3 'single'\n",
+        "Include /nonexistent/file.conf\n",
+    ];
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+        .collect();
+    for (i, text) in corner_cases.iter().enumerate() {
+        let p = dir.path().join(format!("corner{i}.txt"));
+        std::fs::write(&p, text).unwrap();
+        files.push(p);
+    }
+    files.sort();
+    let mut diffs = Vec::new();
+    for f in &files {
+        let want = perl_reading(f);
+        let got = general::parse_file(f.to_str().unwrap(), &mut |_| {})
+            .ok()
+            .map(|n| to_json(&general::Value::Hash(n)));
+        if want != got {
+            diffs.push(format!(
+                "{}:\n  Config::General: {want:?}\n  ours:            {got:?}",
+                f.display()
+            ));
+        }
+    }
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
