@@ -210,6 +210,63 @@ fn write_with_immediate_data_then_r2t() {
     assert_eq!(rsp.bhs()[3], 0);
 }
 
+/// Issue 11 item 6: a WRITE's expected length buys it no buffer. Only arrived bytes are
+/// held until the data is solicited; the full buffer comes from the shard's write budget
+/// before the first R2T, and with no room the R2T waits (the writer is paced, not memory).
+#[test]
+fn write_buffers_come_from_the_budget_and_r2ts_wait_for_room() {
+    let mut s = session(FfpParams {
+        max_burst: 4096,
+        ..Default::default()
+    });
+    let budget = WriteBudget::new(8192);
+    s.set_write_budget(budget.clone());
+    // A: 8 KiB, all solicited: its buffer is taken, its first R2T goes out.
+    feed(&mut s, &cmd_pdu(1, 10, false, true, 8192, &[]));
+    assert_eq!(budget.used_bytes(), 8192);
+    let r2t = s.out.pop_front().expect("R2T for A");
+    assert_eq!(be32(r2t.bhs(), 16), 1);
+    // B: 4 KiB with 512 bytes of immediate data: only those are held; no room, no R2T.
+    feed(&mut s, &cmd_pdu(2, 11, false, true, 4096, &[9u8; 512]));
+    assert_eq!(budget.used_bytes(), 8192 + 512);
+    assert!(s.out.is_empty(), "B's R2T waits for room");
+    assert!(s.writes_waiting());
+    // C: 32 MiB expected, held behind a CmdSN gap: nothing is allocated for it.
+    feed(&mut s, &cmd_pdu(3, 13, false, true, 32 << 20, &[]));
+    assert_eq!(budget.used_bytes(), 8192 + 512);
+    // A's data arrives and A finishes: its 8 KiB go back and B's R2T goes out.
+    let ttt = be32(r2t.bhs(), 20);
+    feed(&mut s, &data_out(1, ttt, 0, true, &[1u8; 4096]));
+    let ttt = be32(s.out.pop_front().expect("A's second R2T").bhs(), 20);
+    feed(&mut s, &data_out(1, ttt, 4096, true, &[1u8; 4096]));
+    let a = s.next_ready().expect("A complete");
+    s.finish(a, good(DataIn::None), Some(8192));
+    assert_eq!(
+        budget.used_bytes(),
+        4096,
+        "B's whole buffer, its 512 bytes included"
+    );
+    let r2t = s
+        .out
+        .iter()
+        .find(|p| p.bhs()[0] == op::R2T)
+        .expect("B's R2T after A finished");
+    assert_eq!((be32(r2t.bhs(), 16), be32(r2t.bhs(), 40)), (2, 512));
+    let ttt = be32(r2t.bhs(), 20);
+    feed(&mut s, &data_out(2, ttt, 512, true, &[2u8; 3584]));
+    let b = s.next_ready().expect("B complete");
+    let data = s.task(b).unwrap().data_out();
+    assert_eq!((data.len(), data[0], data[511], data[512]), (4096, 9, 9, 2));
+    s.abort_everything();
+    assert_eq!(
+        budget.used_bytes(),
+        4096,
+        "B runs: its buffer stays until it completes"
+    );
+    assert!(s.finish(b, good(DataIn::None), Some(4096)).is_none());
+    assert_eq!(budget.used_bytes(), 0, "every byte given back");
+}
+
 #[test]
 fn data_outside_r2t_is_rejected() {
     let mut s = session(FfpParams::default());
