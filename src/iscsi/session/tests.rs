@@ -416,6 +416,32 @@ fn duplicate_cmd_sns_are_ignored() {
     assert_eq!(s.exp_cmd_sn(), CmdSn(14));
 }
 
+/// A non-immediate NOP-Out ahead of a CmdSN gap is answered at once and its CmdSN counted
+/// as used: once the gap fills, ExpCmdSN passes it (before, it was never counted and the
+/// session stalled at that CmdSN). A second NOP-Out with the same CmdSN is a duplicate.
+#[test]
+fn requests_ahead_of_a_gap_leave_no_hole() {
+    let mut s = session(FfpParams::default());
+    let mut nop = vec![0u8; BHS_LEN];
+    nop[0] = op::NOP_OUT;
+    nop[1] = 0x80;
+    nop[16..20].copy_from_slice(&9u32.to_be_bytes());
+    nop[20..24].copy_from_slice(&0xffff_ffffu32.to_be_bytes());
+    nop[24..28].copy_from_slice(&11u32.to_be_bytes());
+    feed(&mut s, &nop);
+    assert_eq!(s.out.pop_front().expect("echoed").bhs()[0], op::NOP_IN);
+    feed(&mut s, &nop);
+    assert!(s.out.is_empty(), "duplicate CmdSN ignored");
+    feed(&mut s, &cmd_pdu(1, 10, true, false, 512, &[]));
+    assert_eq!(
+        s.exp_cmd_sn(),
+        CmdSn(12),
+        "past the command and the NOP-Out"
+    );
+    feed(&mut s, &cmd_pdu(2, 12, true, false, 512, &[]));
+    assert_eq!(s.task_count(), 2);
+}
+
 #[test]
 fn queue_depth_512_never_closes_the_window_early() {
     let mut s = session(FfpParams::default());
