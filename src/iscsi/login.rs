@@ -1007,7 +1007,7 @@ impl LoginSm {
     }
 
     fn fail(&mut self, req: &LoginReq, e: LoginError) -> LoginStep {
-        tracing::info!(peer = %self.ctx.peer, error = %e, "login refused");
+        crate::log::event::login_refused(self.ctx.peer, &e);
         self.state = State::Finished;
         let mut text = TextPairs::new();
         if let LoginError::Redirected { address, .. } = &e {

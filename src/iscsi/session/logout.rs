@@ -20,6 +20,7 @@ impl Session {
             LogoutReason::Other(_) => 2,
         };
         self.queue(Bhs::logout_response(l.itt, response, 2, 20), Payload::None);
+        crate::log::event::logout(&self.initiator_name, self.tsih.0, &l.reason);
         if response == 0 {
             self.abort_all(|_| true);
             self.close = Some(CloseAfter::Flush);

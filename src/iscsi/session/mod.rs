@@ -99,6 +99,9 @@ pub enum Event {
     LunReset { lun: Lun },
     /// TARGET WARM/COLD RESET.
     TargetReset { cold: bool },
+    /// A task that was executing (its backend operation in flight) was aborted: the owner
+    /// cancels that operation. The task's slot stays taken until the owner's `finish`.
+    Cancel { task: TaskRef },
 }
 
 /// Extra slots above the window for immediate commands and TMF-aborted stragglers.

@@ -71,7 +71,11 @@ impl Session {
             return;
         };
         match t.state {
-            TaskState::Executing | TaskState::Aborted => t.state = TaskState::Aborted,
+            TaskState::Aborted => {}
+            TaskState::Executing => {
+                t.state = TaskState::Aborted;
+                self.events.push_back(Event::Cancel { task: r });
+            }
             TaskState::WaitCmdSn => {
                 // Never delivered: its CmdSN stays used, so ExpCmdSN can pass it.
                 self.window.drop_held(r);

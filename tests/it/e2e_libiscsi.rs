@@ -1,7 +1,7 @@
 //! End to end with real initiators: libiscsi's command-line tools and QEMU's iSCSI client log
 //! in to our tgtd, inspect the LUN, write data and read it back.
 
-mod common;
+use crate::common;
 use common::{require_tool, run, Tgtd};
 
 const IQN: &str = "iqn.2026-11.io.curve-tgt:e2e";

@@ -5,7 +5,7 @@
 //! tgt-admin's own output, `tgtadm --op show --mode target`, `tgt-admin --dump`, and what
 //! libiscsi's tools can and cannot reach (address ACL, name ACL, CHAP, mutual CHAP).
 
-mod admin;
+use crate::admin;
 use admin::{normalize, require, require_debian_tgt, Daemon, Impl, DEBIAN_TGT_ADMIN};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -1,7 +1,7 @@
 //! Hostile initiators: malformed PDUs end only their own connection, never the shard, and
 //! other initiators keep working on the same target.
 
-mod common;
+use crate::common;
 use common::{require_tool, run, Tgtd};
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,7 +1,7 @@
 //! NOP-In keep-alive (tgtadm target update nop_interval/nop_count, as tgt): a silent
 //! initiator is pinged and then disconnected; one that answers the pings stays connected.
 
-mod common;
+use crate::common;
 use common::initiator::{be32, login, nop_out_reply, read_pdu};
 use common::Tgtd;
 use std::io::Write;

@@ -2,7 +2,7 @@
 //! stand in for Curve's balancer and the scripted initiator reads the Login Response. No
 //! external iSCSI tool is needed.
 
-mod common;
+use crate::common;
 use common::initiator::{login, login_status, read_pdu, send_leading_login, text_value};
 use common::Tgtd;
 use std::net::TcpStream;

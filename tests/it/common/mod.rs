@@ -49,6 +49,46 @@ impl Tgtd {
 
     /// As `start_with`, with these environment variables set for tgtd.
     pub fn start_env(cores: Option<&str>, env: &[(&str, &str)]) -> Tgtd {
+        Tgtd::spawn(cores, env, &[], false)
+    }
+
+    /// Starts tgtd with one shard, its log (stderr) going to [`Tgtd::log`]'s file.
+    pub fn start_logged() -> Tgtd {
+        Tgtd::spawn(Some("0"), &[], &[], true)
+    }
+
+    /// What tgtd has logged so far (only for [`Tgtd::start_logged`]).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tgtd.log")).unwrap_or_default()
+    }
+
+    /// Polls (bounded) until tgtd's log has a line containing every one of `parts`; returns
+    /// that line.
+    pub fn wait_log_line(&self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(l) = self
+                .log()
+                .lines()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
+                return l.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {parts:?}; the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// As `start_env`, with these extra tgtd arguments.
+    pub fn start_full(cores: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Tgtd {
+        Tgtd::spawn(cores, env, args, false)
+    }
+
+    fn spawn(cores: Option<&str>, env: &[(&str, &str)], args: &[&str], logged: bool) -> Tgtd {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let ctl = 20000 + (std::process::id() % 10000) as u16 + (port % 7);
@@ -61,11 +101,16 @@ impl Tgtd {
         if let Some(c) = cores {
             cmd.arg("--cores").arg(c);
         }
+        cmd.args(args);
         cmd.envs(env.iter().copied());
         let child = cmd
             .env("TGT_IPC_SOCKET", dir.path().join("socket"))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(if logged {
+                Stdio::from(std::fs::File::create(dir.path().join("tgtd.log")).unwrap())
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("spawn tgtd");
         let t = Tgtd {

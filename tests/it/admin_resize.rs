@@ -3,7 +3,7 @@
 //! ATTENTION / CAPACITY DATA HAS CHANGED (2A/09), after which READ CAPACITY reports the new
 //! size; a fresh initiator (libiscsi) and `tgtadm --op show` see it too.
 
-mod admin;
+use crate::admin;
 use admin::{require, Daemon, Impl, Initiator};
 
 const IQN: &str = "iqn.2001-04.com.example:resize";

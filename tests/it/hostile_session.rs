@@ -3,7 +3,7 @@
 //! data digest error, and text requests in pieces. Each test asserts what the initiator sees
 //! on the wire and, for writes, what reached the medium.
 
-mod common;
+use crate::common;
 use common::initiator::{
     be32, login, login_with, logout_session, read_pdu, read_until_close, task_mgmt,
     test_unit_ready, text_req, text_value, write10_immediate,

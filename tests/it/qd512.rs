@@ -2,7 +2,7 @@
 //! a command window of at least 512 at login and answer every command without the initiator
 //! ever waiting for MaxCmdSN (the queue_depth-512 VM hosts this product is for).
 
-mod common;
+use crate::common;
 use common::initiator::{be32, login, read_pdu};
 use common::Tgtd;
 use std::io::Write;

@@ -3,7 +3,7 @@
 //! those counts (tgt's columns and rules), and the latency table must count exactly the
 //! READs and WRITEs.
 
-mod common;
+use crate::common;
 use common::initiator::{be32, login, read_pdu};
 use common::Tgtd;
 use std::io::Write;

@@ -3,7 +3,7 @@
 //! next login, target/system offline refuse logins, `lld stop`/`lld start` close and reopen
 //! the portals, and `sys delete` stops tgtd promptly.
 
-mod admin;
+use crate::admin;
 use admin::{require_debian_tgt, Daemon, Impl, Initiator};
 use std::io::ErrorKind;
 use std::net::TcpStream;
