@@ -577,3 +577,55 @@ fn check_condition_carries_sense_in_response() {
     assert_eq!(&p.payload.bytes()[..2], &(sense.len() as u16).to_be_bytes());
     assert_eq!(&p.payload.bytes()[2..], &sense[..]);
 }
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any arrival order of the CmdSNs of an advertised window, with duplicates mixed in:
+        /// every command runs exactly once and in CmdSN order, none is refused, MaxCmdSN never
+        /// moves back, and the window is whole again once all have finished.
+        #[test]
+        fn any_order_inside_the_window_runs_everything_once(
+            order in proptest::sample::subsequence((0u32..48).collect::<Vec<_>>(), 48)
+                .prop_shuffle(),
+            dups in proptest::collection::vec(0usize..48, 0..16),
+            finish_every in 1usize..8,
+        ) {
+            let depth = 48u32;
+            let mut s = session(FfpParams { max_queue_cmd: depth, ..Default::default() });
+            let mut max = s.current_max_cmd_sn();
+            let mut ran = Vec::new();
+            let mut fed = 0usize;
+            for (k, &i) in order.iter().enumerate() {
+                feed(&mut s, &cmd_pdu(i, 10 + i, true, false, 512, &[]));
+                fed += 1;
+                // Duplicates of CmdSNs already sent, under ITTs of their own.
+                if let Some(&d) = dups.get(k).filter(|&&d| d < k) {
+                    let j = order[d];
+                    feed(&mut s, &cmd_pdu(1000 + j, 10 + j, true, false, 512, &[]));
+                }
+                prop_assert!(s.out.iter().all(|p| p.bhs()[0] != op::REJECT), "no Reject");
+                prop_assert!(!s.current_max_cmd_sn().lt(max), "MaxCmdSN went back");
+                max = s.current_max_cmd_sn();
+                if fed % finish_every == 0 {
+                    while let Some(r) = s.next_ready() {
+                        ran.push(s.task(r).unwrap().itt.0);
+                        s.finish(r, good(DataIn::Bytes(vec![0; 512])), None);
+                        prop_assert!(!s.current_max_cmd_sn().lt(max));
+                        max = s.current_max_cmd_sn();
+                    }
+                }
+            }
+            while let Some(r) = s.next_ready() {
+                ran.push(s.task(r).unwrap().itt.0);
+                s.finish(r, good(DataIn::Bytes(vec![0; 512])), None);
+            }
+            prop_assert_eq!(ran, (0..depth).collect::<Vec<_>>());
+            prop_assert_eq!(s.task_count(), 0);
+            prop_assert_eq!(s.exp_cmd_sn(), CmdSn(10 + depth));
+            prop_assert_eq!(s.current_max_cmd_sn(), CmdSn(10 + depth + depth - 1));
+        }
+    }
+}
