@@ -7,7 +7,9 @@ use super::owners::Owner;
 use super::ring::{clock, Ring};
 use super::slots::{Slab, SlotKey};
 use super::timers::{TimerKey, TimerOwner, Timers};
-use crate::backing::engine::{Completion, Engine, OpId, OpRequest, Reactor, RingToken, TimerId};
+use crate::backing::engine::{
+    Completion, Engine, EngineEnv, EngineMsg, Mailbox, OpId, OpRequest, Reactor, RingToken, TimerId,
+};
 use crate::backing::{BackingStore, BlockIo};
 use crate::buf::BufPool;
 use crate::iscsi::task::TaskRef;
@@ -69,6 +71,8 @@ pub struct Backends {
     connects: HashMap<u64, Connecting>,
     /// Some engine is retiring (see [`Backends::reap`]).
     retiring: bool,
+    /// How engines' mailboxes reach the shards (`None` in unit tests: messages are dropped).
+    shared: Option<Arc<super::Shared>>,
 }
 
 /// What the shard lends an engine for one call.
@@ -165,6 +169,14 @@ fn op_key(op: OpId) -> SlotKey {
 }
 
 impl Backends {
+    /// A shard's backends; engines' mailboxes post through `shared`.
+    pub fn new(shared: Arc<super::Shared>) -> Backends {
+        Backends {
+            shared: Some(shared),
+            ..Backends::default()
+        }
+    }
+
     /// The engine serving `store` on this shard, made on first use.
     fn engine_for(&mut self, shard: usize, store: &Arc<dyn BackingStore>) -> u16 {
         // Linear: a shard serves few stores, and comparing a handful of pointers beats
@@ -175,9 +187,19 @@ impl Backends {
         }) {
             return e as u16;
         }
+        let mailbox = match &self.shared {
+            Some(shared) => {
+                let (shared, weak) = (shared.clone(), Arc::downgrade(store));
+                Mailbox::new(shared.handles.len(), move |to, msg| {
+                    let store = weak.clone();
+                    shared.send(to, super::msg::ShardMsg::Engine { store, msg });
+                })
+            }
+            None => Mailbox::none(),
+        };
         let slot = EngineSlot {
             store: store.clone(),
-            engine: store.engine(shard),
+            engine: store.engine(EngineEnv { shard, mailbox }),
             outstanding: Outstanding::default(),
             retiring: false,
         };
@@ -323,6 +345,25 @@ impl Backends {
         }
     }
 
+    /// Hands a mailbox message to `store`'s engine on this shard (dropped when there is none).
+    pub fn deliver(
+        &mut self,
+        ring: &mut Ring,
+        timers: &mut Timers,
+        pool: &BufPool,
+        store: &std::sync::Weak<dyn BackingStore>,
+        msg: EngineMsg,
+    ) {
+        let Some(i) = self.engines.iter().position(|s| {
+            s.as_ref().is_some_and(|s| {
+                !s.retiring && std::ptr::addr_eq(Arc::as_ptr(&s.store), store.as_ptr())
+            })
+        }) else {
+            return;
+        };
+        self.with_engine(i as u16, ring, timers, pool, |e, r| e.on_message(msg, r));
+    }
+
     /// Asks the engine to stop `op` (it still completes, into `done`).
     pub fn cancel(&mut self, ring: &mut Ring, timers: &mut Timers, pool: &BufPool, op: OpId) {
         let Some(e) = self.ops.get_mut(op_key(op)) else {
@@ -447,7 +488,7 @@ mod tests {
         fn caps(&self) -> BackingCaps {
             BackingCaps::default()
         }
-        fn engine(&self, _shard: usize) -> Box<dyn Engine> {
+        fn engine(&self, _env: EngineEnv) -> Box<dyn Engine> {
             Box::new(LingeringEngine)
         }
     }
@@ -552,7 +593,7 @@ mod tests {
         fn caps(&self) -> BackingCaps {
             BackingCaps::default()
         }
-        fn engine(&self, _shard: usize) -> Box<dyn Engine> {
+        fn engine(&self, _env: EngineEnv) -> Box<dyn Engine> {
             unreachable!("made by the test")
         }
     }
@@ -666,5 +707,118 @@ mod tests {
             (250_000_000..5_000_000_000).contains(&took),
             "ended at the deadline: {took} ns"
         );
+    }
+
+    /// A store whose engine records the numbers posted to it and hands its mailbox out.
+    #[derive(Debug)]
+    struct Listening {
+        got: Arc<std::sync::Mutex<Vec<u32>>>,
+        mailbox: Arc<std::sync::Mutex<Option<Mailbox>>>,
+    }
+
+    struct ListeningEngine(Arc<std::sync::Mutex<Vec<u32>>>);
+
+    impl Engine for ListeningEngine {
+        fn start(&mut self, _op: OpId, _req: OpRequest, _r: &mut dyn Reactor) {}
+        fn on_cqe(&mut self, _tag: u64, _res: i32, _flags: u32, _r: &mut dyn Reactor) {}
+        fn on_timer(&mut self, _tag: u64, _r: &mut dyn Reactor) {}
+        fn cancel(&mut self, _op: OpId, _r: &mut dyn Reactor) {}
+        fn in_flight(&self) -> usize {
+            0
+        }
+        fn on_message(&mut self, msg: EngineMsg, _r: &mut dyn Reactor) {
+            let n = *msg.downcast::<u32>().expect("the store posts u32s");
+            self.0.lock().unwrap().push(n);
+        }
+    }
+
+    impl BackingStore for Listening {
+        fn bstype(&self) -> &'static str {
+            "listening"
+        }
+        fn path(&self) -> &str {
+            ""
+        }
+        fn oflags(&self) -> BsOFlags {
+            BsOFlags::default()
+        }
+        fn size_bytes(&self) -> io::Result<u64> {
+            Ok(0)
+        }
+        fn caps(&self) -> BackingCaps {
+            BackingCaps::default()
+        }
+        fn engine(&self, env: EngineEnv) -> Box<dyn Engine> {
+            *self.mailbox.lock().unwrap() = Some(env.mailbox);
+            Box::new(ListeningEngine(self.got.clone()))
+        }
+    }
+
+    #[test]
+    fn mailbox_reaches_the_stores_engine_on_the_named_shard() {
+        use super::super::msg::ShardMsg;
+        use super::super::{ShardHandle, Shared};
+        use std::os::fd::FromRawFd;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        // SAFETY: eventfd returns a new descriptor or -1 (checked).
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: `fd` is a fresh descriptor we own.
+        let wake = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let (ctl, _ctl_rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            handles: vec![ShardHandle { tx, wake }],
+            shard_conns: vec![std::sync::atomic::AtomicUsize::new(0)],
+            registry: Default::default(),
+            control: ctl,
+            callbacks: super::super::callback::CallbackRunner::new(
+                1,
+                std::time::Duration::from_secs(1),
+            ),
+            options: Default::default(),
+        });
+        let mut ring = Ring::new().unwrap();
+        let mut timers = Timers::default();
+        let pool = BufPool::new();
+        let mut b = Backends::new(shared);
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mailbox = Arc::new(std::sync::Mutex::new(None));
+        let store: Arc<dyn BackingStore> = Arc::new(Listening {
+            got: got.clone(),
+            mailbox: mailbox.clone(),
+        });
+        let other: Arc<dyn BackingStore> = Arc::new(Lingering);
+        b.engine_for(0, &store);
+        b.engine_for(0, &other);
+        // The store's control side posts from another thread.
+        let mb = mailbox
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("engine made with a mailbox");
+        assert_eq!(mb.shards(), 1);
+        std::thread::spawn(move || {
+            mb.post(0, Box::new(7u32));
+            mb.post(1, Box::new(8u32)); // no such shard: dropped
+        })
+        .join()
+        .unwrap();
+        let ShardMsg::Engine { store: to, msg } = rx.try_recv().expect("a message for shard 0")
+        else {
+            panic!("an engine message")
+        };
+        assert!(rx.try_recv().is_err(), "only one message");
+        b.deliver(&mut ring, &mut timers, &pool, &to, msg);
+        assert_eq!(*got.lock().unwrap(), vec![7]);
+        // A message for a store without an engine here goes nowhere.
+        let gone: Arc<dyn BackingStore> = Arc::new(Lingering);
+        b.deliver(
+            &mut ring,
+            &mut timers,
+            &pool,
+            &Arc::downgrade(&gone),
+            Box::new(9u32),
+        );
+        assert_eq!(*got.lock().unwrap(), vec![7]);
     }
 }

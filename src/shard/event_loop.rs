@@ -77,6 +77,7 @@ impl Shard {
         wake_fd: RawFd,
         shared: Arc<Shared>,
     ) -> std::io::Result<Shard> {
+        let mailboxes = shared.clone();
         Ok(Shard {
             id,
             ring: Ring::new()?,
@@ -88,7 +89,7 @@ impl Shard {
             conns: Slab::default(),
             dirty: Vec::new(),
             pool: BufPool::new(),
-            backends: Backends::default(),
+            backends: Backends::new(mailboxes),
             timers: Timers::default(),
             shutting_down: false,
             holding: Vec::new(),
@@ -297,6 +298,10 @@ impl Shard {
                         });
                 }
                 ShardMsg::CallbackDone { conn, result } => self.callback_done(conn, result),
+                ShardMsg::Engine { store, msg } => {
+                    self.backends
+                        .deliver(&mut self.ring, &mut self.timers, &self.pool, &store, msg)
+                }
                 ShardMsg::Stats(reply) => {
                     let _ = reply.send(self.stats());
                 }
