@@ -428,6 +428,11 @@ impl Backends {
         }
     }
 
+    /// Whether no engine is left (all retired and reaped).
+    pub fn is_empty(&self) -> bool {
+        self.engines.iter().all(Option::is_none)
+    }
+
     /// Operations the engines say are in flight (checked against `ops`).
     pub fn engines_in_flight(&self) -> usize {
         self.engines
