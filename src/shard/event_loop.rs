@@ -36,6 +36,9 @@ use std::sync::Arc;
 /// arrives meanwhile is served without the wake-up of a sleeping (on a VM: halted) CPU.
 /// Never while holding responses. `CURVE_TGT_POLL_US` overrides; 0 turns it off.
 const POLL_NS: u64 = 50_000;
+/// At shutdown, how long to wait for engines' submissions to drain once every connection
+/// is closed.
+const SHUTDOWN_DRAIN_NS: u64 = 5_000_000_000;
 /// The keep-alive tick (NOP-In decisions are counted in these).
 const NOP_TICK_NS: u64 = 1_000_000_000;
 
@@ -54,6 +57,8 @@ pub struct Shard {
     pub(super) backends: Backends,
     pub(super) timers: Timers,
     shutting_down: bool,
+    /// The bound on waiting for engines to go idle at shutdown has passed.
+    shutdown_expired: bool,
     /// Connections holding responses back, and the earliest of their deadlines.
     pub(super) holding: Vec<SlotKey>,
     pub(super) hold_deadline: Option<u64>,
@@ -77,6 +82,7 @@ impl Shard {
         wake_fd: RawFd,
         shared: Arc<Shared>,
     ) -> std::io::Result<Shard> {
+        let mailboxes = shared.clone();
         Ok(Shard {
             id,
             ring: Ring::new()?,
@@ -88,9 +94,10 @@ impl Shard {
             conns: Slab::default(),
             dirty: Vec::new(),
             pool: BufPool::new(),
-            backends: Backends::default(),
+            backends: Backends::new(mailboxes),
             timers: Timers::default(),
             shutting_down: false,
+            shutdown_expired: false,
             holding: Vec::new(),
             hold_deadline: None,
             nop_timer: None,
@@ -122,7 +129,13 @@ impl Shard {
         let mut cqes = std::mem::take(&mut self.cqes);
         loop {
             if self.shutting_down && self.conns.is_empty() {
-                break;
+                // Engines may still have submissions in the kernel (a remote store's
+                // sockets): retire them and wait, bounded, until nothing points into them.
+                self.backends
+                    .prune(&mut self.ring, &mut self.timers, &self.pool, |_| false);
+                if self.backends.is_empty() || self.shutdown_expired {
+                    break;
+                }
             }
             let how = self.wait_mode();
             if let Err(e) = self.ring.wait(how) {
@@ -165,6 +178,7 @@ impl Shard {
             self.expire_timers();
             self.apply_completions();
             self.service_dirty();
+            self.backends.reap();
             self.ring.arm_timer(self.timers.next_deadline());
             #[cfg(debug_assertions)]
             self.check_invariants();
@@ -194,6 +208,7 @@ impl Shard {
                     self.arm_nop();
                 }
                 TimerOwner::LoginDeadline { conn } => self.login_deadline(conn),
+                TimerOwner::ShutdownDeadline => self.shutdown_expired = true,
                 other => {
                     self.backends
                         .on_timer(&mut self.ring, &mut self.timers, &self.pool, other)
@@ -286,15 +301,20 @@ impl Shard {
                     self.cfg = c;
                     self.arm_nop();
                     let cfg = self.cfg.clone();
-                    self.backends.prune(|store| {
-                        cfg.targets.values().any(|t| {
-                            t.luns
-                                .values()
-                                .any(|lu| lu.backing().is_some_and(|b| Arc::ptr_eq(b, store)))
-                        })
-                    });
+                    self.backends
+                        .prune(&mut self.ring, &mut self.timers, &self.pool, |store| {
+                            cfg.targets.values().any(|t| {
+                                t.luns
+                                    .values()
+                                    .any(|lu| lu.backing().is_some_and(|b| Arc::ptr_eq(b, store)))
+                            })
+                        });
                 }
                 ShardMsg::CallbackDone { conn, result } => self.callback_done(conn, result),
+                ShardMsg::Engine { store, msg } => {
+                    self.backends
+                        .deliver(&mut self.ring, &mut self.timers, &self.pool, &store, msg)
+                }
                 ShardMsg::Stats(reply) => {
                     let _ = reply.send(self.stats());
                 }
@@ -315,6 +335,8 @@ impl Shard {
                 }
                 ShardMsg::Shutdown => {
                     self.shutting_down = true;
+                    self.timers
+                        .insert(clock() + SHUTDOWN_DRAIN_NS, TimerOwner::ShutdownDeadline);
                     for k in self.conns.keys() {
                         self.begin_close(k);
                     }
