@@ -12,6 +12,7 @@ pub mod msg;
 pub mod plane;
 pub mod stats;
 pub mod token;
+pub mod zerocopy;
 
 use crate::iscsi::registry::SessionRegistry;
 use callback::CallbackRunner;
