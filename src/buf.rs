@@ -24,6 +24,9 @@ const CACHE_BYTES_PER_CLASS: usize = 64 << 20;
 
 struct FreeLists {
     classes: [Vec<NonNull<u8>>; NR_CLASSES],
+    /// Pooled buffers handed out and not yet back: with zero-copy, a buffer comes back only
+    /// after its notification, so this returns to its idle value when none is outstanding.
+    out: usize,
 }
 
 /// A shard's buffer pool: free lists per power-of-two size class, no locks.
@@ -44,6 +47,7 @@ impl BufPool {
         BufPool {
             free: Rc::new(RefCell::new(FreeLists {
                 classes: std::array::from_fn(|_| Vec::new()),
+                out: 0,
             })),
         }
     }
@@ -51,7 +55,11 @@ impl BufPool {
     /// A buffer of `len` bytes (contents unspecified, but initialised memory).
     pub fn alloc(&self, len: usize) -> IoBuf {
         let (class, cap) = class_of(len);
-        let recycled = class.and_then(|c| self.free.borrow_mut().classes[c].pop());
+        let recycled = class.and_then(|c| {
+            let mut f = self.free.borrow_mut();
+            f.out += 1;
+            f.classes[c].pop()
+        });
         let ptr = match recycled {
             Some(p) => p,
             None => raw_alloc(cap),
@@ -64,6 +72,11 @@ impl BufPool {
                 pool: class.map(|c| (self.free.clone(), c)),
             }),
         }
+    }
+
+    /// Pooled buffers handed out and not yet returned (`tgtadm --op stat`, zero-copy).
+    pub fn outstanding(&self) -> usize {
+        self.free.borrow().out
     }
 
     /// A buffer holding a copy of `data` (for small generated responses such as INQUIRY data).
@@ -106,6 +119,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Some((free, class)) = &self.pool {
             let mut free = free.borrow_mut();
+            free.out -= 1;
             let list = &mut free.classes[*class];
             if (list.len() + 1) * self.cap <= CACHE_BYTES_PER_CLASS.max(self.cap) {
                 list.push(self.ptr);
@@ -203,8 +217,13 @@ mod tests {
         a.as_mut_slice()[0] = 7;
         let p = a.as_ptr();
         drop(a);
+        assert_eq!(pool.outstanding(), 0);
         let b = pool.alloc(8000);
         assert_eq!(b.as_ptr(), p, "freed buffer of the same class is reused");
+        let c = b.clone();
+        assert_eq!(pool.outstanding(), 1, "handles of one buffer count once");
+        drop((b, c));
+        assert_eq!(pool.outstanding(), 0);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use crate::iscsi::login::LoginSm;
 use crate::iscsi::session::Session;
 use crate::iscsi::tx::TxPdu;
+use crate::shard::zerocopy::link::ZcLink;
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpStream};
 
@@ -63,6 +64,9 @@ pub struct Conn {
     /// Bytes received and sent on the socket, login included (`--op stat`).
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// Zero-copy Data-In: policy, counters, and sent batches the kernel may still read
+    /// (`shard/zerocopy`). The slot is not freed until `zc.idle()`.
+    pub zc: ZcLink,
 }
 
 impl Conn {
@@ -73,6 +77,7 @@ impl Conn {
         local: SocketAddr,
         login: LoginSm,
         generation: u16,
+        zc: ZcLink,
     ) -> Conn {
         // SAFETY: msghdr is a plain C struct for which all-zero is a valid empty value.
         let msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
@@ -101,6 +106,7 @@ impl Conn {
             hold_deadline: None,
             rx_bytes: 0,
             tx_bytes: 0,
+            zc,
         }
     }
 
@@ -167,7 +173,16 @@ impl Conn {
         self.tx_sent += n;
         let total: usize = self.tx_batch.iter().map(|p| p.wire_len()).sum();
         if self.tx_sent >= total {
-            self.tx_batch.clear();
+            // A batch that zero-copy sends may still read waits in `zc.inflight` (with the
+            // read buffers its PDUs hold) until their notifications arrive.
+            let batch = std::mem::take(&mut self.tx_batch);
+            self.tx_batch = match self.zc.inflight.retire(batch) {
+                Some(mut b) => {
+                    b.clear();
+                    b
+                }
+                None => Vec::with_capacity(TX_BATCH_PDUS),
+            };
             self.tx_sent = 0;
             true
         } else {

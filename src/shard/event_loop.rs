@@ -3,12 +3,18 @@
 //! it belongs to, run the tasks that became ready, then gather each connection's queued PDUs
 //! into one sendmsg and re-arm receives, so a burst of completions costs one submit.
 
+mod zc;
+
 use super::backend::{Next, PendingIo, ZeroCache};
 use super::callback::CallbackResult;
 use super::conn::{Conn, Phase};
 use super::msg::{ConnInfo, ControlEvent, ShardMsg};
-use super::stats::{LatencyTable, SessionSnap, ShardStats};
+use super::stats::{LatencyTable, SessionSnap, ShardStats, ZcConnSnap, ZcShardSnap};
 use super::token::{OpKind, Token};
+use super::zerocopy::link::{largest_payload, SendKind};
+use super::zerocopy::policy::ZcCounters;
+use super::zerocopy::probe::KernelSupport;
+use super::zerocopy::ZcConfig;
 use super::Shared;
 use crate::backing::IoResult;
 use crate::buf::BufPool;
@@ -82,6 +88,10 @@ pub struct Shard {
     timer_ts: Box<types::Timespec>,
     /// Per-LU read/write latency histograms (`tgtadm --op stat`).
     latency: LatencyTable,
+    /// Zero-copy settings, what the kernel supports, and the counters of closed connections.
+    zc_cfg: ZcConfig,
+    zc_kernel: KernelSupport,
+    zc_closed: ZcCounters,
 }
 
 fn entry(e: squeue::Entry, t: Token) -> squeue::Entry {
@@ -95,6 +105,7 @@ impl Shard {
         rx: Receiver<ShardMsg>,
         wake_fd: RawFd,
         shared: Arc<Shared>,
+        zc_cfg: ZcConfig,
     ) -> std::io::Result<Shard> {
         // DEFER_TASKRUN (6.1+): completion work runs only when this thread enters the ring to
         // wait, so a burst of socket events is batched into one enter instead of interrupting
@@ -111,6 +122,24 @@ impl Shard {
                     .build(RING_ENTRIES)
             })
             .or_else(|_| IoUring::new(RING_ENTRIES))?;
+        let zc_kernel = KernelSupport::probe(&ring);
+        if id == 0 && zc_cfg.enabled {
+            if zc_kernel.supports(zc_cfg.engine) {
+                tracing::info!(
+                    "zerocopy: engine {}, threshold {} bytes, kernel {} (report usage: {})",
+                    zc_cfg.engine.name(),
+                    zc_cfg.threshold_bytes,
+                    zc_kernel.release,
+                    zc_kernel.report_usage
+                );
+            } else {
+                tracing::warn!(
+                    "zerocopy: engine {} not supported by kernel {}, sending by copy",
+                    zc_cfg.engine.name(),
+                    zc_kernel.release
+                );
+            }
+        }
         Ok(Shard {
             id,
             ring,
@@ -133,6 +162,9 @@ impl Shard {
             timer_armed: false,
             timer_ts: Box::new(types::Timespec::new().sec(1)),
             latency: LatencyTable::default(),
+            zc_cfg,
+            zc_kernel,
+            zc_closed: ZcCounters::default(),
             spin_ns: std::env::var("CURVE_TGT_POLL_US")
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())
@@ -175,7 +207,7 @@ impl Shard {
     /// Runs until shut down.
     pub fn run(mut self) {
         self.arm_wake();
-        let mut cqes: Vec<(u64, i32)> = Vec::with_capacity(1024);
+        let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
         loop {
             if self.shutting_down && self.conns.iter().all(Option::is_none) {
                 break;
@@ -188,8 +220,12 @@ impl Shard {
             }
             self.release_holds();
             cqes.clear();
-            cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
-            for &(ud, res) in &cqes {
+            cqes.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            for &(ud, res, flags) in &cqes {
                 let Some(t) = Token::decode(ud) else { continue };
                 match t.kind {
                     OpKind::Wake => {
@@ -197,7 +233,9 @@ impl Shard {
                         self.arm_wake();
                     }
                     OpKind::Recv => self.on_recv(t, res),
-                    OpKind::Send => self.on_send(t, res),
+                    OpKind::Send if io_uring::cqueue::notif(flags) => self.on_zc_notif(t, res),
+                    OpKind::Send => self.on_send(t, res, flags),
+                    OpKind::ErrQueue => self.on_errqueue(t, res),
                     OpKind::Backend => self.on_backend(t, res),
                     OpKind::Timer => {
                         self.timer_armed = false;
@@ -212,7 +250,10 @@ impl Shard {
 
     /// Arms the 1 s keep-alive timer while some target wants NOP-In pings.
     fn arm_timer(&mut self) {
-        if self.timer_armed || !self.cfg.targets.values().any(|t| t.params.nop_interval > 0) {
+        let draining = self.conns.iter().flatten().any(|c| c.zc.drain.is_some());
+        if self.timer_armed
+            || !(draining || self.cfg.targets.values().any(|t| t.params.nop_interval > 0))
+        {
             return;
         }
         self.timer_armed = true;
@@ -232,6 +273,7 @@ impl Shard {
     /// One keep-alive second: ping each full-feature session of a target with nop_interval,
     /// and close connections whose pings went unanswered more than nop_count times.
     fn nop_tick(&mut self) {
+        self.zc_drain_tick();
         let cfg = self.cfg.clone();
         for ci in 0..self.conns.len() {
             let Some(c) = self.conns[ci].as_mut() else {
@@ -446,12 +488,28 @@ impl Shard {
                     cid: s.cid.0,
                     lus: s.stats.lus.clone(),
                     conn,
+                    zc: ZcConnSnap {
+                        mode: c.zc.policy.mode(),
+                        counters: c.zc.policy.counters,
+                        outstanding: c.zc.inflight.outstanding(),
+                        held: c.zc.inflight.held(),
+                    },
                 })
             })
             .collect();
         ShardStats {
             sessions,
             latency: self.latency.snapshot(),
+            zc: ZcShardSnap {
+                closed: self.zc_closed,
+                pool_buffers_out: self.pool.outstanding(),
+                draining: self
+                    .conns
+                    .iter()
+                    .flatten()
+                    .filter(|c| c.zc.drain.is_some())
+                    .count(),
+            },
         }
     }
 
@@ -516,7 +574,8 @@ impl Shard {
             tpgt: 1,
             shard: self.id,
         });
-        self.conns[usize::from(ci)] = Some(Conn::new(stream, peer, local, login, g));
+        let zc = self.new_zc_link(&stream, peer);
+        self.conns[usize::from(ci)] = Some(Conn::new(stream, peer, local, login, g, zc));
         self.shared.shard_conns[self.id].fetch_add(1, Ordering::Relaxed);
         self.live += 1;
         self.mark(ci);
@@ -543,6 +602,12 @@ impl Shard {
         let ci = t.conn;
         let Some(c) = self.conn_mut(t) else { return };
         c.recv_inflight = false;
+        if (res == -libc::EAGAIN || res == -libc::EINTR) && !c.closing {
+            // A receive woken by the error queue's POLLERR (zero-copy notifications) too
+            // often gives up with EAGAIN: nothing is wrong, receive again.
+            self.mark(ci);
+            return;
+        }
         if res <= 0 || c.closing {
             self.begin_close(ci);
             self.mark(ci);
@@ -701,10 +766,16 @@ impl Shard {
         self.mark(ci);
     }
 
-    fn on_send(&mut self, t: Token, res: i32) {
+    fn on_send(&mut self, t: Token, res: i32, flags: u32) {
         let ci = t.conn;
         let Some(c) = self.conn_mut(t) else { return };
         c.send_inflight = false;
+        if self.zc_send_done(ci, res, flags) {
+            return;
+        }
+        let Some(c) = self.conns[usize::from(ci)].as_mut() else {
+            return;
+        };
         if res < 0 {
             if res == -libc::EAGAIN || res == -libc::EINTR {
                 self.mark(ci);
@@ -934,10 +1005,14 @@ impl Shard {
         }
         let fd = c.stream.as_raw_fd();
         let msg: *const libc::msghdr = &*c.msg;
-        let e = opcode::SendMsg::new(types::Fd(fd), msg)
-            .flags(libc::MSG_NOSIGNAL as u32)
-            .build();
-        let tok = self.token(OpKind::Send, ci, None);
+        let zc = c.zc.policy.on_submit(largest_payload(&c.tx_batch));
+        let e = c.zc.send_entry(fd, msg, zc);
+        let send = c.zc.send;
+        let mut tok = self.token(OpKind::Send, ci, None);
+        if let SendKind::ZeroCopy { id: Some(id), .. } = send {
+            // The notification CQE carries this user_data too: it names the send.
+            (tok.task_slot, tok.task_gen) = ((id >> 16) as u16, id as u16);
+        }
         self.push(entry(e, tok));
     }
 
@@ -988,9 +1063,13 @@ impl Shard {
         if !c.closing || c.recv_inflight || c.send_inflight || c.io_inflight > 0 {
             return;
         }
+        if !self.zc_may_free(ci) {
+            return;
+        }
         let c = self.conns[usize::from(ci)]
             .take()
             .expect("connection present");
+        self.zc_closed.add(&c.zc.policy.counters);
         if let Phase::Ffp(s) = &c.phase {
             if let Kind::Normal { tid } = s.kind {
                 // The nexus ends with its last connection (logout, loss, reset) unless a

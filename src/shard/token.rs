@@ -13,8 +13,10 @@ pub enum OpKind {
     Send = 3,
     /// Backing-store I/O for a task.
     Backend = 4,
-    /// The shard's periodic timer (NOP-In pings).
+    /// The shard's periodic timer (NOP-In pings, zero-copy drains of closing connections).
     Timer = 5,
+    /// A connection's `recvmsg(MSG_ERRQUEUE)`: `MSG_ZEROCOPY` notifications.
+    ErrQueue = 6,
 }
 
 /// A decoded `user_data`.
@@ -45,6 +47,7 @@ impl Token {
             3 => OpKind::Send,
             4 => OpKind::Backend,
             5 => OpKind::Timer,
+            6 => OpKind::ErrQueue,
             _ => return None,
         };
         Some(Token {

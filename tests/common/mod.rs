@@ -18,6 +18,19 @@ pub struct Tgtd {
     pub ctl: u16,
 }
 
+/// How to start a tgtd beyond the defaults.
+#[derive(Default)]
+pub struct TgtdOpts<'a> {
+    pub cores: Option<&'a str>,
+    pub env: &'a [(&'a str, &'a str)],
+    /// Extra command-line arguments.
+    pub args: &'a [&'a str],
+    /// Run inside this network namespace (`ip netns exec`).
+    pub netns: Option<&'a str>,
+    /// Write stderr (the log) to `tgtd.log` in the test directory instead of inheriting it.
+    pub stderr_to_file: bool,
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -49,10 +62,27 @@ impl Tgtd {
 
     /// As `start_with`, with these environment variables set for tgtd.
     pub fn start_env(cores: Option<&str>, env: &[(&str, &str)]) -> Tgtd {
+        Tgtd::start_opts(&TgtdOpts {
+            cores,
+            env,
+            ..TgtdOpts::default()
+        })
+    }
+
+    /// Starts tgtd as `o` says (extra arguments, a network namespace, stderr to a file).
+    pub fn start_opts(o: &TgtdOpts) -> Tgtd {
+        let (cores, env) = (o.cores, o.env);
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let ctl = 20000 + (std::process::id() % 10000) as u16 + (port % 7);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tgtd"));
+        let mut cmd = match o.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_tgtd")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_tgtd")),
+        };
         cmd.arg("-f")
             .arg("-C")
             .arg(ctl.to_string())
@@ -61,11 +91,17 @@ impl Tgtd {
         if let Some(c) = cores {
             cmd.arg("--cores").arg(c);
         }
+        cmd.args(o.args);
         cmd.envs(env.iter().copied());
+        let stderr = if o.stderr_to_file {
+            Stdio::from(std::fs::File::create(dir.path().join("tgtd.log")).unwrap())
+        } else {
+            Stdio::inherit()
+        };
         let child = cmd
             .env("TGT_IPC_SOCKET", dir.path().join("socket"))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn tgtd");
         let t = Tgtd {
@@ -89,6 +125,11 @@ impl Tgtd {
             std::thread::sleep(Duration::from_millis(20));
         }
         t
+    }
+
+    /// What tgtd wrote to stderr (with `TgtdOpts::stderr_to_file`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tgtd.log")).unwrap_or_default()
     }
 
     /// Starts tgtd with one shard.

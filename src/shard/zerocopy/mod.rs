@@ -10,6 +10,7 @@
 
 pub mod errqueue;
 pub mod inflight;
+pub mod link;
 pub mod policy;
 pub mod probe;
 

@@ -87,15 +87,18 @@ impl Mode {
 /// What one connection has sent and what the kernel told it.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct ZcCounters {
-    /// Sends submitted zero-copy, and the Data-In payload bytes in them.
+    /// Sends carrying a Data-In payload at or above the threshold (eligible for zero-copy,
+    /// whatever the mode).
+    pub large_sends: u64,
+    /// Sends submitted zero-copy.
     pub zc_sends: u64,
+    /// Bytes (whole PDUs, headers included) that left by zero-copy sends, and by copy.
     pub zc_bytes: u64,
-    /// Data-In payload bytes sent by copy (below the threshold, or in copy mode).
     pub copy_bytes: u64,
     /// Notifications received, and those saying the kernel copied.
     pub notifications: u64,
     pub copied_notifications: u64,
-    /// Fallbacks by cause (each at most once per connection, since the mode never returns).
+    /// Fallbacks by cause.
     pub fallback_enobufs: u64,
     pub fallback_enomem: u64,
     pub fallback_eperm: u64,
@@ -105,6 +108,7 @@ pub struct ZcCounters {
 impl ZcCounters {
     /// Adds another connection's (or shard's) counters.
     pub fn add(&mut self, o: &ZcCounters) {
+        self.large_sends += o.large_sends;
         self.zc_sends += o.zc_sends;
         self.zc_bytes += o.zc_bytes;
         self.copy_bytes += o.copy_bytes;
@@ -116,9 +120,9 @@ impl ZcCounters {
         self.fallback_unsupported += o.fallback_unsupported;
     }
 
-    /// Whether any Data-In payload was sent at all (idle connections are not shown).
+    /// Whether no large Data-In payload was sent (such connections are not shown).
     pub fn is_idle(&self) -> bool {
-        self.zc_bytes == 0 && self.copy_bytes == 0 && self.zc_sends == 0
+        self.large_sends == 0 && self.zc_sends == 0
     }
 }
 
@@ -167,20 +171,36 @@ impl ZcConn {
         self.mode
     }
 
+    /// No large payload sent yet: `tgtadm --op stat` leaves the connection out.
+    pub fn is_idle_for_stats(&self) -> bool {
+        self.counters.is_idle()
+    }
+
     /// Whether a send whose largest Data-In payload is `payload_bytes` goes zero-copy.
     pub fn wants_zerocopy(&self, payload_bytes: usize) -> bool {
         self.mode == Mode::ZeroCopy && payload_bytes >= self.threshold_bytes.max(1)
     }
 
-    /// A zero-copy send was submitted with `payload_bytes` of Data-In payload.
-    pub fn on_zc_submitted(&mut self, payload_bytes: usize) {
-        self.counters.zc_sends += 1;
-        self.counters.zc_bytes += payload_bytes as u64;
+    /// A send is submitted; `largest_payload` is its largest Data-In payload. Returns
+    /// whether it goes zero-copy.
+    pub fn on_submit(&mut self, largest_payload: usize) -> bool {
+        if largest_payload >= self.threshold_bytes.max(1) {
+            self.counters.large_sends += 1;
+        }
+        let zc = self.wants_zerocopy(largest_payload);
+        if zc {
+            self.counters.zc_sends += 1;
+        }
+        zc
     }
 
-    /// `payload_bytes` of Data-In payload went by copy.
-    pub fn on_copied(&mut self, payload_bytes: usize) {
-        self.counters.copy_bytes += payload_bytes as u64;
+    /// `bytes` left the socket, by a zero-copy send or by copy.
+    pub fn on_sent(&mut self, zc: bool, bytes: usize) {
+        if zc {
+            self.counters.zc_bytes += bytes as u64;
+        } else {
+            self.counters.copy_bytes += bytes as u64;
+        }
     }
 
     /// A zero-copy send failed with `errno` (positive). Refusals switch the connection to
@@ -205,11 +225,6 @@ impl ZcConn {
         SendErrorAction::ResendByCopy {
             log: self.fall_back(reason),
         }
-    }
-
-    /// Undoes the payload count of a failed zero-copy send (its bytes go again by copy).
-    pub fn uncount_zc_bytes(&mut self, payload_bytes: usize) {
-        self.counters.zc_bytes = self.counters.zc_bytes.saturating_sub(payload_bytes as u64);
     }
 
     /// A zero-copy notification arrived; `copied` when the kernel says it copied the data.
@@ -281,15 +296,15 @@ mod tests {
     #[test]
     fn enobufs_logs_the_documented_line_once_and_stays_in_copy_mode() {
         let mut z = ZcConn::new(&cfg(), true);
-        z.on_zc_submitted(65536);
+        assert!(z.on_submit(65536));
         assert_eq!(
             z.on_send_error(libc::ENOBUFS),
             SendErrorAction::ResendByCopy {
                 log: Some("got ENOBUFS, turn off zerocopy")
             }
         );
-        z.uncount_zc_bytes(65536);
-        z.on_copied(65536);
+        assert!(!z.on_submit(65536), "the same payload again, by copy");
+        z.on_sent(false, 65536 + 48);
         assert_eq!(z.mode(), Mode::Copy(CopyReason::NoBuffers));
         assert!(!z.wants_zerocopy(1 << 20));
         // A second refusal (a send already in flight) counts but logs nothing.
@@ -300,7 +315,8 @@ mod tests {
         assert_eq!(z.counters.fallback_enobufs, 2);
         assert_eq!(z.counters.zc_sends, 0);
         assert_eq!(z.counters.zc_bytes, 0);
-        assert_eq!(z.counters.copy_bytes, 65536);
+        assert_eq!(z.counters.copy_bytes, 65536 + 48);
+        assert_eq!(z.counters.large_sends, 2);
     }
 
     #[test]
@@ -312,7 +328,7 @@ mod tests {
             (libc::EOPNOTSUPP, CopyReason::Unsupported, 3),
         ] {
             let mut z = ZcConn::new(&cfg(), true);
-            z.on_zc_submitted(1 << 20);
+            assert!(z.on_submit(1 << 20));
             let SendErrorAction::ResendByCopy { log: Some(line) } = z.on_send_error(errno) else {
                 panic!("errno {errno} is a zero-copy refusal");
             };
@@ -363,11 +379,17 @@ mod tests {
         let mut a = ZcCounters::default();
         assert!(a.is_idle());
         let mut z = ZcConn::new(&cfg(), true);
-        z.on_zc_submitted(100);
-        z.on_copied(5);
+        assert!(!z.on_submit(100), "below the threshold");
+        assert!(z.is_idle_for_stats());
+        assert!(z.on_submit(20_000));
+        z.on_sent(true, 20_048);
+        z.on_sent(false, 5);
         a.add(&z.counters);
         a.add(&z.counters);
-        assert_eq!((a.zc_sends, a.zc_bytes, a.copy_bytes), (2, 200, 10));
+        assert_eq!(
+            (a.large_sends, a.zc_sends, a.zc_bytes, a.copy_bytes),
+            (2, 2, 40_096, 10)
+        );
         assert!(!a.is_idle());
         assert_eq!(Mode::Copy(CopyReason::NoBuffers).describe(), "copy:enobufs");
         assert_eq!(Mode::ZeroCopy.describe(), "zc");
