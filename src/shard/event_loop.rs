@@ -92,6 +92,8 @@ pub struct Shard {
     zc_cfg: ZcConfig,
     zc_kernel: KernelSupport,
     zc_closed: ZcCounters,
+    /// Closing connections waiting for zero-copy notifications (they need the timer).
+    zc_draining: usize,
 }
 
 fn entry(e: squeue::Entry, t: Token) -> squeue::Entry {
@@ -165,6 +167,7 @@ impl Shard {
             zc_cfg,
             zc_kernel,
             zc_closed: ZcCounters::default(),
+            zc_draining: 0,
             spin_ns: std::env::var("CURVE_TGT_POLL_US")
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())
@@ -250,9 +253,9 @@ impl Shard {
 
     /// Arms the 1 s keep-alive timer while some target wants NOP-In pings.
     fn arm_timer(&mut self) {
-        let draining = self.conns.iter().flatten().any(|c| c.zc.drain.is_some());
         if self.timer_armed
-            || !(draining || self.cfg.targets.values().any(|t| t.params.nop_interval > 0))
+            || !(self.zc_draining > 0
+                || self.cfg.targets.values().any(|t| t.params.nop_interval > 0))
         {
             return;
         }
@@ -1070,6 +1073,9 @@ impl Shard {
             .take()
             .expect("connection present");
         self.zc_closed.add(&c.zc.policy.counters);
+        if c.zc.drain.is_some() {
+            self.zc_draining -= 1;
+        }
         if let Phase::Ffp(s) = &c.phase {
             if let Kind::Normal { tid } = s.kind {
                 // The nexus ends with its last connection (logout, loss, reset) unless a

@@ -170,6 +170,7 @@ impl Shard {
         }
         if c.zc.drain.is_none() {
             c.zc.drain = Some(Drain::Waiting { since_ns: now });
+            self.zc_draining += 1;
             if c.zc.errq_inflight {
                 self.cancel_errq(ci);
             }
