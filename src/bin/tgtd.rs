@@ -107,6 +107,10 @@ struct Args {
     /// `taskset` works too). (This product's own.)
     #[arg(long = "cores", value_name = "LIST")]
     cores: Option<String>,
+    /// Close a connection that has not finished login this many seconds after it was
+    /// accepted (a stalled or half-done login must not hold a slot). (This product's own.)
+    #[arg(long = "login-timeout", value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    login_timeout: u32,
 }
 
 /// Parsed `--iscsi` options.
@@ -264,7 +268,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let (plane, events) = match Plane::start(&cpus, zerocopy) {
+    let shard_opts = curve_tgt::shard::ShardOptions {
+        login_timeout: std::time::Duration::from_secs(u64::from(args.login_timeout)),
+    };
+    let (plane, events) = match Plane::start_with(&cpus, zerocopy, shard_opts) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("tgtd: can't start shards: {e}");

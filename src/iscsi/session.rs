@@ -86,6 +86,9 @@ pub enum Event {
     LunReset { lun: Lun },
     /// TARGET WARM/COLD RESET.
     TargetReset { cold: bool },
+    /// A task that was executing (its backend operation in flight) was aborted: the owner
+    /// cancels that operation. The task's slot stays taken until the owner's `finish`.
+    Cancel { task: TaskRef },
 }
 
 /// Extra slots above the window for immediate commands and TMF-aborted stragglers.
@@ -737,7 +740,11 @@ impl Session {
             return;
         };
         match t.state {
-            TaskState::Executing | TaskState::Aborted => t.state = TaskState::Aborted,
+            TaskState::Aborted => {}
+            TaskState::Executing => {
+                t.state = TaskState::Aborted;
+                self.events.push_back(Event::Cancel { task: r });
+            }
             state => {
                 if state == TaskState::WaitCmdSn && !t.immediate {
                     self.held = self.held.saturating_sub(1);

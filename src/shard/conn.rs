@@ -1,10 +1,15 @@
 //! A connection as its shard holds it: the socket, the receive buffer the PDU framer reads,
-//! the batch of PDUs in the current send, and the protocol phase (login, then full feature).
+//! the batch of PDUs in the current send (kept until the kernel is done with its bytes), the
+//! backend operations its tasks have in flight, and the protocol phase (login, then full
+//! feature).
 
+use super::slots::SlotKey;
+use super::timers::TimerKey;
+use super::zerocopy::link::ZcLink;
+use crate::backing::engine::OpId;
 use crate::iscsi::login::LoginSm;
 use crate::iscsi::session::Session;
 use crate::iscsi::tx::TxPdu;
-use crate::shard::zerocopy::link::ZcLink;
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpStream};
 
@@ -41,8 +46,15 @@ pub struct Conn {
     pub iov: Vec<libc::iovec>,
     pub msg: Box<libc::msghdr>,
     pub send_inflight: bool,
-    /// Backend operations in flight: the slot is not reused until they complete.
-    pub io_inflight: u32,
+    /// Zero-copy Data-In (`shard/zerocopy`): policy and counters, and the sent batches the
+    /// kernel may still read, kept until the notifications of the zero-copy sends before
+    /// them arrived (`IORING_CQE_F_NOTIF`, or the error queue for `MSG_ZEROCOPY`).
+    pub zc: ZcLink,
+    /// Backend operations in flight, by task slot: the connection is freed only when none is.
+    pub ops: Vec<Option<OpId>>,
+    pub ops_inflight: u32,
+    /// Until login completes: the timer that closes the connection if it has not by then.
+    pub login_timer: Option<TimerKey>,
     /// Closing: no new receives; freed when nothing is in flight.
     pub closing: bool,
     /// Close once the send queue drains (logout, login failure).
@@ -50,10 +62,8 @@ pub struct Conn {
     /// The login waits for its target's redirect callback: no PDU is parsed and no receive
     /// armed until the result is in (what the initiator sends meanwhile waits in the socket).
     pub callback_running: bool,
-    /// Generation of this slot (in tokens).
-    pub generation: u16,
-    /// Pending backend operations, by task slot.
-    pub pending: Vec<Option<crate::shard::backend::PendingIo>>,
+    /// This connection's slot and generation.
+    pub key: SlotKey,
     /// The initiator's ExpStatSN from its latest SCSI Command: every status before it has
     /// been processed by the initiator.
     pub peer_exp_stat_sn: Option<u32>,
@@ -64,9 +74,6 @@ pub struct Conn {
     /// Bytes received and sent on the socket, login included (`--op stat`).
     pub rx_bytes: u64,
     pub tx_bytes: u64,
-    /// Zero-copy Data-In: policy, counters, and sent batches the kernel may still read
-    /// (`shard/zerocopy`). The slot is not freed until `zc.idle()`.
-    pub zc: ZcLink,
 }
 
 impl Conn {
@@ -76,7 +83,7 @@ impl Conn {
         peer: SocketAddr,
         local: SocketAddr,
         login: LoginSm,
-        generation: u16,
+        key: SlotKey,
         zc: ZcLink,
     ) -> Conn {
         // SAFETY: msghdr is a plain C struct for which all-zero is a valid empty value.
@@ -95,18 +102,19 @@ impl Conn {
             iov: Vec::with_capacity(TX_BATCH_PDUS * 3),
             msg,
             send_inflight: false,
-            io_inflight: 0,
+            zc,
+            ops: Vec::new(),
+            ops_inflight: 0,
+            login_timer: None,
             closing: false,
             close_after_flush: false,
             callback_running: false,
-            generation,
-            pending: Vec::new(),
+            key,
             peer_exp_stat_sn: None,
             stat_sn_sent: 0,
             hold_deadline: None,
             rx_bytes: 0,
             tx_bytes: 0,
-            zc,
         }
     }
 
@@ -168,13 +176,13 @@ impl Conn {
         true
     }
 
-    /// Accounts `n` sent bytes; returns true when the whole batch went out.
+    /// Accounts `n` sent bytes. Returns true when the whole batch went out. A batch is
+    /// released then unless zero-copy sends are still un-notified (any of them may include
+    /// its bytes): it waits in `zc.inflight` until they are.
     pub fn sent(&mut self, n: usize) -> bool {
         self.tx_sent += n;
         let total: usize = self.tx_batch.iter().map(|p| p.wire_len()).sum();
         if self.tx_sent >= total {
-            // A batch that zero-copy sends may still read waits in `zc.inflight` (with the
-            // read buffers its PDUs hold) until their notifications arrive.
             let batch = std::mem::take(&mut self.tx_batch);
             self.tx_batch = match self.zc.inflight.retire(batch) {
                 Some(mut b) => {
@@ -188,5 +196,101 @@ impl Conn {
         } else {
             false
         }
+    }
+
+    /// Whether the kernel still holds anything of this connection: a receive, a send, a
+    /// zero-copy notification or error-queue read, or a backend operation. The slot is freed
+    /// only when not.
+    pub fn busy(&self) -> bool {
+        self.recv_inflight || self.send_inflight || !self.zc.idle() || self.ops_inflight > 0
+    }
+
+    /// Records a backend operation started for task slot `slot`.
+    pub fn add_op(&mut self, slot: usize, op: OpId) {
+        if self.ops.len() <= slot {
+            self.ops.resize_with(slot + 1, || None);
+        }
+        self.ops[slot] = Some(op);
+        self.ops_inflight += 1;
+    }
+
+    /// Forgets a completed backend operation.
+    pub fn remove_op(&mut self, slot: usize, op: OpId) -> bool {
+        match self.ops.get_mut(slot) {
+            Some(o) if *o == Some(op) => {
+                *o = None;
+                self.ops_inflight -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iscsi::tx::{Payload, TxPdu};
+
+    fn conn() -> Conn {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        let s = TcpStream::connect(a).unwrap();
+        let login = LoginSm::new(crate::iscsi::login::LoginCtx {
+            local: a,
+            peer: a,
+            tpgt: 1,
+            shard: 0,
+        });
+        let zc = ZcLink::new(&crate::shard::zerocopy::ZcConfig::default(), true, true);
+        Conn::new(s, a, a, login, SlotKey::new(0, 0), zc)
+    }
+
+    fn pdu(pool: &crate::buf::BufPool) -> (TxPdu, crate::buf::IoBuf) {
+        let b = pool.alloc(4096);
+        let bhs = crate::iscsi::pdu::Bhs::reject(crate::iscsi::pdu::RejectReason::ProtocolError);
+        let p = Payload::Buf {
+            buf: b.clone(),
+            offset: 0,
+            len: 4096,
+        };
+        (TxPdu::new(bhs, p, false, false), b)
+    }
+
+    #[test]
+    fn plain_send_releases_the_batch_at_its_completion() {
+        let pool = crate::buf::BufPool::new();
+        let mut c = conn();
+        let (p, b) = pdu(&pool);
+        let len = p.wire_len();
+        c.login_out.push_back(p);
+        assert!(c.prepare_send());
+        assert_eq!(b.handles(), 2);
+        assert!(!c.sent(len - 1), "partial");
+        assert_eq!(b.handles(), 2);
+        assert!(c.sent(1));
+        assert_eq!(b.handles(), 1, "payload released");
+        assert!(!c.busy());
+    }
+
+    #[test]
+    fn zero_copy_send_keeps_pages_until_the_notification() {
+        let pool = crate::buf::BufPool::new();
+        let mut c = conn();
+        let (p, b) = pdu(&pool);
+        let len = p.wire_len();
+        c.login_out.push_back(p);
+        assert!(c.prepare_send());
+        let id = c.zc.inflight.issue();
+        assert!(c.sent(len));
+        assert_eq!(b.handles(), 2, "the kernel may still read the pages");
+        assert!(
+            c.busy(),
+            "a connection with a pending notification is not freed"
+        );
+        assert!(c.zc.inflight.complete(id));
+        drop(c.zc.inflight.released());
+        assert_eq!(b.handles(), 1);
+        assert!(!c.busy());
     }
 }

@@ -8,7 +8,7 @@ use super::event_loop::Shard;
 use super::msg::{ControlEvent, ShardMsg};
 use super::stats::ShardStats;
 use super::zerocopy::ZcConfig;
-use super::{ShardHandle, Shared};
+use super::{ShardHandle, ShardOptions, Shared};
 use crate::config::snapshot::ConfigSnapshot;
 use crate::iscsi::registry::SessionRegistry;
 use crate::mgmt::server::DataPlane;
@@ -47,6 +47,15 @@ impl Plane {
         cpus: &[usize],
         zerocopy: ZcConfig,
     ) -> io::Result<(Plane, Receiver<ControlEvent>)> {
+        Plane::start_with(cpus, zerocopy, ShardOptions::default())
+    }
+
+    /// As [`Plane::start`], with these shard settings.
+    pub fn start_with(
+        cpus: &[usize],
+        zerocopy: ZcConfig,
+        options: ShardOptions,
+    ) -> io::Result<(Plane, Receiver<ControlEvent>)> {
         let (ctl_tx, ctl_rx): (Sender<ControlEvent>, Receiver<ControlEvent>) = unbounded();
         let mut handles = Vec::new();
         let mut receivers = Vec::new();
@@ -68,6 +77,7 @@ impl Plane {
             registry: SessionRegistry::default(),
             control: ctl_tx,
             callbacks: CallbackRunner::from_env(),
+            options,
         });
         let mut threads = Vec::new();
         for (i, ((rx, wake_fd), cpu)) in receivers.into_iter().zip(cpus.iter().copied()).enumerate()

@@ -62,9 +62,15 @@ impl Tgtd {
 
     /// As `start_with`, with these environment variables set for tgtd.
     pub fn start_env(cores: Option<&str>, env: &[(&str, &str)]) -> Tgtd {
+        Tgtd::start_full(cores, env, &[])
+    }
+
+    /// As `start_env`, with these extra tgtd arguments.
+    pub fn start_full(cores: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Tgtd {
         Tgtd::start_opts(&TgtdOpts {
             cores,
             env,
+            args,
             ..TgtdOpts::default()
         })
     }

@@ -62,6 +62,8 @@ pub struct ZcLink {
     pub send: SendKind,
     pub errq: Box<ErrQueueRecv>,
     pub errq_inflight: bool,
+    /// The ring token of the error-queue read in flight (to cancel it at close).
+    pub errq_token: Option<u64>,
     pub drain: Option<Drain>,
 }
 
@@ -80,6 +82,7 @@ impl ZcLink {
                 control: [0; CONTROL_BYTES],
             }),
             errq_inflight: false,
+            errq_token: None,
             drain: None,
         }
     }
