@@ -33,6 +33,9 @@ fn target(opts: &TgtdOpts) -> Tgtd {
     let img = t.dir.path().join("data.img");
     let data: Vec<u8> = (0..LU_BYTES).map(pattern).collect();
     std::fs::write(&img, data).unwrap();
+    // Readable and writable by a tgtd that runs as another user (the ENOMEM test).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o666)).unwrap();
     t.add_lun(1, 1, "rdwr", &img);
     t
 }
@@ -490,6 +493,7 @@ fn enobufs_from_the_kernel_falls_back_once_per_connection_and_reads_stay_exact()
         netns: Some(&name),
         env: &[("CURVE_TGT_ZEROCOPY_FORCE", "1")],
         stderr_to_file: true,
+        ..TgtdOpts::default()
     });
     let port = t.port;
     let conns: Vec<(String, Conn)> = ns.run(move || {
@@ -526,4 +530,46 @@ fn enobufs_from_the_kernel_falls_back_once_per_connection_and_reads_stay_exact()
     drop(conns);
     drop(t);
     assert_eq!(host_optmem(), host_before, "the host's value is untouched");
+}
+
+#[test]
+fn enomem_from_the_locked_memory_limit_falls_back_once_per_connection() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root (to start tgtd as another user)"
+    );
+    // As nobody, without CAP_IPC_LOCK, io_uring charges SEND_ZC's pinned pages to the
+    // user's RLIMIT_MEMLOCK: 1 MiB holds the ring but not a batch of 256 KiB payloads.
+    let t = target(&TgtdOpts {
+        cores: Some("0"),
+        run_as: Some(65534),
+        memlock: Some(1 << 20),
+        stderr_to_file: true,
+        env: &[("CURVE_TGT_ZEROCOPY_FORCE", "1")],
+        ..TgtdOpts::default()
+    });
+    let mut conns = Vec::new();
+    for i in 0..2 {
+        let mut c = Conn::login(t.port, &format!("iqn.2026-11.test:enomem{i}"), i == 1);
+        read_and_check(&mut c);
+        let peer = c.s.local_addr().unwrap().to_string();
+        conns.push((peer, c));
+    }
+    let (rows, out) = zc_rows(&t);
+    assert_eq!(rows.len(), 2, "{out}");
+    for r in &rows {
+        assert_eq!(r.mode, "copy:enomem", "{out}");
+        assert_eq!(r.n["enomem"], 1, "one refusal, then copy mode:\n{out}");
+    }
+    let log = t.log();
+    for (p, _) in &conns {
+        let n = log
+            .lines()
+            .filter(|l| l.contains("got ENOMEM (locked memory, ulimit -l), turn off zerocopy"))
+            .filter(|l| l.contains(p.as_str()))
+            .count();
+        assert_eq!(n, 1, "one line for peer {p}:\n{log}");
+    }
 }

@@ -127,10 +127,12 @@ impl Shard {
             return false;
         };
         if let Some(id) = id {
-            // No IORING_CQE_F_MORE: no notification will follow (the send failed early).
             if !cqe.more() {
+                // No IORING_CQE_F_MORE: no notification will follow (the send failed early).
                 c.zc.inflight.complete(id);
                 drop(c.zc.inflight.released());
+            } else if res < 0 {
+                c.zc.failed_ids.push(id);
             }
         }
         if res < 0 {
@@ -168,7 +170,14 @@ impl Shard {
             return;
         };
         c.zc.inflight.complete(id);
-        let copied = c.zc.report_usage && res & IORING_NOTIF_USAGE_ZC_COPIED != 0;
+        let failed = match c.zc.failed_ids.iter().position(|f| *f == id) {
+            Some(i) => {
+                c.zc.failed_ids.swap_remove(i);
+                true
+            }
+            None => false,
+        };
+        let copied = !failed && c.zc.report_usage && res & IORING_NOTIF_USAGE_ZC_COPIED != 0;
         if let Some(line) = c.zc.policy.on_notification(copied) {
             tracing::warn!(peer = %c.peer, "{line}");
         }

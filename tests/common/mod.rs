@@ -16,6 +16,8 @@ pub struct Tgtd {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub ctl: u16,
+    /// tgtd runs as this uid/gid, and tgtadm with it (tgtd answers only its own uid).
+    run_as: Option<u32>,
 }
 
 /// How to start a tgtd beyond the defaults.
@@ -29,6 +31,28 @@ pub struct TgtdOpts<'a> {
     pub netns: Option<&'a str>,
     /// Write stderr (the log) to `tgtd.log` in the test directory instead of inheriting it.
     pub stderr_to_file: bool,
+    /// Run tgtd (and this harness's tgtadm) as this uid and gid, without capabilities
+    /// (`setpriv`); the test directory is made world-writable for its socket.
+    pub run_as: Option<u32>,
+    /// `RLIMIT_MEMLOCK` for tgtd, in bytes (`prlimit --memlock`).
+    pub memlock: Option<u64>,
+}
+
+/// `setpriv` arguments that drop to `id` (uid and gid) with no capabilities.
+fn setpriv(id: u32) -> Vec<String> {
+    let id = id.to_string();
+    [
+        "setpriv",
+        "--reuid",
+        &id,
+        "--regid",
+        &id,
+        "--clear-groups",
+        "--inh-caps=-all",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).
@@ -81,14 +105,22 @@ impl Tgtd {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let ctl = 20000 + (std::process::id() % 10000) as u16 + (port % 7);
-        let mut cmd = match o.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_tgtd")]);
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_tgtd")),
-        };
+        // Wrappers, outermost first: netns, memlock limit, user; then tgtd.
+        let mut argv: Vec<String> = Vec::new();
+        if let Some(ns) = o.netns {
+            argv.extend(["ip", "netns", "exec", ns].map(String::from));
+        }
+        if let Some(m) = o.memlock {
+            argv.extend(["prlimit".to_string(), format!("--memlock={m}:{m}")]);
+        }
+        if let Some(id) = o.run_as {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+            argv.extend(setpriv(id));
+        }
+        argv.push(env!("CARGO_BIN_EXE_tgtd").to_string());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
         cmd.arg("-f")
             .arg("-C")
             .arg(ctl.to_string())
@@ -115,6 +147,7 @@ impl Tgtd {
             dir,
             port,
             ctl,
+            run_as: o.run_as,
         };
         // Wait (bounded) until the management socket answers.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -145,7 +178,10 @@ impl Tgtd {
 
     /// Runs our tgtadm against this tgtd.
     pub fn tgtadm(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tgtadm"))
+        let mut argv = self.run_as.map(setpriv).unwrap_or_default();
+        argv.push(env!("CARGO_BIN_EXE_tgtadm").to_string());
+        Command::new(&argv[0])
+            .args(&argv[1..])
             .arg("-C")
             .arg(self.ctl.to_string())
             .args(args)

@@ -64,6 +64,9 @@ pub struct ZcLink {
     pub errq_inflight: bool,
     /// The ring token of the error-queue read in flight (to cancel it at close).
     pub errq_token: Option<u64>,
+    /// uring sends that failed but still get a notification: it says "copied" for the zero
+    /// bytes they sent, which is not the kernel copying our data.
+    pub failed_ids: Vec<u32>,
     pub drain: Option<Drain>,
 }
 
@@ -83,6 +86,7 @@ impl ZcLink {
             }),
             errq_inflight: false,
             errq_token: None,
+            failed_ids: Vec::new(),
             drain: None,
         }
     }
