@@ -573,3 +573,32 @@ fn enomem_from_the_locked_memory_limit_falls_back_once_per_connection() {
         assert_eq!(n, 1, "one line for peer {p}:\n{log}");
     }
 }
+
+#[test]
+fn payloads_below_the_threshold_are_copied() {
+    let args = ["--zerocopy-threshold", "65536"];
+    let t = target(&TgtdOpts {
+        cores: Some("0"),
+        args: &args,
+        env: &[("CURVE_TGT_ZEROCOPY_FORCE", "1")],
+        ..TgtdOpts::default()
+    });
+    let mut c = Conn::login(t.port, "iqn.2026-11.test:threshold", false);
+    // 32 KiB reads: one 32 KiB Data-In PDU each, below 64 KiB: copied, and the connection
+    // stays out of the table (idle output stays tgt's).
+    for lba in [0u32, 64, 128] {
+        let d = c.read(lba, 64);
+        assert!(d
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == pattern(u64::from(lba) * 512 + i as u64)));
+    }
+    let (rows, out) = zc_rows(&t);
+    assert!(rows.is_empty(), "{out}");
+    assert!(!out.contains("Zero-copy"), "{out}");
+    // 256 KiB PDUs pass it.
+    c.read(0, 2048);
+    let (rows, out) = zc_rows(&t);
+    assert_eq!(rows.len(), 1, "{out}");
+    assert!(rows[0].n["zc_sends"] > 0 && rows[0].n["large"] > 0, "{out}");
+}

@@ -20,8 +20,8 @@ use super::ring::clock;
 use super::slots::SlotKey;
 use super::timers::TimerOwner;
 use super::zerocopy::link::{
-    enable_so_zerocopy, largest_payload, reset_tcp, Drain, SendKind, ZcLink, DRAIN_GIVE_UP_NS,
-    DRAIN_GRACE_NS, IORING_NOTIF_USAGE_ZC_COPIED,
+    enable_so_zerocopy, largest_payload, reset_tcp, Drain, DrainStep, SendKind, ZcLink,
+    IORING_NOTIF_USAGE_ZC_COPIED,
 };
 use super::zerocopy::policy::{Mode, SendErrorAction};
 use super::zerocopy::probe::KernelSupport;
@@ -302,26 +302,24 @@ impl Shard {
                 drop(c.zc.inflight.released());
             }
             if !c.zc.idle() {
-                c.zc.drain = Some(match drain {
-                    Drain::Waiting { since_ns } if now - since_ns > DRAIN_GRACE_NS => {
+                let (next, step) = drain.tick(now);
+                c.zc.drain = Some(next);
+                match step {
+                    DrainStep::Wait => {}
+                    DrainStep::ResetTcp => {
                         tracing::info!(
                             peer = %c.peer,
                             "zerocopy: {} sends unacknowledged at close, resetting the connection",
                             c.zc.inflight.outstanding()
                         );
                         reset_tcp(fd);
-                        Drain::Reset { at_ns: now }
                     }
-                    Drain::Reset { at_ns } if now - at_ns > DRAIN_GIVE_UP_NS => {
-                        tracing::error!(
-                            peer = %c.peer,
-                            "zerocopy: {} notifications never came; keeping the slot and its buffers",
-                            c.zc.inflight.outstanding()
-                        );
-                        Drain::GaveUp
-                    }
-                    d => d,
-                });
+                    DrainStep::GiveUp => tracing::error!(
+                        peer = %c.peer,
+                        "zerocopy: {} notifications never came; keeping the slot and its buffers",
+                        c.zc.inflight.outstanding()
+                    ),
+                }
             }
             self.mark(k);
         }

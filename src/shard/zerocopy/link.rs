@@ -53,6 +53,31 @@ pub enum Drain {
     GaveUp,
 }
 
+/// What the drain tick does for a closing connection whose notifications are still out.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DrainStep {
+    Wait,
+    /// Reset the TCP connection (the peer will not acknowledge what is queued).
+    ResetTcp,
+    /// Stop waiting: log, and keep the slot and its buffers for good.
+    GiveUp,
+}
+
+impl Drain {
+    /// The next state at `now_ns` (shard clock), and what to do.
+    pub fn tick(self, now_ns: u64) -> (Drain, DrainStep) {
+        match self {
+            Drain::Waiting { since_ns } if now_ns.saturating_sub(since_ns) > DRAIN_GRACE_NS => {
+                (Drain::Reset { at_ns: now_ns }, DrainStep::ResetTcp)
+            }
+            Drain::Reset { at_ns } if now_ns.saturating_sub(at_ns) > DRAIN_GIVE_UP_NS => {
+                (Drain::GaveUp, DrainStep::GiveUp)
+            }
+            d => (d, DrainStep::Wait),
+        }
+    }
+}
+
 /// One connection's zero-copy state.
 pub struct ZcLink {
     pub policy: ZcConn,
@@ -213,5 +238,48 @@ pub fn enable_so_zerocopy(fd: RawFd) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drain_waits_then_resets_then_gives_up_once() {
+        let start = Drain::Waiting { since_ns: 100 };
+        assert_eq!(start.tick(100 + DRAIN_GRACE_NS), (start, DrainStep::Wait));
+        let t1 = 101 + DRAIN_GRACE_NS;
+        let (reset, step) = start.tick(t1);
+        assert_eq!(
+            (reset, step),
+            (Drain::Reset { at_ns: t1 }, DrainStep::ResetTcp)
+        );
+        assert_eq!(reset.tick(t1 + DRAIN_GIVE_UP_NS), (reset, DrainStep::Wait));
+        let (gave_up, step) = reset.tick(t1 + DRAIN_GIVE_UP_NS + 1);
+        assert_eq!((gave_up, step), (Drain::GaveUp, DrainStep::GiveUp));
+        assert_eq!(gave_up.tick(u64::MAX), (Drain::GaveUp, DrainStep::Wait));
+        // A clock that reads earlier than the start (never, but) waits.
+        assert_eq!(start.tick(0), (start, DrainStep::Wait));
+    }
+
+    #[test]
+    fn the_largest_data_in_payload_decides() {
+        let pool = crate::buf::BufPool::new();
+        let bhs = || crate::iscsi::pdu::Bhs::reject(crate::iscsi::pdu::RejectReason::ProtocolError);
+        let buf = |n: usize| Payload::Buf {
+            buf: pool.alloc(n),
+            offset: 0,
+            len: n,
+        };
+        let batch = vec![
+            TxPdu::new(bhs(), Payload::Owned(vec![0; 50_000]), false, false),
+            TxPdu::new(bhs(), buf(8192), false, false),
+            TxPdu::new(bhs(), buf(32768), false, false),
+            TxPdu::new(bhs(), Payload::None, false, false),
+        ];
+        // Owned bytes (login text, sense) never count: only pooled read buffers.
+        assert_eq!(largest_payload(&batch), 32768);
+        assert_eq!(largest_payload(&batch[..1]), 0);
     }
 }
