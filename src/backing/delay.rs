@@ -6,8 +6,9 @@
 //!
 //! It exists only when tgtd runs with `CURVE_TGT_TEST_ENGINES=1` in its environment; without
 //! it `--bstype delay` is an unknown type, as for any other name. The backing-store path says
-//! what to serve: `size=<bytes>[K|M|G],delay_us=<min>[-<max>]`, e.g. `size=64M,delay_us=200-2000`
-//! (the whole medium is held in memory, zero filled at start).
+//! what to serve: `size=<bytes>[K|M|G]:delay_us=<min>[-<max>]`, e.g.
+//! `size=64M:delay_us=200-2000` (`:`-separated, since tgtadm's own request is
+//! `,`-separated; the whole medium is held in memory, zero filled at start).
 
 use super::engine::{Completion, Engine, OpId, OpRequest, Reactor, TimerId};
 use super::file_engine::miscompare;
@@ -57,7 +58,7 @@ impl DelayStore {
             return Err(BackingError::BadFlags(oflags.show().to_string()));
         }
         let (mut size, mut delay) = (None, (0, 0));
-        for kv in path.split(',') {
+        for kv in path.split(':') {
             match kv.split_once('=') {
                 Some(("size", v)) => size = parse_size(v),
                 Some(("delay_us", v)) => {
@@ -68,7 +69,7 @@ impl DelayStore {
                     };
                     delay = (a.min(b), a.max(b));
                 }
-                _ => return Err(bad(path, "expected size=N,delay_us=MIN[-MAX]")),
+                _ => return Err(bad(path, "expected size=N:delay_us=MIN[-MAX]")),
             }
         }
         let size = size
@@ -351,11 +352,11 @@ mod tests {
 
     #[test]
     fn path_forms() {
-        let s = DelayStore::open("size=1M,delay_us=5-9", BsOFlags::default()).unwrap();
+        let s = DelayStore::open("size=1M:delay_us=5-9", BsOFlags::default()).unwrap();
         assert_eq!(s.size_bytes().unwrap(), 1 << 20);
         assert_eq!(s.delay_us, (5, 9));
         assert!(DelayStore::open("size=0", BsOFlags::default()).is_err());
-        assert!(DelayStore::open("size=1M,bogus=1", BsOFlags::default()).is_err());
-        assert!(DelayStore::open("size=1M,delay_us=x", BsOFlags::default()).is_err());
+        assert!(DelayStore::open("size=1M:bogus=1", BsOFlags::default()).is_err());
+        assert!(DelayStore::open("size=1M:delay_us=x", BsOFlags::default()).is_err());
     }
 }

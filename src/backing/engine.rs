@@ -28,6 +28,9 @@
 //!   was already done). It must not touch the operation's buffers after completing it. The
 //!   shard frees a closed connection's slot and buffers only when every one of its operations
 //!   has been completed, so an engine must complete a cancelled operation within bounded time.
+//! * [`Engine::shutdown`]`(r)`: the store left the configuration and nothing is in flight:
+//!   release sockets and timers. The engine is dropped when nothing it submitted or armed is
+//!   outstanding (the shard counts both), so its engine index is never reused early.
 //!
 //! Tags are the engine's own: a 64-bit value naming what a CQE or timer is for (an operation
 //! and its step, a peer connection's receive, an RPC's deadline). The shard routes each CQE
@@ -123,4 +126,12 @@ pub trait Engine {
     fn cancel(&mut self, op: OpId, r: &mut dyn Reactor);
     /// Operations started and not yet completed.
     fn in_flight(&self) -> usize;
+    /// The store is no longer used on this shard (its LU was deleted) and no operation is in
+    /// flight: close sockets, cancel what was submitted, disarm timers. The shard drops the
+    /// engine once none of its submissions has a CQE to come and none of its timers is armed,
+    /// so until then its buffers must stay valid. Engines that hold nothing when idle (files)
+    /// need not do anything.
+    fn shutdown(&mut self, r: &mut dyn Reactor) {
+        let _ = r;
+    }
 }

@@ -123,7 +123,12 @@ fn system(
                 isns: cfg.isns.clone(),
             }))
         }
-        Some(Op::Stats) => text(stat::lu_report(cfg, &gather(plane), None, None)),
+        Some(Op::Stats) => {
+            let g = gather(plane);
+            let mut out = stat::lu_report(cfg, &g, None, None);
+            out.push_str(&stat::shard_resources(&g));
+            text(out)
+        }
         Some(Op::Delete) if cfg.targets.is_empty() => text(String::new()),
         _ => Err(TgtadmError::InvalidRequest),
     }
@@ -294,10 +299,12 @@ fn lu_new(cfg: &mut Config, req: &Request, plane: &dyn DataPlane) -> Result<Repl
     cfg.lu_check_new(tid, lun)?;
     let args = parse_lu_new(&req.payload);
     let bstype = args.bstype.unwrap_or("rdwr");
+    let test_only = (bstype == "delay" && backing::delay::enabled()).then_some(false);
     let takes_flags = SUPPORTED_TYPES
         .iter()
         .find(|(n, _)| *n == bstype)
         .map(|(_, f)| *f)
+        .or(test_only)
         .ok_or(TgtadmError::InvalidRequest)?;
     let flags = match args.bsoflags {
         Some(s) => BsOFlags::parse(s).ok_or(TgtadmError::InvalidRequest)?,

@@ -25,6 +25,8 @@ pub struct Gathered {
     latency: BTreeMap<(u32, Lun), (Histogram<u64>, Histogram<u64>)>,
     /// Zero-copy totals of every shard.
     zc_shards: ZcShardSnap,
+    /// Each shard's resources, in shard order.
+    resources: Vec<crate::shard::stats::ShardResources>,
 }
 
 impl Gathered {
@@ -35,6 +37,7 @@ impl Gathered {
             ..Gathered::default()
         };
         for r in reports {
+            g.resources.push(r.resources);
             for s in r.sessions {
                 g.sessions.insert((s.tid, s.tsih), s);
             }
@@ -148,6 +151,24 @@ fn push_section(out: &mut String, section: &str) {
         out.push('\n');
         out.push_str(section);
     }
+}
+
+/// sys stat in test mode (`CURVE_TGT_TEST_ENGINES=1`): after tgt's lines, one line per
+/// shard with the buffers it has out of its pool and its backend operations in flight, so
+/// tests can check that an aborted or cancelled operation released what it held. Never
+/// printed otherwise (the output stays tgt's).
+pub fn shard_resources(g: &Gathered) -> String {
+    if !crate::backing::delay::enabled() {
+        return String::new();
+    }
+    let mut out = String::from("\n");
+    for (i, r) in g.resources.iter().enumerate() {
+        out.push_str(&format!(
+            "Shard {i}: buffers_in_use={} buffer_bytes_in_use={} backend_ops={} connections={} timers={}\n",
+            r.buffers_in_use, r.buffer_bytes_in_use, r.backend_ops, r.connections, r.timers
+        ));
+    }
+    out
 }
 
 /// session stat: the session's LU lines in tgt's nexus order, then its connection lines.

@@ -17,7 +17,9 @@ use super::msg::{ControlEvent, ShardMsg};
 use super::owners::{ConnOp, Cqe, Owner};
 use super::ring::{clock, Ring, Wait};
 use super::slots::{Slab, SlotKey};
-use super::stats::{LatencyTable, SessionSnap, ShardStats, ZcConnSnap, ZcShardSnap};
+use super::stats::{
+    LatencyTable, SessionSnap, ShardResources, ShardStats, ZcConnSnap, ZcShardSnap,
+};
 use super::timers::{TimerKey, TimerOwner, Timers};
 use super::zerocopy::ZcConfig;
 use super::zerocopy_glue::ZcShard;
@@ -183,6 +185,7 @@ impl Shard {
             self.expire_timers();
             self.apply_completions();
             self.service_dirty();
+            self.backends.reap();
             self.ring.arm_timer(self.timers.next_deadline());
             #[cfg(debug_assertions)]
             self.check_invariants();
@@ -305,13 +308,14 @@ impl Shard {
                     self.cfg = c;
                     self.arm_nop();
                     let cfg = self.cfg.clone();
-                    self.backends.prune(|store| {
-                        cfg.targets.values().any(|t| {
-                            t.luns
-                                .values()
-                                .any(|lu| lu.backing().is_some_and(|b| Arc::ptr_eq(b, store)))
-                        })
-                    });
+                    self.backends
+                        .prune(&mut self.ring, &mut self.timers, &self.pool, |store| {
+                            cfg.targets.values().any(|t| {
+                                t.luns
+                                    .values()
+                                    .any(|lu| lu.backing().is_some_and(|b| Arc::ptr_eq(b, store)))
+                            })
+                        });
                 }
                 ShardMsg::CallbackDone { conn, result } => self.callback_done(conn, result),
                 ShardMsg::Stats(reply) => {
@@ -370,13 +374,21 @@ impl Shard {
                 })
             })
             .collect();
+        let pool = self.pool.counters();
         ShardStats {
             sessions,
             latency: self.latency.snapshot(),
             zc: ZcShardSnap {
                 closed: self.zc.closed,
-                pool_buffers_out: self.pool.outstanding(),
+                pool_buffers_out: pool.in_use as usize,
                 draining: self.zc.draining,
+            },
+            resources: ShardResources {
+                buffers_in_use: pool.in_use,
+                buffer_bytes_in_use: pool.in_use_bytes,
+                backend_ops: self.backends.ops.len() as u64,
+                connections: self.conns.len() as u64,
+                timers: self.timers.len() as u64,
             },
         }
     }
@@ -664,24 +676,93 @@ impl Shard {
         self.holding.retain(|x| *x != k);
     }
 
-    /// Debug builds: what must hold at the end of every loop turn.
+    /// Debug builds: what must hold at the end of every loop turn. A failure is a bug in the
+    /// shard (never peer input), so it panics where it is found rather than later in the
+    /// kernel's hands.
     #[cfg(debug_assertions)]
     fn check_invariants(&self) {
-        // Every backend operation belongs to a live connection that counts it, and the
-        // engines' own counts agree with the table.
+        use std::collections::HashMap;
+        // Ring submissions per connection; none for a connection that is gone (a stale
+        // generation would route a completion to the slot's next occupant).
+        // (receives, plain sends, io_uring zero-copy sends, error-queue reads)
+        let mut per_conn: HashMap<SlotKey, (u32, u32, u32, u32)> = HashMap::new();
+        for o in self.ring.owners.iter() {
+            if let Owner::Conn { conn, op } = o {
+                assert!(
+                    self.conns.get(*conn).is_some(),
+                    "ring op for a freed connection"
+                );
+                let e = per_conn.entry(*conn).or_default();
+                match op {
+                    ConnOp::Recv => e.0 += 1,
+                    ConnOp::Send => e.1 += 1,
+                    ConnOp::SendZc { .. } => e.2 += 1,
+                    ConnOp::ErrQueue => e.3 += 1,
+                }
+            }
+        }
         let mut counted = 0usize;
         for (k, c) in self.conns.iter() {
             assert_eq!(c.key, k, "connection slot holds a stale generation");
+            let (recvs, sends, zc_sends, errq) = per_conn.get(&k).copied().unwrap_or_default();
+            assert_eq!(recvs, u32::from(c.recv_inflight), "receives in flight");
+            // A SENDMSG_ZC keeps its ring entry until its notification, and its number stays
+            // in `zc.inflight` as long (uring engine; MSG_ZEROCOPY numbers have no entry).
+            let uring_zc = c.zc.engine == super::zerocopy::Engine::Uring;
+            let plain_in_flight = c.send_inflight
+                && !matches!(c.zc.send, super::zerocopy::link::SendKind::ZeroCopy { .. } if uring_zc);
+            assert_eq!(sends, u32::from(plain_in_flight), "plain sends in flight");
+            let outstanding = if uring_zc {
+                c.zc.inflight.outstanding()
+            } else {
+                0
+            };
+            assert_eq!(
+                zc_sends as usize, outstanding,
+                "zero-copy sends and notifications in flight"
+            );
+            assert_eq!(
+                errq,
+                u32::from(c.zc.errq_inflight),
+                "error-queue reads in flight"
+            );
             let ops = c.ops.iter().flatten().count();
             assert_eq!(ops as u32, c.ops_inflight, "connection op count");
             counted += ops;
+            if let Phase::Ffp(s) = &c.phase {
+                // The command window never exceeds what was negotiated (RFC 7143 §4.2.2.1).
+                let open = s
+                    .current_max_cmd_sn()
+                    .0
+                    .wrapping_sub(s.exp_cmd_sn().0)
+                    .wrapping_add(1);
+                assert!(
+                    open <= s.params.max_queue_cmd,
+                    "window {open} over MaxQueueCmd"
+                );
+            }
         }
+        // Backend operations: the table, the connections and the engines agree.
         assert_eq!(counted, self.backends.ops.len(), "ops table vs connections");
+        for (op, e) in self.backends.ops.iter() {
+            let c = self.conns.get(e.conn).expect("op for a freed connection");
+            let id = crate::backing::engine::OpId {
+                index: op.index,
+                generation: op.generation,
+            };
+            assert_eq!(
+                c.ops.get(e.task.slot as usize),
+                Some(&Some(id)),
+                "op by task slot"
+            );
+        }
         assert_eq!(
             self.backends.engines_in_flight(),
             self.backends.ops.len(),
             "engines' in-flight ops vs the ops table"
         );
         assert!(self.backends.done.is_empty(), "completions left unapplied");
+        // Held responses belong to live connections.
+        assert!(self.holding.iter().all(|k| self.conns.get(*k).is_some()));
     }
 }

@@ -129,9 +129,9 @@ impl OwnerTable {
         self.slab.len() == 0
     }
 
-    /// Entries owned by connection slot `conn` (any generation) — for invariant checks.
-    pub fn count(&self, pred: impl Fn(&Owner) -> bool) -> usize {
-        self.slab.iter().filter(|(_, o)| pred(o)).count()
+    /// Every owner with a submission in flight (for invariant checks).
+    pub fn iter(&self) -> impl Iterator<Item = &Owner> {
+        self.slab.iter().map(|(_, o)| o)
     }
 }
 
