@@ -2,11 +2,14 @@
 //! by `SEND_ZC`/`SENDMSG_ZC` on the shard's ring or by `sendmsg(MSG_ZEROCOPY)` (notifications
 //! read from the socket's error queue through the same ring), or by an ordinary copy.
 //!
-//! Everything here is sans-IO so it can be driven by synthetic events in unit tests:
+//! The decisions are sans-IO so they can be driven by synthetic events in unit tests:
 //! [`policy`] holds a connection's mode, counters and fallback rules, [`errqueue`] parses the
 //! kernel's `MSG_ZEROCOPY` notifications, [`inflight`] keeps sent batches (and the pooled
 //! buffers they reference) until the kernel says it no longer reads them, and [`probe`] says
-//! what this kernel supports. The shard's event loop does the I/O.
+//! what this kernel supports. [`link`] is what a connection slot carries (those pieces, the
+//! error-queue buffers, the close-drain state) and builds its ring entries; the few syscalls
+//! outside the ring (`SO_ZEROCOPY`, the close path's non-blocking error-queue read and TCP
+//! reset) are there too. The shard's side is `shard/zerocopy_glue.rs`.
 
 pub mod errqueue;
 pub mod inflight;
