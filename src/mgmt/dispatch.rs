@@ -105,6 +105,7 @@ fn system(
                 } else {
                     return Err(TgtadmError::InvalidRequest);
                 };
+                crate::log::set_debug(cfg.debug);
                 return changed();
             }
             isns_update(cfg, &req.payload)?;
@@ -317,7 +318,10 @@ fn lu_new(cfg: &mut Config, req: &Request, plane: &dyn DataPlane) -> Result<Repl
         return Err(TgtadmError::InvalidRequest);
     }
     let backing = match args.path {
-        Some(p) => Some(backing::open(bstype, p, flags).map_err(|_| TgtadmError::InvalidRequest)?),
+        Some(p) => Some(backing::open(bstype, p, flags).map_err(|e| {
+            crate::log::event::backing_open_failed(tid, lun, p, &e);
+            TgtadmError::InvalidRequest
+        })?),
         None => None,
     };
     let lu = LogicalUnit::new(LuInit {

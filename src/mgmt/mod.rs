@@ -10,3 +10,4 @@ pub mod server;
 pub mod show;
 pub mod stat;
 pub mod stat_zerocopy;
+pub mod targets_conf;

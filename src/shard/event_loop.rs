@@ -666,6 +666,7 @@ impl Shard {
                     }
                 }
                 self.shared.registry.unregister(tid, s.tsih);
+                crate::log::event::session_closed(c.peer, &s.initiator_name, tid, s.tsih.0);
                 let _ = self.shared.control.send(ControlEvent::SessionDown {
                     tid,
                     tsih: s.tsih.0,

@@ -48,7 +48,7 @@ impl Shard {
                     break;
                 }
                 RxStep::Fatal { error, bhs } => {
-                    tracing::warn!(peer = %c.peer, "closing connection: {error}");
+                    crate::log::event::connection_closed(c.peer, &error);
                     if let (Some(bhs), Phase::Ffp(s)) = (bhs, &mut c.phase) {
                         s.queue(
                             crate::iscsi::pdu::Bhs::reject(
@@ -68,7 +68,12 @@ impl Shard {
                         ));
                     }
                     match &mut c.phase {
-                        Phase::Ffp(s) => s.on_pdu(&pdu, slice, now_ns),
+                        Phase::Ffp(s) => {
+                            s.on_pdu(&pdu, slice, now_ns);
+                            // Logout, a data digest error or TARGET COLD RESET: nothing after
+                            // this PDU is read or run (RFC 7143 §11.14).
+                            c.close_after_flush |= s.close.is_some();
+                        }
                         Phase::Login(sm) => {
                             let data = &slice[pdu.data.clone()];
                             match &pdu.req {
@@ -219,6 +224,7 @@ fn apply_login_step(
             c.login_out
                 .push_back(TxPdu::new(bhs, payload(data), false, false));
             let mut s = build_session(&session, cfg, pool.clone());
+            crate::log::event::login(c.peer, &session, cfg);
             if let Some((shard, tid, tsih)) = session.reinstate {
                 // Reinstatement ends the old I_T nexus (RFC 7143 §6.3.5): its SPC-2
                 // reservations and removal locks go before the new session issues a command.

@@ -234,6 +234,7 @@ impl DataPlane for Plane {
                 thread: Some(thread),
             },
         );
+        crate::log::event::portal_up(addr);
         Ok(())
     }
 
@@ -250,6 +251,7 @@ impl DataPlane for Plane {
         if let Some(t) = p.thread.take() {
             let _ = t.join();
         }
+        crate::log::event::portal_down(addr);
         Ok(())
     }
 
