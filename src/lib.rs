@@ -14,6 +14,7 @@
 pub mod backing;
 pub mod buf;
 pub mod config;
+pub mod curve;
 pub mod iscsi;
 pub mod mgmt;
 pub mod scsi;

@@ -1,0 +1,9 @@
+//! A native Curve block client, sans-IO (curve-tgt.md §7).
+//!
+//! - [`frame`]: brpc baidu_std framing, decoded incrementally with checked lengths;
+//! - [`proto`]: Curve's and brpc's protobuf messages, generated from `proto/*.proto`;
+//! - [`ids`]: newtypes for pool, copyset, chunk, chunk-server, correlation and op ids.
+
+pub mod frame;
+pub mod ids;
+pub mod proto;
