@@ -4,6 +4,17 @@
 //! - [`proto`]: Curve's and brpc's protobuf messages, generated from `proto/*.proto`;
 //! - [`ids`]: newtypes for pool, copyset, chunk, chunk-server, correlation and op ids.
 
+pub mod auth;
+pub mod backoff;
+pub mod blocking;
+pub mod chunk_io;
+pub mod client;
+pub mod config;
+pub mod conn;
+pub mod error;
 pub mod frame;
 pub mod ids;
+pub mod layout;
+pub mod mds;
+pub mod pattern;
 pub mod proto;
