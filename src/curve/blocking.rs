@@ -131,6 +131,11 @@ impl BlockingClient {
         self.core.layout().map(|l| l.geometry.length)
     }
 
+    /// The file sequence number writes carry now.
+    pub fn seq_num(&self) -> Option<u64> {
+        self.core.layout().map(|l| l.seq_num)
+    }
+
     fn wait_mds(&mut self, op: OpId) -> Result<AdminReply, MdsError> {
         match self.wait(op) {
             Completion::Mds(c) => c.result,
