@@ -5,6 +5,7 @@
 //! operations on its own ring, so backend I/O is submitted and completed on the core that owns
 //! the session, with no thread hop. The `null` store has no descriptor and completes inline.
 
+pub mod curve;
 pub mod file;
 pub mod null;
 
