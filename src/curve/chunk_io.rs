@@ -899,12 +899,18 @@ impl<R: AsMut<[u8]>, W: AsRef<[u8]> + Clone> ChunkIo<R, W> {
     fn drop_conn(&mut self, now: Instant, i: usize, why: &str, close: bool) {
         let peer = PeerId(self.peer_base + i as u32);
         let addr = self.conns[i].addr;
-        let tags = self.conns[i].reset(
+        let mut tags = self.conns[i].reset(
             self.cfg.frame_limits,
             Some(now + self.cfg.reconnect_holdoff),
         );
         self.sinks[i] = Sink::Discard;
-        self.heads[i] = None;
+        // A reply cut off mid-attachment was already taken off the call table: retry it too.
+        if let Some(PendingHead { tag: Some(tag), .. }) = self.heads[i].take() {
+            if let CsTag::Chunk(_) = tag {
+                self.inflight_rpcs += 1; // undone below with the other lost calls
+            }
+            tags.push(tag);
+        }
         self.transmits.retain(|t| t.peer != peer);
         if close {
             self.actions.push_back(Action::Close {

@@ -26,7 +26,7 @@ use super::backoff::Jitter;
 use super::config::ClientConfig;
 use super::conn::{Action, Call, Conn, ConnState, Transmit};
 use super::error::{mds_status_name, MdsError};
-use super::frame::{encode_request, DecodeEvent, Method};
+use super::frame::{encode_request, DecodeEvent, FrameHead, Method};
 use super::ids::{
     ChunkId, ChunkServerId, CopysetId, CopysetKey, CorrelationId, LogicalPoolId, OpId, PeerId,
 };
@@ -169,6 +169,9 @@ pub struct Mds {
     current: usize,
     failures: u32,
     conns: Vec<Conn<MdsCall, ()>>,
+    /// Per connection, a reply head whose (unexpected) attachment is still arriving: the call
+    /// is matched when the frame ends, and a connection lost before that retries it.
+    heads: Vec<Option<FrameHead>>,
     next_cid: u64,
     next_log_id: i64,
     queue: VecDeque<MdsCall>,
@@ -192,7 +195,9 @@ impl Mds {
             .iter()
             .map(|a| Conn::new(*a, cfg.frame_limits))
             .collect();
+        let heads = vec![None; cfg.mds_addrs.len()];
         Mds {
+            heads,
             cfg,
             creds,
             peer_base,
@@ -357,8 +362,13 @@ impl Mds {
         }
         if let Some(f) = &self.file {
             if f.refreshing {
-                min(f.refresh_at);
-                min(f.lease_until);
+                if !f.refresh_inflight {
+                    min(f.refresh_at);
+                }
+                // The lease's end matters only while it still holds the gate open.
+                if self.layout.as_ref().is_some_and(|l| l.gate == IoGate::Open) {
+                    min(f.lease_until);
+                }
             }
         }
         t
@@ -397,14 +407,15 @@ impl Mds {
         if self.conns[i].state != ConnState::Connected {
             return;
         }
-        let mut head = None;
         loop {
             match self.conns[i].decoder.decode(&mut bytes) {
                 Ok(None) => return,
-                Ok(Some(DecodeEvent::Head(h))) => head = Some(h),
+                Ok(Some(DecodeEvent::Head(h))) => self.heads[i] = Some(h),
                 Ok(Some(DecodeEvent::Attachment(_))) => {}
                 Ok(Some(DecodeEvent::End)) => {
-                    let Some(h) = head.take() else { continue };
+                    let Some(h) = self.heads[i].take() else {
+                        continue;
+                    };
                     let call = match self.conns[i].complete(h.correlation_id) {
                         Ok(Some(c)) => c,
                         Ok(None) => continue,
@@ -466,6 +477,7 @@ impl Mds {
         for (_, c) in due {
             self.queue.push_back(c);
         }
+        self.flush(now);
         self.lease_tick(now);
         self.flush(now);
     }
@@ -538,6 +550,14 @@ impl Mds {
 
     /// Sends queued calls on the current MDS connection, connecting it if needed.
     fn flush(&mut self, now: Instant) {
+        // Calls that never got a connection before their deadline fail here.
+        let (late, live): (VecDeque<MdsCall>, VecDeque<MdsCall>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|c| c.deadline <= now);
+        self.queue = live;
+        for c in late {
+            self.give_up(now, c);
+        }
         if self.queue.is_empty() {
             return;
         }
@@ -617,6 +637,7 @@ impl Mds {
     fn drop_conn(&mut self, now: Instant, i: usize, why: &str, close: bool) {
         let hold = Some(now + self.cfg.reconnect_holdoff);
         let calls = self.conns[i].reset(self.cfg.frame_limits, hold);
+        self.heads[i] = None;
         if close {
             self.actions.push_back(Action::Close {
                 peer: PeerId(self.peer_base + i as u32),

@@ -18,3 +18,7 @@ pub mod layout;
 pub mod mds;
 pub mod pattern;
 pub mod proto;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_mds;
