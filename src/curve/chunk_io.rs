@@ -70,6 +70,8 @@ pub struct IoStats {
     pub deadline_failures: u64,
     /// Replies that broke the protocol (connection dropped).
     pub bad_replies: u64,
+    /// Chunk-server connections lost or dropped.
+    pub conns_lost: u64,
 }
 
 #[derive(Debug)]
@@ -899,6 +901,7 @@ impl<R: AsMut<[u8]>, W: AsRef<[u8]> + Clone> ChunkIo<R, W> {
     fn drop_conn(&mut self, now: Instant, i: usize, why: &str, close: bool) {
         let peer = PeerId(self.peer_base + i as u32);
         let addr = self.conns[i].addr;
+        self.stats.conns_lost += 1;
         let mut tags = self.conns[i].reset(
             self.cfg.frame_limits,
             Some(now + self.cfg.reconnect_holdoff),
