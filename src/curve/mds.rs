@@ -650,6 +650,14 @@ impl Mds {
             self.failures = self.cfg.mds_failures_before_switch.saturating_sub(1);
             self.note_failure(now);
         }
+        // Calls still waiting for a connection learn why there is none.
+        for c in self
+            .queue
+            .iter_mut()
+            .chain(self.delayed.iter_mut().map(|d| &mut d.1))
+        {
+            c.last_error = why.to_string();
+        }
         for c in calls {
             self.retry(now, c, why.to_string(), false);
         }
