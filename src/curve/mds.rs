@@ -180,6 +180,9 @@ pub struct Mds {
     layout: Option<Layout>,
     dirty: bool,
     copysets_inflight: HashSet<CopysetKey>,
+    /// Segment and sequence-number fetches in flight, so shards asking again (each new
+    /// layout wakes their parked pieces) do not repeat them.
+    layout_inflight: HashSet<LayoutNeed>,
     need_failures: VecDeque<(LayoutNeed, String)>,
     completions: VecDeque<MdsCompletion>,
     actions: VecDeque<Action>,
@@ -212,6 +215,7 @@ impl Mds {
             layout: None,
             dirty: false,
             copysets_inflight: HashSet::new(),
+            layout_inflight: HashSet::new(),
             need_failures: VecDeque::new(),
             completions: VecDeque::new(),
             actions: VecDeque::new(),
@@ -279,6 +283,11 @@ impl Mds {
             return;
         };
         let path = f.path.clone();
+        if !matches!(need, LayoutNeed::Copysets { .. })
+            && !self.layout_inflight.insert(need.clone())
+        {
+            return;
+        }
         let req = match &need {
             LayoutNeed::Segment { index, allocate } => {
                 let Some(l) = &self.layout else { return };
@@ -713,6 +722,7 @@ impl Mds {
                 }
             }
             Purpose::Layout(need) => {
+                self.layout_inflight.remove(&need);
                 if let (LayoutNeed::Copysets { pool, ids }, Err(_)) = (&need, &result) {
                     for c in ids {
                         self.copysets_inflight.remove(&CopysetKey {
@@ -731,6 +741,9 @@ impl Mds {
     fn on_reply(&mut self, now: Instant, call: MdsCall, payload: &[u8]) {
         let method = call.req.method().method;
         let bad = |detail: String| MdsError::BadReply { method, detail };
+        if let Purpose::Layout(n) = &call.purpose {
+            self.layout_inflight.remove(n);
+        }
         match (&call.req, call.purpose.clone()) {
             (Req::Admin(a), Purpose::Admin(op)) => {
                 let r = decode_admin(a, payload).map_err(bad).and_then(|x| x);
