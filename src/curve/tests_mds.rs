@@ -454,3 +454,23 @@ fn a_segment_is_fetched_once_however_often_it_is_asked_for() {
     assert_eq!(h.c.layout().unwrap().seq_num, 5);
     assert!(h.rpcs().iter().all(|r| r.method != "GetOrAllocateSegment"));
 }
+
+#[test]
+fn owner_auth_failure_blocks_io_until_a_refresh_succeeds() {
+    let mut h = Mh::new(1, Credentials::user("alice"));
+    h.open();
+    h.advance_to_next();
+    let rpcs = h.rpcs();
+    h.reply(&rpcs[0], &refresh(pb::StatusCode::KOwnerAuthFail, 1));
+    let gate = h.c.layout().unwrap().gate.clone();
+    assert!(
+        matches!(&gate, IoGate::Blocked(m) if m.contains("kOwnerAuthFail")),
+        "{gate:?}"
+    );
+    // Refreshing goes on; the next success reopens the gate.
+    h.advance_to_next();
+    let rpcs = h.rpcs();
+    assert_eq!(rpcs[0].method, "RefreshSession");
+    h.reply(&rpcs[0], &refresh(pb::StatusCode::KOk, 1));
+    assert_eq!(h.c.layout().unwrap().gate, IoGate::Open);
+}
