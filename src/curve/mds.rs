@@ -24,7 +24,7 @@ use prost::Message;
 use super::auth::{now_date_us, Credentials};
 use super::backoff::Jitter;
 use super::config::ClientConfig;
-use super::conn::{Action, Call, Conn, ConnState, Transmit};
+use super::conn::{Action, Call, Conn, ConnState, Transmit, MAX_TOMBSTONES};
 use super::error::{mds_status_name, MdsError};
 use super::frame::{encode_request, DecodeEvent, FrameHead, Method};
 use super::ids::{
@@ -477,6 +477,11 @@ impl Mds {
                     self.note_failure(now);
                     self.retry(now, call, why, false);
                 }
+            }
+            // An MDS that stays connected but silent piles up abandoned calls: start over.
+            if self.conns[i].tombstones > MAX_TOMBSTONES {
+                let why = format!("MDS {}: too many unanswered calls", self.conns[i].addr);
+                self.drop_conn(now, i, &why, true);
             }
         }
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
