@@ -107,6 +107,20 @@ fn admin_changes_and_refusals_are_logged_with_their_reasons() {
     ]);
     t.wait_log_line(&[&format!("portal 127.0.0.1:{extra} down")]);
 
+    // Debugging lines (here: show requests) only once debug is switched on, at run time as
+    // tgt's `--name debug --value on`.
+    t.tgtadm_ok(&["--lld", "iscsi", "--op", "show", "--mode", "target"]);
+    t.tgtadm_ok(&[
+        "--op", "update", "--mode", "sys", "--name", "debug", "--value", "on",
+    ]);
+    t.wait_log_line(&["tgtadm --op update --mode system", "debug=on", "done"]);
+    assert!(
+        !t.log().contains("tgtadm --op show --mode target"),
+        "no debugging lines before debug is on"
+    );
+    t.tgtadm_ok(&["--lld", "iscsi", "--op", "show", "--mode", "target"]);
+    t.wait_log_line(&["DEBUG", "tgtadm --op show --mode target: done"]);
+
     let log = t.log();
     assert!(!log.contains("Secret-Pass-42"), "{log}");
     // Written to a file, not a terminal: no colour codes.
