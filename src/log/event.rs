@@ -156,6 +156,23 @@ pub fn backing_open_failed(tid: i32, lun: u64, path: &str, why: &BackingError) {
     );
 }
 
+/// A logical unit could not be created for another reason (its size, block size, ...).
+pub fn lu_refused(tid: i32, lun: u64, why: &dyn Display) {
+    tracing::warn!(
+        "logical unit {lun} of tid {tid} not created: {}",
+        Untrusted(&why.to_string())
+    );
+}
+
+/// A logical unit update (`--op update --mode logicalunit --params`) was refused; the
+/// request line that follows names the LU.
+pub fn lu_update_refused(why: &dyn Display) {
+    tracing::warn!(
+        "logical unit update refused: {}",
+        Untrusted(&why.to_string())
+    );
+}
+
 fn op_name(op: Option<Op>) -> &'static str {
     match op {
         Some(Op::New) => "new",

@@ -65,6 +65,25 @@ fn admin_changes_and_refusals_are_logged_with_their_reasons() {
         "tgtadm --op new --mode logicalunit tid=1 lun=1",
         "refused: invalid request",
     ]);
+    // An LU update with a bad parameter: the reason, then the request.
+    let lu = t.sparse_file("lu.img", 1 << 20);
+    t.add_lun(1, 2, "rdwr", &lu);
+    let o = t.tgtadm(&[
+        "--lld",
+        "iscsi",
+        "--op",
+        "update",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "2",
+        "--params",
+        "no_such_param=1",
+    ]);
+    assert!(!o.status.success());
+    t.wait_log_line(&["logical unit update refused", "no_such_param"]);
 
     // Accounts: the change is logged, the password is not.
     t.tgtadm_ok(&[
