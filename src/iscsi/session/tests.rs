@@ -671,3 +671,30 @@ fn aborting_a_write_admits_the_write_waiting_for_its_room() {
         .expect("TMF response");
     assert_eq!(rsp.bhs()[2], 0, "function complete");
 }
+
+/// RFC 7143 §11.4.8: a SCSI Response after Data-In carries ExpDataSN, the number of Data-In
+/// PDUs sent. PDUs are also cut at every MaxBurstLength boundary, so when MaxBurstLength is
+/// not a multiple of the initiator's MaxRecvDataSegmentLength there are more of them than
+/// len / MaxRecvDataSegmentLength.
+#[test]
+fn exp_data_sn_counts_the_data_in_pdus_sent() {
+    let mut s = session(FfpParams {
+        max_xmit_data: 8192,
+        max_burst: 12288,
+        ..Default::default()
+    });
+    feed(&mut s, &cmd_pdu(1, 10, true, false, 24576, &[]));
+    let r = s.next_ready().expect("read is ready at once");
+    let resp = Response {
+        status: ScsiStatus::CheckCondition,
+        sense: vec![0x70, 0, 3, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x11, 0, 0, 0, 0, 0],
+        data: DataIn::Bytes(vec![5u8; 24576]),
+        effects: Vec::new(),
+    };
+    s.finish(r, resp, None);
+    let data_ins = s.out.iter().filter(|p| p.bhs()[0] == op::DATA_IN).count();
+    assert_eq!(data_ins, 4, "8192 + 4096 (burst end) + 8192 + 4096");
+    let rsp = s.out.back().expect("SCSI Response");
+    assert_eq!(rsp.bhs()[0], op::SCSI_RSP);
+    assert_eq!(be32(rsp.bhs(), 36), 4, "ExpDataSN");
+}
