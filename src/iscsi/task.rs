@@ -130,17 +130,21 @@ pub struct TaskTable {
     /// Emptied R2T lists of finished tasks, reused so a write that needs R2Ts does not
     /// allocate (at most one per slot).
     spare_r2ts: Vec<Vec<R2t>>,
+    /// Most slots: `slots` grows up to this as the queue deepens, so an idle session does
+    /// not hold a full-depth table (about 70 KiB at the default depth).
+    capacity: usize,
 }
 
 impl TaskTable {
     /// A table for at most `capacity` live tasks.
     pub fn new(capacity: usize) -> TaskTable {
         TaskTable {
-            slots: (0..capacity).map(|_| None).collect(),
-            generations: vec![0; capacity],
-            free: (0..capacity as u32).rev().collect(),
-            by_itt: HashMap::with_capacity(capacity * 2),
+            slots: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            by_itt: HashMap::new(),
             spare_r2ts: Vec::new(),
+            capacity,
         }
     }
 
@@ -161,7 +165,15 @@ impl TaskTable {
 
     /// Inserts a task; `None` when the table is full.
     pub fn insert(&mut self, mut task: Task) -> Option<TaskRef> {
-        let slot = self.free.pop()?;
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None if self.slots.len() < self.capacity => {
+                self.slots.push(None);
+                self.generations.push(0);
+                (self.slots.len() - 1) as u32
+            }
+            None => return None,
+        };
         let generation = self.generations[slot as usize].wrapping_add(1);
         self.generations[slot as usize] = generation;
         task.generation = generation;

@@ -7,6 +7,7 @@ use super::backend::{Next, PendingIo, ZeroCache};
 use super::callback::CallbackResult;
 use super::conn::{Conn, Phase};
 use super::msg::{ConnInfo, ControlEvent, ShardMsg};
+use super::reclaim::Reclaim;
 use super::stats::{LatencyTable, SessionSnap, ShardStats};
 use super::token::{OpKind, Token};
 use super::Shared;
@@ -82,6 +83,8 @@ pub struct Shard {
     timer_ts: Box<types::Timespec>,
     /// Per-LU read/write latency histograms (`tgtadm --op stat`).
     latency: LatencyTable,
+    /// Memory to give back after connections leave (on the 1 s timer).
+    reclaim: Reclaim,
 }
 
 fn entry(e: squeue::Entry, t: Token) -> squeue::Entry {
@@ -133,6 +136,7 @@ impl Shard {
             timer_armed: false,
             timer_ts: Box::new(types::Timespec::new().sec(1)),
             latency: LatencyTable::default(),
+            reclaim: Reclaim::new(),
             spin_ns: std::env::var("CURVE_TGT_POLL_US")
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())
@@ -202,6 +206,7 @@ impl Shard {
                     OpKind::Timer => {
                         self.timer_armed = false;
                         self.nop_tick();
+                        self.reclaim.run(self.live, &self.pool);
                     }
                 }
             }
@@ -210,9 +215,10 @@ impl Shard {
         }
     }
 
-    /// Arms the 1 s keep-alive timer while some target wants NOP-In pings.
+    /// Arms the 1 s timer while some target wants NOP-In pings or memory is to be reclaimed.
     fn arm_timer(&mut self) {
-        if self.timer_armed || !self.cfg.targets.values().any(|t| t.params.nop_interval > 0) {
+        let nop = self.cfg.targets.values().any(|t| t.params.nop_interval > 0);
+        if self.timer_armed || !(nop || self.reclaim.wanted()) {
             return;
         }
         self.timer_armed = true;
@@ -548,8 +554,7 @@ impl Shard {
             self.mark(ci);
             return;
         }
-        c.rx_len += res as usize;
-        c.rx_bytes += res as u64;
+        c.received(res as usize);
         self.parse_pdus(ci);
         self.mark(ci);
     }
@@ -574,9 +579,7 @@ impl Shard {
             };
             match next_pdu(&c.rx[consumed..c.rx_len], lim) {
                 RxStep::Incomplete { need } => {
-                    if need > c.rx.len() {
-                        c.rx.resize(need.next_power_of_two(), 0);
-                    }
+                    c.rx_reserve(need);
                     break;
                 }
                 RxStep::Fatal { error, bhs } => {
@@ -948,17 +951,12 @@ impl Shard {
         if c.recv_inflight || c.closing || c.close_after_flush || c.callback_running {
             return;
         }
-        if c.rx_len == c.rx.len() {
-            let n = c.rx.len() * 2;
-            c.rx.resize(n, 0);
-        }
+        // The buffer is not resized while the receive is in flight (recv_inflight guards
+        // every resize path: parse_pdus runs only after the receive completed).
+        let room = c.rx_room();
+        let (ptr, len) = (room.as_mut_ptr(), room.len() as u32);
         c.recv_inflight = true;
         let fd = c.stream.as_raw_fd();
-        // SAFETY: rx_len < rx.len(), so the pointer is inside the buffer; the buffer is not
-        // resized while the receive is in flight (recv_inflight guards every resize path:
-        // parse_pdus runs only after the receive completed).
-        let ptr = unsafe { c.rx.as_mut_ptr().add(c.rx_len) };
-        let len = (c.rx.len() - c.rx_len) as u32;
         let e = opcode::Recv::new(types::Fd(fd), ptr, len).build();
         let tok = self.token(OpKind::Recv, ci, None);
         self.push(entry(e, tok));
@@ -1009,6 +1007,7 @@ impl Shard {
         }
         self.shared.shard_conns[self.id].fetch_sub(1, Ordering::Relaxed);
         self.live -= 1;
+        self.reclaim.conn_freed();
         self.holding.retain(|x| *x != ci);
         self.free.push(ci);
     }

@@ -10,6 +10,7 @@ pub mod cpus;
 pub mod event_loop;
 pub mod msg;
 pub mod plane;
+pub mod reclaim;
 pub mod stats;
 pub mod token;
 
