@@ -241,6 +241,11 @@ impl Client {
         Err(proto("no Logout Response".into()))
     }
 
+    /// The CmdSN the next command would carry (the target's ExpCmdSN when nothing is queued).
+    pub fn cmd_sn(&self) -> u32 {
+        self.cmd_sn
+    }
+
     /// The connection, for tests that misbehave on purpose after login.
     pub fn stream(&mut self) -> &mut TcpStream {
         &mut self.s
