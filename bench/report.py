@@ -147,6 +147,23 @@ def comparisons(runs):
     return out
 
 
+def base_comparisons(runs):
+    """Pair ours with base (another build of ours, OURS_BASE) for the same LU and job."""
+    by = {(r['target'], r['lu'], r['job']): r for r in runs}
+    out = []
+    for (t, lu, job), o in sorted(by.items(), key=lambda kv: (kv[0][1], kv[1]['rw'], kv[1]['bs'], kv[1]['iodepth'])):
+        b = by.get(('base', lu, job))
+        if t != 'ours' or b is None:
+            continue
+        c = {'lu': lu, 'job': job,
+             'iops_ratio': ratio(o.get('iops'), b.get('iops')),
+             'p99_ratio': ratio(o.get('clat_p99_us'), b.get('clat_p99_us')),
+             'ios_per_cpu_s_ratio': ratio(o.get('ios_per_target_cpu_s'), b.get('ios_per_target_cpu_s'))}
+        c['worse'] = any(v is not None and v < 0.95 for v in (c['iops_ratio'], c['ios_per_cpu_s_ratio']))
+        out.append(c)
+    return out
+
+
 def write_tsv(path, runs):
     with open(path, 'w') as f:
         f.write('\t'.join(FIELDS) + '\n')
@@ -169,7 +186,7 @@ def chart(path, runs):
     for t, lu, rw in series:
         s = sorted((r for r in pts if (r['target'], r['lu'], r['rw']) == (t, lu, rw)), key=lambda r: r['iodepth'])
         qd = [r['iodepth'] for r in s]
-        style = '-' if t == 'ours' else '--'
+        style = {'ours': '-', 'base': ':'}.get(t, '--')
         marker = 'o' if rw == 'randread' else 's'
         label = f'{t} {lu} {rw}'
         ax1.plot(qd, [r['iops'] for r in s], style, marker=marker, label=label)
@@ -184,20 +201,20 @@ def chart(path, runs):
         ax.grid(True, which='both', alpha=0.3)
     ax2.set_yscale('log')
     ax1.legend(fontsize=7)
-    fig.suptitle('curve-tgt (ours, solid) vs Debian tgt (dashed)')
+    fig.suptitle('curve-tgt (ours, solid; base build, dotted) vs Debian tgt (dashed)')
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return None
 
 
-def report_md(d, meta, runs, tcp, comps, chart_note):
+def report_md(d, meta, runs, tcp, comps, chart_note, base=None):
     L = []
     L.append(f'# Benchmark {os.path.basename(os.path.abspath(d))}\n')
     L.append(f'Mode: {meta.get("mode", "compare")}; targets: {meta.get("targets", "?")}; '
              f'fio {meta.get("duration_s")} s per job after a {meta.get("ramp_s")} s ramp.\n')
     L.append('## Machine and versions\n')
     for k in ('date_utc', 'host', 'cpu_model', 'cpus_online', 'mem_total', 'os', 'kernel', 'governor',
-              'optmem_max', 'fio', 'libiscsi', 'iperf3', 'tgt_version', 'ours_version',
+              'optmem_max', 'fio', 'libiscsi', 'iperf3', 'tgt_version', 'ours_version', 'base_version',
               'target_cpus', 'fio_cpus', 'backing_file', 'file_size'):
         if k in meta:
             L.append(f'- {k}: {meta[k]}')
@@ -268,6 +285,16 @@ def report_md(d, meta, runs, tcp, comps, chart_note):
     else:
         L.append('No pairs: only one target was measured in this run.')
     L.append('')
+    if base:
+        L.append('## ours / base (OURS_BASE)\n')
+        L.append('Ratios above 1 mean ours is higher. A job is flagged when ours is more than 5% '
+                 'worse in IOPS or IO/CPU-s.\n')
+        L.append('| lu | job | IOPS | p99 | IO/CPU-s | |')
+        L.append('|---|---|---:|---:|---:|---|')
+        for c in base:
+            L.append(f'| {c["lu"]} | {c["job"]} | {fmt(c["iops_ratio"], 2)} | {fmt(c["p99_ratio"], 2)} | '
+                     f'{fmt(c["ios_per_cpu_s_ratio"], 2)} | {"**>5% worse**" if c["worse"] else ""} |')
+        L.append('')
     if tcp:
         L.append('## Loopback TCP baseline (iperf3, one stream, pinned like target and fio)\n')
         L.append('send-*: the sender is pinned to the target CPUs (the direction of iSCSI read data); '
@@ -315,12 +342,14 @@ def main():
     meta = read_meta(d)
     runs, tcp = collect(d)
     comps = comparisons(runs)
+    base = base_comparisons(runs)
     with open(os.path.join(d, 'results.json'), 'w') as f:
-        json.dump({'meta': meta, 'runs': runs, 'tcp_mb_s': tcp, 'ours_vs_tgt': comps}, f, indent=1)
+        json.dump({'meta': meta, 'runs': runs, 'tcp_mb_s': tcp, 'ours_vs_tgt': comps, 'ours_vs_base': base},
+                  f, indent=1)
     write_tsv(os.path.join(d, 'results.tsv'), runs)
     note = chart(os.path.join(d, 'chart.png'), runs)
     with open(os.path.join(d, 'report.md'), 'w') as f:
-        f.write(report_md(d, meta, runs, tcp, comps, note))
+        f.write(report_md(d, meta, runs, tcp, comps, note, base))
     print(f'wrote {d}/results.json results.tsv report.md' + ('' if note else ' chart.png'))
 
 

@@ -17,6 +17,11 @@
 #   cannot serve I/O yet); FIO=/opt/fio-iscsi/fio; OURS_TGTD/OURS_TGTADM/TGT_TGTD/TGT_TGTADM
 #   as in scripts/lib.sh; SCALING_CORES="1 2 4 8"; SCALING_SESSIONS_PER_CORE=2;
 #   SCALING_TARGET=tgt runs --scaling against Debian's tgtd (single-threaded: a plumbing check).
+#   OURS_BASE=<git rev> adds a third target, "base": that revision of ours, built (release)
+#   from `git archive` into OURS_BASE_DIR (default target/bench-base/<rev>, reused when built
+#   already), run exactly like ours (same --cores, same LUs); report.md then has an
+#   "ours / base" table that flags jobs more than 5% worse. TGT=skip OURS_BASE=main runs an
+#   A/B of two builds of ours only.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -42,7 +47,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 FIO=${FIO:-/opt/fio-iscsi/fio}
-OURS=${OURS:-run} TGT=${TGT:-run}
+OURS=${OURS:-run} TGT=${TGT:-run} OURS_BASE=${OURS_BASE:-}
 OUT=${OUT:-$HERE/results/$(date -u +%Y%m%dT%H%M%SZ)}
 if ! { [ -x "$FIO" ] && "$FIO" --enghelp 2>/dev/null | grep -qw libiscsi; }; then
   die "$FIO with the libiscsi engine is missing: run 'bash scripts/install-deps.sh --bench'"
@@ -63,7 +68,7 @@ JOBS=(
 mkdir -p "$OUT/fio" "$OUT/meta" "$OUT/tcp"
 export LIB_LOG_DIR=$OUT/meta
 lib_init
-declare -A PORT=() CTRL=([ours]=51 [tgt]=52) LU_TID=() LU_ARGS=()
+declare -A PORT=() CTRL=([ours]=51 [tgt]=52 [base]=53) LU_TID=() LU_ARGS=()
 IQN_BASE=iqn.2026-11.io.curve-tgt:bench
 HZ=$(getconf CLK_TCK)
 
@@ -85,6 +90,7 @@ record_machine() {
   meta iperf3 "$(iperf3 --version 2>/dev/null | head -n 1 || echo '-')"
   meta tgt_version "$("$TGT_TGTD" -V 2>/dev/null || echo '?') ($(dpkg-query -W -f='${Version}' tgt 2>/dev/null || echo '?'))"
   meta ours_version "$("$OURS_TGTD" -V 2>/dev/null || echo '?') (git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+  [ -z "$OURS_BASE" ] || meta base_version "$("$BASE_TGTD" -V 2>/dev/null || echo '?') (git $OURS_BASE = $BASE_REV)"
   meta duration_s "$DURATION"
   meta ramp_s "$RAMP"
   meta target_cpus "$TARGET_CPUS"
@@ -100,7 +106,7 @@ record_machine() {
 start_bench_target() {
   local kind=$1 tid=0 lu extra=()
   PORT[$kind]=$(free_tcp_port)
-  [ "$kind" = ours ] && extra=(--cores "$TARGET_CPUS")
+  is_ours "$kind" && extra=(--cores "$TARGET_CPUS")
   LIB_LOG_NAME="tgtd-$kind.log" start_target "$kind" "127.0.0.1:${PORT[$kind]}" "${CTRL[$kind]}" "$TARGET_CPUS" "${extra[@]}"
   for lu in $LUS; do
     tid=$((tid + 1))
@@ -115,10 +121,27 @@ start_bench_target() {
     # shellcheck disable=SC2086 # LU_ARGS is "type [path]"
     setup_single_lu "${CTRL[$kind]}" "$tid" "$IQN_BASE-$lu" ${LU_ARGS[$lu]}
     tgt_set_target_param "${CTRL[$kind]}" "$tid" MaxQueueCmd 512 \
-      || { [ "$kind" = ours ] && log "warning: our tgtd refused MaxQueueCmd=512"; }
+      || { is_ours "$kind" && log "warning: our tgtd ($kind) refused MaxQueueCmd=512"; }
     tadm "${CTRL[$kind]}" --op show --mode target --tid "$tid" > "$OUT/meta/params-$kind-$lu.txt" || true
   done
   tadm "${CTRL[$kind]}" --op show --mode target > "$OUT/meta/show-$kind.txt" || true
+}
+
+is_ours() { [ "$1" = ours ] || [ "$1" = base ]; }   # KIND: a build of this repository
+
+# build_base: builds OURS_BASE (a git revision) into its own directory, once.
+build_base() {
+  BASE_REV=$(git -C "$REPO" rev-parse --verify "$OURS_BASE^{commit}") || die "OURS_BASE=$OURS_BASE is not a revision"
+  local dir=${OURS_BASE_DIR:-$REPO/target/bench-base/$BASE_REV}
+  BASE_TGTD=$dir/target/release/tgtd BASE_TGTADM=$dir/target/release/tgtadm
+  if [ ! -x "$BASE_TGTD" ] || [ ! -x "$BASE_TGTADM" ]; then
+    log "building base $OURS_BASE ($BASE_REV) in $dir"
+    rm -rf -- "$dir/src"; mkdir -p "$dir/src"
+    git -C "$REPO" archive "$BASE_REV" | tar -x -C "$dir/src"
+    cargo build --release --locked --manifest-path "$dir/src/Cargo.toml" --target-dir "$dir/target" \
+      --bin tgtd --bin tgtadm > "$dir/build.log" 2>&1 || die "base build failed; see $dir/build.log"
+  fi
+  export BASE_TGTD BASE_TGTADM
 }
 
 lu_runs_on() { # LU KIND: aio is tgt's libaio store; ours serves every file LU through io_uring.
@@ -134,7 +157,7 @@ run_fio() {
   kill -0 "$pid" 2>/dev/null || die "$kind tgtd (PID $pid) is gone; see $OUT/meta/tgtd-$kind.log"
   # Ours keeps per-LU latency histograms from the LU's creation (tgtadm --op stat): a fresh
   # LU before each job makes them this job's (ramp included). No session is logged in here.
-  if [ "$kind" = ours ] && [ -n "${LU_TID[$lu]:-}" ]; then
+  if is_ours "$kind" && [ -n "${LU_TID[$lu]:-}" ]; then
     tadm "${CTRL[$kind]}" --lld iscsi --op delete --mode logicalunit --tid "${LU_TID[$lu]}" --lun 1
     # shellcheck disable=SC2086 # LU_ARGS is "type [path]"
     tgt_add_lu "${CTRL[$kind]}" "${LU_TID[$lu]}" 1 ${LU_ARGS[$lu]}
@@ -148,7 +171,7 @@ run_fio() {
     --rw="$rw" --bs="$bs" --iodepth="$qd" --time_based=1 --runtime="$DURATION" --ramp_time="$RAMP" \
     "$@" --output-format=json --output="$OUT/$json" > "$OUT/$json.log" 2>&1 || rc=$?
   c1=$(proc_cpu_ticks "$pid"); t1=$(now_s)
-  if [ "$kind" = ours ] && [ -n "${LU_TID[$lu]:-}" ]; then
+  if is_ours "$kind" && [ -n "${LU_TID[$lu]:-}" ]; then
     tadm "${CTRL[$kind]}" --lld iscsi --op stat --mode logicalunit --tid "${LU_TID[$lu]}" --lun 1 \
       > "$OUT/${json%.json}.stat.txt" 2>&1 || log "warning: tgtadm --op stat failed for $lu"
   fi
@@ -178,6 +201,7 @@ main_compare() {
   local kinds=() kind lu i j order
   [ "$TGT" = skip ] || kinds+=(tgt)
   [ "$OURS" = skip ] || kinds+=(ours)
+  [ -z "$OURS_BASE" ] || { build_base; kinds+=(base); }
   [ ${#kinds[@]} -gt 0 ] || die "both OURS=skip and TGT=skip: nothing to run"
   record_machine
   meta mode compare

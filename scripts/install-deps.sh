@@ -2,18 +2,22 @@
 # Install what the tests (and, with --bench, the benchmarks) need on Debian 12. Idempotent:
 # when everything is present it only checks, without apt-get update.
 #
-#   bash scripts/install-deps.sh --demo     # demo only: libiscsi-bin (iscsi-ls/-inq), iproute2
+# Every mode installs what building needs: build-essential (cc, the linker Rust calls, and
+# libc's startup files), pkg-config. The Rust toolchain itself comes from rustup (README).
+#   bash scripts/install-deps.sh --build    # building only (scripts/install.sh)
+#   bash scripts/install-deps.sh --demo     # demo: libiscsi-bin (iscsi-ls/-inq), iproute2
 #   bash scripts/install-deps.sh            # tests: libiscsi-bin, tgt, iproute2, python3, ...
 #   bash scripts/install-deps.sh --bench    # also iperf3, python3-matplotlib, and fio with the
 #                                           # libiscsi engine in /opt/fio-iscsi (built by
 #                                           # ../shared/scripts/build-fio-libiscsi.sh, ~1 min)
 set -euo pipefail
-BENCH=0 DEMO=0
+BENCH=0 DEMO=0 BUILD=0
 for a in "$@"; do
   case $a in
+    --build) BUILD=1 ;;
     --bench) BENCH=1 ;;
     --demo) DEMO=1 ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option '$a'" >&2; exit 2 ;;
   esac
 done
@@ -22,10 +26,12 @@ export DEBIAN_FRONTEND=noninteractive
 # libiscsi-bin: iscsi-test-cu, iscsi-inq, iscsi-ls (conformance, demo);
 # tgt: Debian's tgtd/tgtadm (the reference target, and a tgtadm to compare against);
 # iproute2: ss (port checks); procps, util-linux: taskset, fallocate; coreutils: timeout, stdbuf.
-pkgs=(libiscsi-bin tgt iproute2 procps util-linux coreutils python3 ca-certificates)
+build=(build-essential pkg-config)
+pkgs=("${build[@]}" libiscsi-bin tgt iproute2 procps util-linux coreutils python3 ca-certificates)
 if [ "$BENCH" = 1 ]; then pkgs+=(iperf3 python3-matplotlib); fi
 # The demo needs no tgt: installing it may start a system tgtd on port 3260, the demo's port.
-if [ "$DEMO" = 1 ]; then pkgs=(libiscsi-bin iproute2 util-linux coreutils); fi
+if [ "$DEMO" = 1 ]; then pkgs=("${build[@]}" libiscsi-bin iproute2 util-linux coreutils); fi
+if [ "$BUILD" = 1 ]; then pkgs=("${build[@]}"); fi
 # tgt's package starts a system tgtd on the default socket and port 3260; these scripts never
 # use that instance (they run their own on private sockets), so leave it as the package set it.
 
@@ -45,7 +51,7 @@ fi
 # qemu-img's iscsi:// driver (qemu-block-extra) for the end-to-end data test. It must match the
 # installed qemu-utils exactly (this machine's comes from bookworm-backports), and
 # `qemu-img --help` lists iscsi even when the module is missing, so check the package itself.
-if [ "$DEMO" = 0 ]; then
+if [ "$DEMO" = 0 ] && [ "$BUILD" = 0 ]; then
   qver=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
   if [ -z "$qver" ]; then
     apt-get update -q && apt-get install -y -q qemu-utils

@@ -82,8 +82,9 @@ lib_cleanup() {
   return "$rc"
 }
 
-tgtd_bin()   { case $1 in ours) echo "$OURS_TGTD";;   tgt) echo "$TGT_TGTD";;   *) die "unknown target kind '$1' (ours|tgt)";; esac; }
-tgtadm_bin() { case $1 in ours) echo "$OURS_TGTADM";; tgt) echo "$TGT_TGTADM";; *) die "unknown target kind '$1' (ours|tgt)";; esac; }
+# "base" is a second build of ours (bench/run.sh OURS_BASE=<rev>: $BASE_TGTD, $BASE_TGTADM).
+tgtd_bin()   { case $1 in ours) echo "$OURS_TGTD";;   tgt) echo "$TGT_TGTD";;   base) echo "${BASE_TGTD:?}";;   *) die "unknown target kind '$1' (ours|tgt|base)";; esac; }
+tgtadm_bin() { case $1 in ours) echo "$OURS_TGTADM";; tgt) echo "$TGT_TGTADM";; base) echo "${BASE_TGTADM:?}";; *) die "unknown target kind '$1' (ours|tgt|base)";; esac; }
 
 # tadm CTRLPORT ARGS...: run the instance's tgtadm against its private socket, bounded in time
 # (tgtadm retries a vanished socket forever; a wedged tgtd never answers).

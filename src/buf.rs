@@ -24,6 +24,18 @@ const CACHE_BYTES_PER_CLASS: usize = 64 << 20;
 
 struct FreeLists {
     classes: [Vec<NonNull<u8>>; NR_CLASSES],
+    counters: PoolCounters,
+}
+
+/// What a pool has handed out, for `--op stat` test hooks and leak checks.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolCounters {
+    /// Buffers handed out and not yet returned (their last handle is alive).
+    pub in_use: u64,
+    /// Bytes of capacity of those buffers.
+    pub in_use_bytes: u64,
+    /// Buffers handed out since the pool was made.
+    pub allocs: u64,
 }
 
 /// A shard's buffer pool: free lists per power-of-two size class, no locks.
@@ -44,6 +56,7 @@ impl BufPool {
         BufPool {
             free: Rc::new(RefCell::new(FreeLists {
                 classes: std::array::from_fn(|_| Vec::new()),
+                counters: PoolCounters::default(),
             })),
         }
     }
@@ -51,7 +64,13 @@ impl BufPool {
     /// A buffer of `len` bytes (contents unspecified, but initialised memory).
     pub fn alloc(&self, len: usize) -> IoBuf {
         let (class, cap) = class_of(len);
-        let recycled = class.and_then(|c| self.free.borrow_mut().classes[c].pop());
+        let recycled = {
+            let mut f = self.free.borrow_mut();
+            f.counters.in_use += 1;
+            f.counters.in_use_bytes += cap as u64;
+            f.counters.allocs += 1;
+            class.and_then(|c| f.classes[c].pop())
+        };
         let ptr = match recycled {
             Some(p) => p,
             None => raw_alloc(cap),
@@ -61,7 +80,8 @@ impl BufPool {
                 ptr,
                 cap,
                 len,
-                pool: class.map(|c| (self.free.clone(), c)),
+                pool: self.free.clone(),
+                class,
             }),
         }
     }
@@ -92,6 +112,11 @@ impl BufPool {
             .enumerate()
             .map(|(c, l)| l.len() << (c as u32 + MIN_CLASS_SHIFT))
             .sum()
+    }
+
+    /// What this pool has handed out.
+    pub fn counters(&self) -> PoolCounters {
+        self.free.borrow().counters
     }
 
     /// A buffer holding a copy of `data` (for small generated responses such as INQUIRY data).
@@ -127,17 +152,23 @@ struct Inner {
     ptr: NonNull<u8>,
     cap: usize,
     len: usize,
-    pool: Option<(Rc<RefCell<FreeLists>>, usize)>,
+    pool: Rc<RefCell<FreeLists>>,
+    /// Size class, `None` for buffers too large to pool.
+    class: Option<usize>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some((free, class)) = &self.pool {
-            let mut free = free.borrow_mut();
-            let list = &mut free.classes[*class];
-            if (list.len() + 1) * self.cap <= CACHE_BYTES_PER_CLASS.max(self.cap) {
-                list.push(self.ptr);
-                return;
+        {
+            let mut free = self.pool.borrow_mut();
+            free.counters.in_use -= 1;
+            free.counters.in_use_bytes -= self.cap as u64;
+            if let Some(class) = self.class {
+                let list = &mut free.classes[class];
+                if (list.len() + 1) * self.cap <= CACHE_BYTES_PER_CLASS.max(self.cap) {
+                    list.push(self.ptr);
+                    return;
+                }
             }
         }
         let layout = Layout::from_size_align(self.cap, ALIGN).expect("buffer layout");
@@ -270,6 +301,21 @@ mod tests {
             1 << 20,
             "the pool still allocates after a trim"
         );
+    }
+
+    #[test]
+    fn counters_follow_the_last_handle() {
+        let pool = BufPool::new();
+        let a = pool.alloc(100);
+        let b = a.clone();
+        let big = pool.alloc((32 << 20) + 1);
+        assert_eq!(pool.counters().in_use, 2);
+        drop(a);
+        assert_eq!(pool.counters().in_use, 2, "a handle is still alive");
+        drop(b);
+        drop(big);
+        let c = pool.counters();
+        assert_eq!((c.in_use, c.in_use_bytes, c.allocs), (0, 0, 2));
     }
 
     #[test]

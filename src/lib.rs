@@ -8,6 +8,7 @@
 //! - [`config`]: the configuration snapshot the shards read, and per-target iSCSI key defaults;
 //! - [`shard`]: the per-core io_uring event loops that own connections and backend I/O;
 //! - [`mgmt`]: the control thread, tgt's management IPC, the configuration model and `show` text.
+//! - [`log`]: where log lines go (stderr or syslog), escaping of peer text, per-peer rate limits.
 //!
 //! Everything that parses initiator bytes is sans-IO, so it is unit tested without sockets.
 
@@ -15,6 +16,8 @@ pub mod backing;
 pub mod buf;
 pub mod config;
 pub mod iscsi;
+pub mod log;
 pub mod mgmt;
 pub mod scsi;
+pub mod service;
 pub mod shard;

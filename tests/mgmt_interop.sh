@@ -66,7 +66,7 @@ run --op delete --mode sys
 run --op delete --mode account --user inuser
 run --op delete --mode target --tid 1
 run --op show --mode target
-# (-h is left out: our help documents more than Debian's; tests/admin_interop.rs checks it keeps Debian's lines.)
+# (-h is left out: our help documents more than Debian's; tests/it/admin_interop.rs checks it keeps Debian's lines.)
 run --op show --mode bogus
 run --b x
 run --op new --mode lu -t 1 -l 1 -Y bogus

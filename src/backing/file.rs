@@ -1,12 +1,16 @@
 //! The `rdwr`/`aio` backing store: a regular file or block device, read and written through the
 //! owning shard's io_uring. `-f direct` opens it O_DIRECT; `-f sync` opens it O_DSYNC so every
-//! write is durable before its status. UNMAP punches holes; GET LBA STATUS uses SEEK_DATA/HOLE.
+//! write is durable before its status. UNMAP punches holes; GET LBA STATUS uses SEEK_DATA/HOLE
+//! (see [`super::lba`]). Each shard serves it with a [`FileEngine`] on its own ring.
 
+use super::engine::Engine;
+use super::file_engine::FileEngine;
 use super::{BackingCaps, BackingError, BackingStore, BsOFlags};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::sync::Arc;
 
 /// A file or block device opened once by the control thread and shared by every shard's ring.
 #[derive(Debug)]
@@ -14,7 +18,7 @@ pub struct FileStore {
     bstype: &'static str,
     path: String,
     oflags: BsOFlags,
-    file: File,
+    file: Arc<File>,
     is_block: bool,
 }
 
@@ -52,7 +56,7 @@ impl FileStore {
             bstype: if bstype == "aio" { "aio" } else { "rdwr" },
             path: path.to_string(),
             oflags,
-            file,
+            file: Arc::new(file),
             is_block,
         })
     }
@@ -93,101 +97,39 @@ impl BackingStore for FileStore {
             lba_status: !self.is_block,
         }
     }
-    fn raw_fd(&self) -> Option<RawFd> {
-        Some(self.file.as_raw_fd())
-    }
-    fn lba_status_blocks(&self, offset: u64, limit: u64, block: u64) -> io::Result<(bool, u64)> {
-        let (mapped, len) = self.lba_status(offset, limit)?;
-        if self.is_block || block == 0 {
-            return Ok((mapped, len));
-        }
-        if !mapped {
-            // A hole, extended by the zero blocks that follow it inside a partly punched
-            // file-system block (UNMAP of fewer blocks than the file system's unit zeroes them).
-            if len >= limit {
-                return Ok((false, len));
-            }
-            let (z, _) = self.block_run(offset + len, limit - len, block, true)?;
-            return Ok((false, len + z));
-        }
-        // Mapped by SEEK_DATA: leading zero blocks count as deallocated (they read as zeros,
-        // LBPRZ); otherwise the run of data blocks, or the whole extent when the scan saw no
-        // zero block.
-        let (z, _) = self.block_run(offset, len, block, true)?;
-        if z > 0 {
-            // Zeros to the end of the data extent run on into the hole after it.
-            if z == len && len < limit {
-                let (m2, l2) = self.lba_status(offset + len, limit - len)?;
-                if !m2 {
-                    return Ok((false, len + l2));
-                }
-            }
-            return Ok((false, z));
-        }
-        let (d, scanned) = self.block_run(offset, len, block, false)?;
-        if d < scanned {
-            return Ok((true, d.max(block)));
-        }
-        Ok((true, len))
-    }
-    fn lba_status(&self, offset: u64, limit: u64) -> io::Result<(bool, u64)> {
-        if self.is_block {
-            return Ok((true, limit));
-        }
-        let fd = self.file.as_raw_fd();
-        let off =
-            i64::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: lseek on an open descriptor has no memory effects.
-        let data = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = io::Error::last_os_error();
-            // ENXIO: no data at or after `offset`, so the rest is a hole.
-            return if e.raw_os_error() == Some(libc::ENXIO) {
-                Ok((false, limit))
-            } else {
-                Err(e)
-            };
-        }
-        if data > off {
-            let hole_len = (data - off) as u64;
-            return Ok((false, hole_len.min(limit)));
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, off, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok((true, ((hole - off) as u64).min(limit)))
-    }
-}
-
-/// Most bytes read to refine one GET LBA STATUS extent (the command is rare; the bound keeps
-/// it cheap on a large LU).
-const ZERO_SCAN_MAX: u64 = 64 * 1024;
-
-impl FileStore {
-    /// Reads up to `max` bytes at `offset` and counts the leading whole `block`s that are all
-    /// zeros (`zeros == true`) or all not-all-zero (`zeros == false`). Returns (bytes of the
-    /// run, bytes scanned).
-    fn block_run(&self, offset: u64, max: u64, block: u64, zeros: bool) -> io::Result<(u64, u64)> {
-        use std::os::unix::fs::FileExt;
-        let want = max.min(ZERO_SCAN_MAX) / block * block;
-        if want == 0 {
-            return Ok((0, 0));
-        }
-        let mut buf = vec![0u8; want as usize];
-        let n = self.file.read_at(&mut buf, offset)? as u64 / block * block;
-        let run = buf[..n as usize]
-            .chunks(block as usize)
-            .take_while(|b| b.iter().all(|x| *x == 0) == zeros)
-            .count() as u64;
-        Ok((run * block, n))
+    fn engine(&self, _shard: usize) -> Box<dyn Engine> {
+        Box::new(FileEngine::new(self.file.clone(), self.caps()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backing::lba;
+
+    impl FileStore {
+        /// The extent at `offset` as the engine decides it, with a plain pread for its read.
+        fn lba_status_blocks(
+            &self,
+            offset: u64,
+            limit: u64,
+            block: u64,
+        ) -> io::Result<(bool, u64)> {
+            use std::os::unix::fs::FileExt;
+            let fd = self.file.as_raw_fd();
+            match lba::plan(fd, offset, limit, block)? {
+                lba::Plan::Done(m, l) => Ok((m, l)),
+                lba::Plan::Read { at, len, then } => {
+                    let mut buf = vec![0u8; len as usize];
+                    let n = self.file.read_at(&mut buf, at)?;
+                    lba::finish(fd, then, &buf[..n], offset, limit, block)
+                }
+            }
+        }
+        fn lba_status(&self, offset: u64, limit: u64) -> io::Result<(bool, u64)> {
+            lba::seek_status(self.file.as_raw_fd(), offset, limit)
+        }
+    }
 
     #[test]
     fn opens_a_file_and_reports_size() {

@@ -1,16 +1,21 @@
 //! Backing stores: where a logical unit's blocks live.
 //!
-//! One trait serves every store. A store does not run I/O itself: it describes itself (size,
-//! capabilities, file descriptor) and the owning shard turns each [`BlockIo`] into io_uring
-//! operations on its own ring, so backend I/O is submitted and completed on the core that owns
-//! the session, with no thread hop. The `null` store has no descriptor and completes inline.
+//! Every store has two halves. [`BackingStore`] is the shared description (`Send + Sync`,
+//! one per LU): type, path, flags, size, capabilities. [`engine::Engine`] is its per-shard
+//! half, made by [`BackingStore::engine`]: it owns the store's in-flight operations on that
+//! shard's io_uring, so backend I/O is submitted and completed on the core that owns the
+//! session, with no thread hop. There is no other way to serve a store: a store that cannot
+//! do something says so ([`IoResult::Unsupported`]), it is never quietly served as `null`.
 
+pub mod delay;
+pub mod engine;
 pub mod file;
+pub mod file_engine;
+pub mod lba;
 pub mod null;
 
 use std::io;
 use std::ops::Range;
-use std::os::fd::RawFd;
 use std::sync::Arc;
 
 /// Open flags a store was created with (tgtadm `-f sync|direct|sync:direct`).
@@ -85,26 +90,15 @@ pub trait BackingStore: Send + Sync + std::fmt::Debug {
     fn size_bytes(&self) -> io::Result<u64>;
     /// What this store can really do.
     fn caps(&self) -> BackingCaps;
-    /// The descriptor io_uring operations target; `None` for stores that complete inline.
-    fn raw_fd(&self) -> Option<RawFd>;
-    /// For GET LBA STATUS: whether the byte at `offset` is mapped, and how many bytes from
-    /// `offset` share that state (bounded by `limit`).
-    fn lba_status(&self, offset: u64, limit: u64) -> io::Result<(bool, u64)> {
-        let _ = offset;
-        Ok((true, limit))
-    }
-    /// [`BackingStore::lba_status`] at logical-block granularity `block`: where the store's
-    /// allocation unit is larger than a logical block (a 4 KiB file-system block under 512-byte
-    /// LBAs), a deallocated block may still be allocated but read as zeros. For a store whose
-    /// deallocated blocks read as zeros (LBPRZ), such blocks are reported deallocated.
-    fn lba_status_blocks(&self, offset: u64, limit: u64, block: u64) -> io::Result<(bool, u64)> {
-        let _ = block;
-        self.lba_status(offset, limit)
-    }
+    /// The engine that serves this store's operations on shard `shard` (called once per shard
+    /// that uses the LU, on that shard's thread).
+    fn engine(&self, shard: usize) -> Box<dyn engine::Engine>;
 }
 
 /// Opens a store by tgt type name: `rdwr` and `aio` are files or block devices through
-/// io_uring, `null` reads zeros and drops writes.
+/// io_uring, `null` reads zeros and drops writes. `delay` (an in-memory store whose engine
+/// completes out of order after a delay, for tests) exists only when tgtd runs with
+/// `CURVE_TGT_TEST_ENGINES=1` (see [`delay`]).
 pub fn open(
     bstype: &str,
     path: &str,
@@ -113,6 +107,7 @@ pub fn open(
     match bstype {
         "null" => Ok(Arc::new(null::NullStore::new(path, oflags)?)),
         "rdwr" | "aio" => Ok(Arc::new(file::FileStore::open(bstype, path, oflags)?)),
+        "delay" if delay::enabled() => Ok(Arc::new(delay::DelayStore::open(path, oflags)?)),
         other => Err(BackingError::UnknownType(other.to_string())),
     }
 }
@@ -173,6 +168,14 @@ pub enum BlockIo {
         len: u32,
         compare: Option<Range<usize>>,
     },
+    /// GET LBA STATUS (SBC-3 §5.6): up to `max` extents from `offset` to `end` (bytes), at
+    /// logical-block granularity `block`, each reported mapped or deallocated.
+    LbaStatus {
+        offset: u64,
+        end: u64,
+        block: u32,
+        max: u8,
+    },
 }
 
 /// How a [`BlockIo`] ended, as the SCSI layer needs to know it.
@@ -184,4 +187,11 @@ pub enum IoResult {
     Miscompare { offset: u64 },
     /// The store failed; becomes MEDIUM ERROR.
     Err(io::Error),
+    /// The store cannot do this operation at all; becomes ILLEGAL REQUEST, INVALID COMMAND
+    /// OPERATION CODE.
+    Unsupported,
+    /// The operation was cancelled (its task was aborted or its connection closed).
+    Cancelled,
+    /// GET LBA STATUS extents, in order from the requested offset: (mapped, bytes).
+    Extents(Vec<(bool, u64)>),
 }

@@ -2,6 +2,7 @@
 //! `--cores` and `--tcp_zerocopy`. Wiring only: the work is in the library.
 
 use clap::Parser;
+use curve_tgt::log;
 use curve_tgt::mgmt::server::{socket_base_from_env, ControlOptions, ControlSocket};
 use curve_tgt::shard::cpus;
 use curve_tgt::shard::plane::Plane;
@@ -15,12 +16,20 @@ use std::process::ExitCode;
 #[command(
     name = "tgtd",
     disable_version_flag = true,
-    about = "Linux SCSI target daemon (iSCSI), compatible with tgt 1.0.85",
-    long_about = "tgtd - the SCSI target daemon\n\n\
+    about = concat!(
+        "curve-tgt ",
+        env!("CARGO_PKG_VERSION"),
+        ": Linux SCSI target daemon (iSCSI), compatible with tgt 1.0.85"
+    ),
+    long_about = concat!(
+        "curve-tgt ",
+        env!("CARGO_PKG_VERSION"),
+        ": tgtd, the SCSI target daemon (compatible with tgt 1.0.85)\n\n\
 Serves SCSI logical units over iSCSI. One io_uring event loop (a shard) runs on each CPU; \
 every connection lives on one shard. Targets, logical units, ACLs and CHAP accounts are \
 configured at run time through the management socket with tgtadm(8), or from \
-/etc/tgt/targets.conf with tgt-admin(8); Debian's tgtadm and tgt-admin work unchanged.",
+/etc/tgt/targets.conf with tgt-admin(8); Debian's tgtadm and tgt-admin work unchanged."
+    ),
     after_help = "\
 ISCSI DRIVER OPTIONS (--iscsi k=v[,k=v...]):
   portal=ADDR[:PORT]    listen on ADDR:PORT (default port 3260); IPv6 as [ADDR]:PORT;
@@ -84,7 +93,7 @@ struct Args {
     /// with `tgtadm --op update --mode sys --name debug --value on|off`.
     #[arg(short = 'd', long = "debug", value_name = "DEBUGLEVEL", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
     debug: u8,
-    /// Print the version and exit.
+    /// Print this product's version (and the tgt version it is compatible with) and exit.
     #[arg(short = 'V', long = "version")]
     version: bool,
     /// iSCSI driver options: portal=ADDR[:PORT], nop_interval=SECONDS, nop_count=N (see
@@ -98,6 +107,10 @@ struct Args {
     /// `taskset` works too). (This product's own.)
     #[arg(long = "cores", value_name = "LIST")]
     cores: Option<String>,
+    /// Close a connection that has not finished login this many seconds after it was
+    /// accepted (a stalled or half-done login must not hold a slot). (This product's own.)
+    #[arg(long = "login-timeout", value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    login_timeout: u32,
 }
 
 /// Parsed `--iscsi` options.
@@ -194,16 +207,13 @@ fn prepare_process() {
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.version {
-        println!("{}", env!("CARGO_PKG_VERSION"));
+        // Debian's tgtd prints "1.0.85"; ours names the product, then the tgt it follows.
+        println!(
+            "curve-tgt {} (tgtd, compatible with tgt 1.0.85)",
+            env!("CARGO_PKG_VERSION")
+        );
         return ExitCode::SUCCESS;
     }
-    let level = if args.debug == 1 { "debug" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let iscsi = match parse_iscsi(args.iscsi.last()) {
         Ok(o) => o,
         Err(e) => {
@@ -234,6 +244,12 @@ fn main() -> ExitCode {
             let _ = std::fs::write(p, format!("{}\n", std::process::id()));
         }
     }
+    // As tgt: -f logs to stderr; a daemon (or -D) logs to syslog, its stderr being /dev/null.
+    log::init(
+        log::Destination::for_tgtd(args.foreground),
+        "tgtd",
+        args.debug == 1,
+    );
     prepare_process();
     let opts = ControlOptions {
         control_port: args.control_port,
@@ -245,14 +261,17 @@ fn main() -> ExitCode {
     let sock = match ControlSocket::bind(&opts) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("tgtd: {e}");
+            tracing::error!("tgtd: {e}");
             return ExitCode::from(1);
         }
     };
-    let (plane, events) = match Plane::start(&cpus, zerocopy) {
+    let shard_opts = curve_tgt::shard::ShardOptions {
+        login_timeout: std::time::Duration::from_secs(u64::from(args.login_timeout)),
+    };
+    let (plane, events) = match Plane::start_with(&cpus, zerocopy, shard_opts) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("tgtd: can't start shards: {e}");
+            tracing::error!("tgtd: can't start shards: {e}");
             return ExitCode::from(1);
         }
     };
@@ -260,14 +279,15 @@ fn main() -> ExitCode {
     for p in &iscsi.portals {
         if let Err(e) = plane.add_portal(*p) {
             // tgt carries on when one address family is unavailable (e.g. no IPv6).
-            tracing::warn!("can't listen on {p}: {e}");
+            log::event::portal_failed(*p, &e);
         }
     }
     tracing::info!(shards = cpus.len(), ?cpus, control = %sock.path().display(), "tgtd ready");
+    curve_tgt::service::notify_ready();
     match sock.serve(&opts, Box::new(plane), events) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tgtd: {e}");
+            tracing::error!("tgtd: {e}");
             ExitCode::from(1)
         }
     }

@@ -111,7 +111,7 @@ impl TextSm {
         match self.handle(req, data, ctx) {
             Ok(r) => r,
             Err(e) => {
-                tracing::info!(error = %e, "text request rejected");
+                crate::log::event::text_rejected(ctx.peer_ip, &e);
                 self.state = State::Idle;
                 self.inbuf = TextBuffer::new();
                 match e {

@@ -457,7 +457,7 @@ impl LoginSm {
                 }
             },
             State::In(stage) => stage,
-            State::Sending(p) => return self.send_more(req, data, p),
+            State::Sending(p) => return self.send_more(req, data, p, reg),
             State::AwaitingCallback(_) => return Err(LoginError::CallbackPending),
             State::Finished => return Err(LoginError::Finished),
         };
@@ -479,7 +479,7 @@ impl LoginSm {
             // RFC 7143 §6.2: answer each continued piece with an empty response.
             self.inbuf.push(data)?;
             self.state = State::In(stage);
-            return Ok(self.respond(req, stage, None, Vec::new(), None));
+            return self.respond(req, stage, None, Vec::new(), None, reg);
         }
         let keys = self.inbuf.finish(data)?;
         if self.session.is_none() {
@@ -580,21 +580,22 @@ impl LoginSm {
         match next {
             None => {
                 self.state = State::In(stage);
-                Ok(self.respond(req, stage, None, out.encode(), None))
+                self.respond(req, stage, None, out.encode(), None, reg)
             }
             Some(Stage::FullFeature) => {
-                let outcome = self.finish(req, reg)?;
-                Ok(self.respond(
+                let outcome = self.outcome(req);
+                self.respond(
                     req,
                     stage,
                     Some(Stage::FullFeature),
                     out.encode(),
                     Some(outcome),
-                ))
+                    reg,
+                )
             }
             Some(n) => {
                 self.state = State::In(n);
-                Ok(self.respond(req, stage, Some(n), out.encode(), None))
+                self.respond(req, stage, Some(n), out.encode(), None, reg)
             }
         }
     }
@@ -738,6 +739,14 @@ impl LoginSm {
         nsg: Option<Stage>,
         out: &mut TextPairs,
     ) -> Result<Option<Stage>, LoginError> {
+        // RFC 7143 §6.2: a key may be offered once. Two AuthMethod or CHAP_R values in one
+        // text would let an initiator try two answers where the exchange allows one.
+        if let Some((k, _)) = keys
+            .iter()
+            .find(|(k, _)| is_security_key(k) && keys.count(k) > 1)
+        {
+            return Err(NegotiationError::Duplicate(k.to_string()).into());
+        }
         let s = self.session.as_mut().expect("started");
         let chap_required = !s.accounts.incoming.is_empty();
         match &mut self.auth {
@@ -768,6 +777,10 @@ impl LoginSm {
                 // Lenient: an initiator that names no method gets none, when none is needed.
                 None => self.auth = Auth::None,
             },
+            Auth::Chap(_) if keys.get("AuthMethod").is_some() => {
+                // AuthMethod was settled when CHAP was chosen (RFC 7143 §6.2).
+                return Err(NegotiationError::Duplicate("AuthMethod".into()).into());
+            }
             Auth::Chap(_) => self.chap(keys, out)?,
             Auth::None | Auth::ChapDone => {
                 if let Some((k, _)) = keys.iter().find(|(k, _)| is_security_key(k)) {
@@ -836,24 +849,14 @@ impl LoginSm {
         Ok(None)
     }
 
-    /// Registers the session and builds the outcome.
-    fn finish(
-        &mut self,
-        req: &LoginReq,
-        reg: &SessionRegistry,
-    ) -> Result<Box<LoginOutcome>, LoginError> {
+    /// Builds the outcome; a normal session's TSIH comes from [`LoginSm::register`] when the
+    /// last response piece goes out.
+    fn outcome(&mut self, req: &LoginReq) -> Box<LoginOutcome> {
         let s = self.session.as_ref().expect("started");
         let port = initiator_port(&s.initiator_name, req.isid);
-        let (tsih, reinstate) = match s.kind {
-            SessionKind::Discovery => (Tsih(1), None),
-            SessionKind::Normal { tid } => {
-                let r = reg
-                    .register(tid, &port, self.ctx.shard)
-                    .map_err(|_| LoginError::OutOfSessions)?;
-                (r.tsih, r.replaced)
-            }
-        };
-        Ok(Box::new(LoginOutcome {
+        // Discovery sessions get tgt's dummy TSIH 1 and are not registered.
+        let (tsih, reinstate) = (Tsih(1), None);
+        Box::new(LoginOutcome {
             kind: s.kind.clone(),
             initiator_name: s.initiator_name.clone(),
             initiator_alias: s.initiator_alias.clone(),
@@ -865,7 +868,21 @@ impl LoginSm {
             exp_cmd_sn: req.cmd_sn,
             next_stat_sn: StatSn(0), // set when the last response is stamped
             reinstate,
-        }))
+        })
+    }
+
+    /// Registers a normal session in the registry, as its final Login Response is built and
+    /// not before: a connection lost while a long final response is still going out in
+    /// pieces must leave no TSIH behind (nobody would ever unregister it).
+    fn register(&self, o: &mut LoginOutcome, reg: &SessionRegistry) -> Result<(), LoginError> {
+        if let SessionKind::Normal { tid } = o.kind {
+            let r = reg
+                .register(tid, &o.initiator_port, self.ctx.shard)
+                .map_err(|_| LoginError::OutOfSessions)?;
+            o.tsih = r.tsih;
+            o.reinstate = r.replaced;
+        }
+        Ok(())
     }
 
     fn seq(&mut self) -> SeqFields {
@@ -887,7 +904,8 @@ impl LoginSm {
         nsg: Option<Stage>,
         mut data: Vec<u8>,
         outcome: Option<Box<LoginOutcome>>,
-    ) -> LoginStep {
+        reg: &SessionRegistry,
+    ) -> Result<LoginStep, LoginError> {
         if data.len() > LOGIN_MAX_DATA {
             let rest = data.split_off(LOGIN_MAX_DATA);
             self.state = State::Sending(Pending {
@@ -900,11 +918,20 @@ impl LoginSm {
             let mut bhs = self.header(req, false, csg, csg, (0, 0));
             bhs.0[1] |= 0x40; // C: more text follows
             bhs.set_data_len(data.len());
-            return LoginStep::Continue { bhs, data };
+            return Ok(LoginStep::Continue { bhs, data });
         }
-        self.last_piece(req, nsg.is_some(), csg, nsg.unwrap_or(csg), data, outcome)
+        self.last_piece(
+            req,
+            nsg.is_some(),
+            csg,
+            nsg.unwrap_or(csg),
+            data,
+            outcome,
+            reg,
+        )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn last_piece(
         &mut self,
         req: &LoginReq,
@@ -912,8 +939,12 @@ impl LoginSm {
         csg: Stage,
         nsg: Stage,
         data: Vec<u8>,
-        outcome: Option<Box<LoginOutcome>>,
-    ) -> LoginStep {
+        mut outcome: Option<Box<LoginOutcome>>,
+        reg: &SessionRegistry,
+    ) -> Result<LoginStep, LoginError> {
+        if let Some(o) = outcome.as_mut() {
+            self.register(o, reg)?;
+        }
         let tsih = outcome.as_ref().map_or(req.tsih, |o| o.tsih);
         let mut bhs = Bhs::login_response(transit, csg, nsg, req.isid, tsih, req.itt, 0, 0);
         bhs.set_seq(self.seq());
@@ -922,9 +953,9 @@ impl LoginSm {
             Some(mut session) => {
                 self.state = State::Finished;
                 session.next_stat_sn = self.stat_sn;
-                LoginStep::Done { bhs, data, session }
+                Ok(LoginStep::Done { bhs, data, session })
             }
-            None => LoginStep::Continue { bhs, data },
+            None => Ok(LoginStep::Continue { bhs, data }),
         }
     }
 
@@ -948,6 +979,7 @@ impl LoginSm {
         req: &LoginReq,
         data: &[u8],
         mut p: Pending,
+        reg: &SessionRegistry,
     ) -> Result<LoginStep, LoginError> {
         if !data.is_empty() || req.transit || req.continue_ {
             return Err(LoginError::UnexpectedData);
@@ -971,11 +1003,11 @@ impl LoginSm {
         if p.outcome.is_none() {
             self.state = State::In(if p.transit { p.nsg } else { p.csg });
         }
-        Ok(self.last_piece(req, p.transit, p.csg, p.nsg, p.rest, p.outcome))
+        self.last_piece(req, p.transit, p.csg, p.nsg, p.rest, p.outcome, reg)
     }
 
     fn fail(&mut self, req: &LoginReq, e: LoginError) -> LoginStep {
-        tracing::info!(peer = %self.ctx.peer, error = %e, "login refused");
+        crate::log::event::login_refused(self.ctx.peer, &e);
         self.state = State::Finished;
         let mut text = TextPairs::new();
         if let LoginError::Redirected { address, .. } = &e {

@@ -317,7 +317,28 @@ impl Negotiator {
             };
             self.negotiate_one(i, v, &mut out)?;
         }
+        self.cap_first_burst(&mut out);
         Ok(out)
+    }
+
+    /// RFC 7143 §13.14: FirstBurstLength MUST NOT exceed MaxBurstLength. The initiator may
+    /// offer the two in either order, or leave MaxBurstLength to our own offer, so an answer
+    /// of FirstBurstLength in `out` is capped, after the whole text, by the largest
+    /// MaxBurstLength this login can still end with.
+    fn cap_first_burst(&mut self, out: &mut TextPairs) {
+        let (fb, mb) = (
+            spec_index("FirstBurstLength").expect("known key"),
+            spec_index("MaxBurstLength").expect("known key"),
+        );
+        let cap = match self.state[mb] {
+            KeyState::Done => self.values[mb],
+            KeyState::Offered | KeyState::Untouched => self.ours[mb],
+        };
+        let answered = out.get(SPECS[fb].name).and_then(parse_number);
+        if answered.is_some_and(|v| v > cap) {
+            self.values[fb] = cap;
+            out.set(SPECS[fb].name, &cap.to_string());
+        }
     }
 
     fn negotiate_one(
@@ -714,6 +735,28 @@ mod tests {
         let d = n.declarations();
         assert_eq!(d.len(), 1);
         assert!(!n.awaiting_answers());
+    }
+
+    /// Issue 11 item 8: the answer on the wire, not only the value used, respects
+    /// MaxBurstLength, whichever of the two keys comes first and whoever set MaxBurstLength.
+    #[test]
+    fn first_burst_answer_never_exceeds_max_burst() {
+        for order in [
+            [("MaxBurstLength", "4096"), ("FirstBurstLength", "65536")],
+            [("FirstBurstLength", "65536"), ("MaxBurstLength", "4096")],
+        ] {
+            let mut n = Negotiator::new(&TargetParams::default(), false);
+            let a = answers(&mut n, &order);
+            let get = |k: &str| a.iter().find(|(x, _)| x == k).unwrap().1.clone();
+            assert_eq!(get("FirstBurstLength"), "4096", "{order:?}");
+            assert_eq!(get("MaxBurstLength"), "4096", "{order:?}");
+        }
+        // The target's own MaxBurstLength of 16384, offered after the initiator's keys.
+        let mut t = TargetParams::default();
+        t.set("MaxBurstLength", "16384").unwrap();
+        let mut n = Negotiator::new(&t, false);
+        assert_eq!(one(&mut n, "FirstBurstLength", "65536"), "16384");
+        assert_eq!(n.declarations().get("MaxBurstLength"), Some("16384"));
     }
 
     #[test]

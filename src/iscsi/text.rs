@@ -141,6 +141,17 @@ impl TextPairs {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Replaces the value of the first `key`; false when there is none.
+    pub fn set(&mut self, key: &str, value: &str) -> bool {
+        match self.pairs.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => {
+                *v = value.to_string();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// How many times `key` occurs.
     pub fn count(&self, key: &str) -> usize {
         self.pairs.iter().filter(|(k, _)| k == key).count()

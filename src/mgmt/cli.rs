@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 /// The tgt version this tgtadm is compatible with (`tgtadm -V`).
 pub const TGT_VERSION: &str = "1.0.85";
+/// This product's version (`tgtadm --help`, `tgtd --version`).
+pub const PRODUCT_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// EINVAL: tgtadm's exit status for every usage or request error.
 const EINVAL: i32 = 22;
 /// How long to wait for tgtd to close its socket after `sys delete`.
@@ -779,7 +781,7 @@ fn strerror(e: &io::Error) -> String {
 /// tgtadm's `--help` text.
 pub fn usage_text() -> String {
     format!(
-        "Linux SCSI Target administration utility, version {TGT_VERSION}\n\n\
+        "curve-tgt {PRODUCT_VERSION}: Linux SCSI Target administration utility, compatible with tgt {TGT_VERSION}\n\n\
 Usage: tgtadm [OPTION]\n\
 --lld <driver> --mode target --op new --tid <id> --targetname <name>\n\
 \tadd a new target with <id> and <name>. <id> must not be zero.\n\
@@ -869,7 +871,7 @@ Usage: tgtadm [OPTION]\n\
 --control-port <port> use control port <port>\n\
 --help\n\
 \tdisplay this help and exit\n\n\
-Report bugs to <stgt@vger.kernel.org>.\n"
+Report bugs to the curve-tgt project (see its README), not to tgt's mailing list.\n"
     )
 }
 
@@ -1035,6 +1037,9 @@ mod tests {
         let (c, out, _) = run_captured(&["tgtadm", "-V"]);
         assert_eq!((c, out.as_str()), (0, "1.0.85\n"));
         let (c, out, _) = run_captured(&["tgtadm", "--help"]);
-        assert!(c == 0 && out.starts_with("Linux SCSI Target administration utility, version 1.0.85\n\nUsage: tgtadm [OPTION]\n"));
+        assert!(c == 0 && out.starts_with(&format!("curve-tgt {PRODUCT_VERSION}: Linux SCSI Target administration utility, compatible with tgt 1.0.85\n\nUsage: tgtadm [OPTION]\n")));
+        assert!(out.ends_with(
+            "Report bugs to the curve-tgt project (see its README), not to tgt's mailing list.\n"
+        ));
     }
 }

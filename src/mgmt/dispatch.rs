@@ -105,6 +105,7 @@ fn system(
                 } else {
                     return Err(TgtadmError::InvalidRequest);
                 };
+                crate::log::set_debug(cfg.debug);
                 return changed();
             }
             isns_update(cfg, &req.payload)?;
@@ -123,7 +124,12 @@ fn system(
                 isns: cfg.isns.clone(),
             }))
         }
-        Some(Op::Stats) => text(stat::lu_report(cfg, &gather(plane), None, None)),
+        Some(Op::Stats) => {
+            let g = gather(plane);
+            let mut out = stat::lu_report(cfg, &g, None, None);
+            out.push_str(&stat::shard_resources(&g));
+            text(out)
+        }
         Some(Op::Delete) if cfg.targets.is_empty() => text(String::new()),
         _ => Err(TgtadmError::InvalidRequest),
     }
@@ -294,10 +300,12 @@ fn lu_new(cfg: &mut Config, req: &Request, plane: &dyn DataPlane) -> Result<Repl
     cfg.lu_check_new(tid, lun)?;
     let args = parse_lu_new(&req.payload);
     let bstype = args.bstype.unwrap_or("rdwr");
+    let test_only = (bstype == "delay" && backing::delay::enabled()).then_some(false);
     let takes_flags = SUPPORTED_TYPES
         .iter()
         .find(|(n, _)| *n == bstype)
         .map(|(_, f)| *f)
+        .or(test_only)
         .ok_or(TgtadmError::InvalidRequest)?;
     let flags = match args.bsoflags {
         Some(s) => BsOFlags::parse(s).ok_or(TgtadmError::InvalidRequest)?,
@@ -310,7 +318,10 @@ fn lu_new(cfg: &mut Config, req: &Request, plane: &dyn DataPlane) -> Result<Repl
         return Err(TgtadmError::InvalidRequest);
     }
     let backing = match args.path {
-        Some(p) => Some(backing::open(bstype, p, flags).map_err(|_| TgtadmError::InvalidRequest)?),
+        Some(p) => Some(backing::open(bstype, p, flags).map_err(|e| {
+            crate::log::event::backing_open_failed(tid, lun, p, &e);
+            TgtadmError::InvalidRequest
+        })?),
         None => None,
     };
     let lu = LogicalUnit::new(LuInit {

@@ -22,6 +22,8 @@ pub struct Gathered {
     sessions: HashMap<(u32, u16), SessionSnap>,
     /// Per LU: read and write histograms summed over shards.
     latency: BTreeMap<(u32, Lun), (Histogram<u64>, Histogram<u64>)>,
+    /// Each shard's resources, in shard order.
+    resources: Vec<crate::shard::stats::ShardResources>,
 }
 
 impl Gathered {
@@ -29,6 +31,7 @@ impl Gathered {
     pub fn new(reports: Vec<ShardStats>) -> Gathered {
         let mut g = Gathered::default();
         for r in reports {
+            g.resources.push(r.resources);
             for s in r.sessions {
                 g.sessions.insert((s.tid, s.tsih), s);
             }
@@ -114,6 +117,24 @@ pub fn lu_report(cfg: &Config, g: &Gathered, tid: Option<u32>, lun: Option<Lun>)
     if !latency.is_empty() {
         out.push('\n');
         out.push_str(&show::latency_table(&latency));
+    }
+    out
+}
+
+/// sys stat in test mode (`CURVE_TGT_TEST_ENGINES=1`): after tgt's lines, one line per
+/// shard with the buffers it has out of its pool and its backend operations in flight, so
+/// tests can check that an aborted or cancelled operation released what it held. Never
+/// printed otherwise (the output stays tgt's).
+pub fn shard_resources(g: &Gathered) -> String {
+    if !crate::backing::delay::enabled() {
+        return String::new();
+    }
+    let mut out = String::from("\n");
+    for (i, r) in g.resources.iter().enumerate() {
+        out.push_str(&format!(
+            "Shard {i}: buffers_in_use={} buffer_bytes_in_use={} backend_ops={} connections={} timers={}\n",
+            r.buffers_in_use, r.buffer_bytes_in_use, r.backend_ops, r.connections, r.timers
+        ));
     }
     out
 }

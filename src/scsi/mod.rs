@@ -395,9 +395,10 @@ fn run(ctx: &mut ExecCtx<'_>, lu: &LogicalUnit, cmd: &ScsiCommand<'_>) -> Result
         Cdb::PreventAllow { prevent } => spc::prevent_allow(lu, me, prevent).map(|_| Step::Good)?,
         Cdb::ReadCapacity10 { lba, pmi } => Step::Data(sbc::read_capacity10(lu, lba, pmi)?),
         Cdb::ReadCapacity16 { alloc } => Step::Data(truncate(sbc::read_capacity16(lu)?, alloc)),
-        Cdb::GetLbaStatus { lba, alloc } => {
-            Step::Data(truncate(sbc::get_lba_status(lu, lba, alloc)?, alloc))
-        }
+        Cdb::GetLbaStatus { lba, alloc } => match sbc::get_lba_status(lu, lba, alloc)? {
+            Step::Data(d) => Step::Data(truncate(d, alloc)),
+            step => step,
+        },
         Cdb::PrIn { sa, alloc } => Step::Data(truncate(pr::pr_in(lu, sa, alloc)?, alloc)),
         Cdb::PrOut {
             sa,
@@ -439,9 +440,22 @@ pub fn complete(
     result: IoResult,
     read_buf: Option<IoBuf>,
 ) -> Response {
-    let _ = cmd;
     let desc = ctx.lu.is_some_and(|lu| lu.sense_descriptor());
     match result {
+        IoResult::Extents(ext) => match (ctx.lu, cdb::parse(cmd.cdb)) {
+            (Some(lu), Ok(Cdb::GetLbaStatus { lba, alloc })) => Response::good(DataIn::Bytes(
+                truncate(sbc::lba_status_data(lu, lba, &ext), alloc),
+            )),
+            _ => Response::error(CmdError::ReadError, desc),
+        },
+        // The store cannot do this at all (SPC-4 §4.5.2.4.2: an unsupported command).
+        IoResult::Unsupported => Response::error(CmdError::InvalidOpcode, desc),
+        IoResult::Cancelled => Response {
+            status: ScsiStatus::TaskAborted,
+            sense: Vec::new(),
+            data: DataIn::None,
+            effects: Vec::new(),
+        },
         IoResult::Ok => match (io, read_buf) {
             (BlockIo::Read { .. }, Some(buf)) => Response::good(DataIn::Buf(buf)),
             (BlockIo::Read { .. }, None) => Response::error(CmdError::ReadError, desc),

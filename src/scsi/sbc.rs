@@ -375,8 +375,10 @@ pub fn read_capacity16(lu: &LogicalUnit) -> Result<Vec<u8>, CmdError> {
 /// Most LBA status descriptors returned by one GET LBA STATUS.
 const MAX_LBA_STATUS_DESCRIPTORS: usize = 64;
 
-/// GET LBA STATUS (SBC-3 §5.6): mapped/deallocated extents from `lba`, from the store.
-pub fn get_lba_status(lu: &LogicalUnit, lba: u64, alloc: u32) -> Result<Vec<u8>, CmdError> {
+/// GET LBA STATUS (SBC-3 §5.6): mapped/deallocated extents from `lba`. A store that tracks
+/// allocation is asked for them (an operation on its engine, like any medium access); for one
+/// that does not, the whole rest of the LU is one mapped extent.
+pub fn get_lba_status(lu: &LogicalUnit, lba: u64, alloc: u32) -> Result<Step, CmdError> {
     require_medium(lu)?;
     let nr = lu.nr_blocks();
     if lba >= nr {
@@ -386,29 +388,45 @@ pub fn get_lba_status(lu: &LogicalUnit, lba: u64, alloc: u32) -> Result<Vec<u8>,
     let shift = lu.blk_shift();
     let want = (alloc as usize).saturating_sub(8) / 16;
     let max = want.clamp(1, MAX_LBA_STATUS_DESCRIPTORS);
+    if store.caps().lba_status {
+        return Ok(Step::Io(BlockIo::LbaStatus {
+            offset: lba << shift,
+            end: nr << shift,
+            block: 1 << shift,
+            max: max as u8,
+        }));
+    }
+    let mut extents = Vec::new();
+    let mut cur = lba;
+    while cur < nr && extents.len() < max {
+        let blocks = (nr - cur).min(u64::from(u32::MAX));
+        extents.push((true, blocks << shift));
+        cur += blocks;
+    }
+    Ok(Step::Data(lba_status_data(lu, lba, &extents)))
+}
+
+/// GET LBA STATUS parameter data for `extents` (mapped, bytes) starting at `lba`.
+pub fn lba_status_data(lu: &LogicalUnit, lba: u64, extents: &[(bool, u64)]) -> Vec<u8> {
+    let shift = lu.blk_shift();
+    let nr = lu.nr_blocks();
     let mut d = vec![0u8; 8];
     let mut cur = lba;
-    let mut n = 0;
-    while cur < nr && n < max {
+    for &(mapped, len_bytes) in extents.iter().take(MAX_LBA_STATUS_DESCRIPTORS) {
+        if cur >= nr {
+            break;
+        }
         let limit_blocks = (nr - cur).min(u64::from(u32::MAX));
-        let (mapped, len_bytes) = if store.caps().lba_status {
-            store
-                .lba_status_blocks(cur << shift, limit_blocks << shift, 1 << shift)
-                .map_err(|_| CmdError::ReadError)?
-        } else {
-            (true, limit_blocks << shift)
-        };
         let blocks = (len_bytes >> shift).clamp(1, limit_blocks);
         d.extend_from_slice(&cur.to_be_bytes());
         d.extend_from_slice(&(blocks as u32).to_be_bytes());
         d.push(if mapped { 0 } else { 1 });
         d.extend_from_slice(&[0; 3]);
         cur += blocks;
-        n += 1;
     }
     let plen = (d.len() - 4) as u32;
     d[0..4].copy_from_slice(&plen.to_be_bytes());
-    Ok(d)
+    d
 }
 
 /// READ DEFECT DATA(10)/(12) (SBC-3 §5.12, §5.13): a file or device behind the target has no

@@ -223,10 +223,20 @@ fn thin_provisioning_on_file() {
     // ... but its Data-Out must still be exactly one block.
     let r = done(exec(Some(&lu), &mut n, &ws, &[0xffu8; 1024]));
     assert_eq!(sense_of(&r), (5, 0x1a, 0));
-    // GET LBA STATUS on a sparse file: one deallocated extent.
+    // GET LBA STATUS asks the store (an operation on its engine) for up to 3 extents (what
+    // fits in 64 bytes); one deallocated extent (a sparse file) is one descriptor.
     let gls = cdb16(0x9e, 0x12, 0, 64);
-    let r = done(exec(Some(&lu), &mut n, &gls, &[]));
-    let d = bytes(&r);
+    let end = lu.nr_blocks() << 9;
+    assert_eq!(
+        io(exec(Some(&lu), &mut n, &gls, &[])),
+        BlockIo::LbaStatus {
+            offset: 0,
+            end,
+            block: 512,
+            max: 3
+        }
+    );
+    let d = crate::scsi::sbc::lba_status_data(&lu, 0, &[(false, end)]);
     assert_eq!(u32::from_be_bytes(d[0..4].try_into().unwrap()), 20);
     assert_eq!(d[20], 1);
 }

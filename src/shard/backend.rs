@@ -1,383 +1,322 @@
-//! Runs one SCSI [`BlockIo`] against a backing store on the shard's own ring. Multi-step
-//! operations (COMPARE AND WRITE, WRITE SAME, UNMAP over several ranges, short transfers) are
-//! small state machines advanced by each completion. Stores without a descriptor (`null`)
-//! complete inline: reads are served from shared zero-filled buffers, writes are dropped.
+//! The shard's side of the backend interface: one [`Engine`] per backing store this shard
+//! serves (made on first use from the store's shared description), the table of backend
+//! operations in flight (which connection and task each is for), and the [`Reactor`] through
+//! which engines reach the ring, the timers, the buffer pool and the completion queue.
 
-use crate::backing::{BackingCaps, BlockIo, IoResult};
-use crate::buf::{BufPool, IoBuf};
+use super::owners::Owner;
+use super::ring::{clock, Ring};
+use super::slots::{Slab, SlotKey};
+use super::timers::{TimerKey, TimerOwner, Timers};
+use crate::backing::engine::{Completion, Engine, OpId, OpRequest, Reactor, RingToken, TimerId};
+use crate::backing::{BackingStore, BlockIo};
+use crate::buf::BufPool;
 use crate::iscsi::task::TaskRef;
 use crate::scsi::LogicalUnit;
 use io_uring::{opcode, squeue, types};
 use std::collections::HashMap;
-use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
-/// Largest buffer WRITE SAME writes per step.
-const WRITE_SAME_CHUNK: u64 = 1 << 20;
-/// Largest read served from a cached zero buffer for the null store.
-const ZERO_CACHE_MAX: usize = 1 << 20;
-
-/// Zero-filled read buffers shared by every null-store read of the same length (they are
-/// never written after creation, so sharing is safe and saves a memset per read).
-#[derive(Default)]
-pub struct ZeroCache {
-    by_len: HashMap<usize, IoBuf>,
+/// A backend operation in flight for one task.
+pub struct OpEntry {
+    /// The connection (slot and generation) and task it is for.
+    pub conn: SlotKey,
+    pub task: TaskRef,
+    pub lu: Arc<LogicalUnit>,
+    /// What the SCSI layer asked (it needs it again to build the response).
+    pub io: BlockIo,
+    engine: u16,
+    /// Cancel was asked already.
+    cancelled: bool,
 }
 
-impl ZeroCache {
-    /// A zero-filled buffer of `len` bytes.
-    pub fn get(&mut self, pool: &BufPool, len: usize) -> IoBuf {
-        if len > ZERO_CACHE_MAX || self.by_len.len() >= 32 && !self.by_len.contains_key(&len) {
-            let mut b = pool.alloc(len);
-            b.as_mut_slice().fill(0);
-            return b;
-        }
-        self.by_len
-            .entry(len)
-            .or_insert_with(|| {
-                let mut b = pool.alloc(len);
-                b.as_mut_slice().fill(0);
-                b
-            })
-            .clone()
+struct EngineSlot {
+    /// Kept so the store outlives its engine (and its address names it).
+    store: Arc<dyn BackingStore>,
+    engine: Box<dyn Engine>,
+}
+
+/// An outbound connect an engine started, until its CQE.
+struct Connecting {
+    deadline: TimerKey,
+    /// The kernel reads the address when the SQE is submitted.
+    _addr: Box<socket2::SockAddr>,
+    timed_out: bool,
+}
+
+/// Engines and operations of one shard.
+#[derive(Default)]
+pub struct Backends {
+    engines: Vec<Option<EngineSlot>>,
+    /// Operations started and not completed.
+    pub ops: Slab<OpEntry>,
+    /// Completions engines reported, for the shard to apply.
+    pub done: Vec<Completion>,
+    connects: HashMap<u64, Connecting>,
+}
+
+/// What the shard lends an engine for one call.
+struct Ctx<'a> {
+    ring: &'a mut Ring,
+    timers: &'a mut Timers,
+    pool: &'a BufPool,
+    done: &'a mut Vec<Completion>,
+    connects: &'a mut HashMap<u64, Connecting>,
+    engine: u16,
+}
+
+impl Reactor for Ctx<'_> {
+    fn now(&self) -> u64 {
+        clock()
+    }
+    fn pool(&self) -> &BufPool {
+        self.pool
+    }
+    unsafe fn submit(&mut self, sqe: squeue::Entry, tag: u64) -> RingToken {
+        let owner = Owner::Engine {
+            engine: self.engine,
+            tag,
+        };
+        // SAFETY: the engine vouches for the entry's pointers (this method's contract).
+        RingToken(unsafe { self.ring.push(sqe, owner) })
+    }
+    fn cancel(&mut self, t: RingToken) {
+        self.ring.cancel(t.0);
+    }
+    fn connect(
+        &mut self,
+        fd: RawFd,
+        addr: socket2::SockAddr,
+        deadline: u64,
+        tag: u64,
+    ) -> RingToken {
+        let addr = Box::new(addr);
+        let e = opcode::Connect::new(types::Fd(fd), addr.as_ptr().cast(), addr.len()).build();
+        let owner = Owner::Engine {
+            engine: self.engine,
+            tag,
+        };
+        // SAFETY: the address lives in `connects` until the connect's CQE.
+        let token = unsafe { self.ring.push(e, owner) };
+        let deadline = self
+            .timers
+            .insert(deadline, TimerOwner::ConnectDeadline { token });
+        self.connects.insert(
+            token,
+            Connecting {
+                deadline,
+                _addr: addr,
+                timed_out: false,
+            },
+        );
+        RingToken(token)
+    }
+    fn timer(&mut self, deadline: u64, tag: u64) -> TimerId {
+        let k = self.timers.insert(
+            deadline,
+            TimerOwner::Engine {
+                engine: self.engine,
+                tag,
+            },
+        );
+        TimerId(k.0.token())
+    }
+    fn cancel_timer(&mut self, t: TimerId) -> bool {
+        self.timers.cancel(TimerKey(SlotKey::from_token(t.0)))
+    }
+    fn complete(&mut self, c: Completion) {
+        self.done.push(c);
     }
 }
 
-/// One plain transfer step, resumed after short completions.
-#[derive(Copy, Clone, Debug)]
-struct Xfer {
-    write: bool,
-    ptr: usize,
-    len: usize,
-    offset: u64,
-    done: usize,
-    dsync: bool,
+fn op_id(k: SlotKey) -> OpId {
+    OpId {
+        index: k.index,
+        generation: k.generation,
+    }
 }
 
-/// What to do next with an operation.
-pub enum Next {
-    /// Submit this entry (its user_data is set by the caller).
-    Submit(squeue::Entry),
-    /// Finished.
-    Done(IoResult),
+fn op_key(op: OpId) -> SlotKey {
+    SlotKey::new(op.index, op.generation)
 }
 
-/// A backend operation in flight for one task.
-pub struct PendingIo {
-    pub task: TaskRef,
-    pub lu: Arc<LogicalUnit>,
-    pub io: BlockIo,
-    /// Data read (Read), or scratch (COMPARE AND WRITE, VERIFY).
-    pub read_buf: Option<IoBuf>,
-    /// The task's Data-Out buffer, held so it outlives the kernel's use of it.
-    pub data: Option<IoBuf>,
-    /// WRITE SAME pattern.
-    pattern: Option<IoBuf>,
-    step: usize,
-    xfer: Option<Xfer>,
-    fd: Option<RawFd>,
-    caps: BackingCaps,
-}
-
-impl PendingIo {
-    /// Prepares an operation; call [`PendingIo::start`] next.
-    pub fn new(task: TaskRef, lu: Arc<LogicalUnit>, io: BlockIo, data: Option<IoBuf>) -> PendingIo {
-        let (fd, caps) = match lu.backing() {
-            Some(b) => (b.raw_fd(), b.caps()),
-            None => (None, BackingCaps::default()),
+impl Backends {
+    /// The engine serving `store` on this shard, made on first use.
+    fn engine_for(&mut self, shard: usize, store: &Arc<dyn BackingStore>) -> u16 {
+        // Linear: a shard serves few stores, and comparing a handful of pointers beats
+        // hashing on every operation.
+        if let Some(e) = self
+            .engines
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| Arc::ptr_eq(&s.store, store)))
+        {
+            return e as u16;
+        }
+        let slot = EngineSlot {
+            store: store.clone(),
+            engine: store.engine(shard),
         };
-        PendingIo {
+        let i = match self.engines.iter().position(Option::is_none) {
+            Some(i) => {
+                self.engines[i] = Some(slot);
+                i
+            }
+            None => {
+                self.engines.push(Some(slot));
+                self.engines.len() - 1
+            }
+        };
+        u16::try_from(i).expect("fewer than 65536 stores per shard")
+    }
+
+    /// Starts `io` for a task on `lu`'s store. Its completion arrives in `done` (perhaps at
+    /// once). An LU without a store never gets here (the SCSI layer answers NOT READY).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        &mut self,
+        shard: usize,
+        ring: &mut Ring,
+        timers: &mut Timers,
+        pool: &BufPool,
+        conn: SlotKey,
+        task: TaskRef,
+        lu: Arc<LogicalUnit>,
+        io: BlockIo,
+        data: Option<crate::buf::IoBuf>,
+    ) -> Option<OpId> {
+        let Some(store) = lu.backing().cloned() else {
+            // No medium: the SCSI layer answers NOT READY before asking for I/O.
+            return None;
+        };
+        let engine = self.engine_for(shard, &store);
+        let req = OpRequest {
+            io: io.clone(),
+            data,
+        };
+        let key = self.ops.insert(OpEntry {
+            conn,
             task,
             lu,
             io,
-            read_buf: None,
-            data,
-            pattern: None,
-            step: 0,
-            xfer: None,
-            fd,
-            caps,
-        }
+            engine,
+            cancelled: false,
+        });
+        let op = op_id(key);
+        self.with_engine(engine, ring, timers, pool, |e, r| e.start(op, req, r));
+        Some(op)
     }
 
-    fn data_ptr(&self, r: &std::ops::Range<usize>) -> (usize, usize) {
-        let d = self.data.as_ref().expect("write op has data");
-        let end = r.end.min(d.len());
-        let start = r.start.min(end);
-        (d.as_ptr() as usize + start, end - start)
-    }
-
-    fn begin(&mut self, x: Xfer) -> Next {
-        self.xfer = Some(x);
-        self.resume()
-    }
-
-    fn resume(&mut self) -> Next {
-        let x = self.xfer.expect("transfer in progress");
-        let fd = self
-            .fd
-            .expect("transfers only for stores with a descriptor");
-        let ptr = (x.ptr + x.done) as *mut u8;
-        let len = u32::try_from(x.len - x.done).unwrap_or(u32::MAX);
-        let off = x.offset + x.done as u64;
-        let e = if x.write {
-            let mut w = opcode::Write::new(types::Fd(fd), ptr as *const u8, len).offset(off);
-            if x.dsync {
-                w = w.rw_flags(libc::RWF_DSYNC);
-            }
-            w.build()
-        } else {
-            opcode::Read::new(types::Fd(fd), ptr, len)
-                .offset(off)
-                .build()
-        };
-        Next::Submit(e)
-    }
-
-    /// Reads `len` bytes at `offset` into a fresh pooled buffer held in `read_buf`.
-    fn read_new(&mut self, pool: &BufPool, offset: u64, len: u32) -> Next {
-        let mut b = pool.alloc(len as usize);
-        let ptr = b.as_mut_ptr() as usize;
-        self.read_buf = Some(b);
-        self.begin(Xfer {
-            write: false,
-            ptr,
-            len: len as usize,
-            offset,
-            done: 0,
-            dsync: false,
-        })
-    }
-
-    /// Starts the operation.
-    pub fn start(&mut self, pool: &BufPool, zeros: &mut ZeroCache) -> Next {
-        match self.io.clone() {
-            BlockIo::Read { offset, len } => {
-                if self.fd.is_none() {
-                    self.read_buf = Some(zeros.get(pool, len as usize));
-                    return Next::Done(IoResult::Ok);
-                }
-                self.read_new(pool, offset, len)
-            }
-            BlockIo::Write { offset, data, fua } => {
-                if self.fd.is_none() {
-                    return Next::Done(IoResult::Ok);
-                }
-                let (ptr, len) = self.data_ptr(&data);
-                if len == 0 {
-                    return Next::Done(IoResult::Ok);
-                }
-                self.begin(Xfer {
-                    write: true,
-                    ptr,
-                    len,
-                    offset,
-                    done: 0,
-                    dsync: fua,
-                })
-            }
-            BlockIo::Flush => match self.fd {
-                None => Next::Done(IoResult::Ok),
-                Some(fd) => Next::Submit(
-                    opcode::Fsync::new(types::Fd(fd))
-                        .flags(types::FsyncFlags::DATASYNC)
-                        .build(),
-                ),
-            },
-            BlockIo::Discard { .. } => self.next_discard(),
-            BlockIo::WriteSame {
-                offset,
-                len,
-                block,
-                unmap,
-                ..
-            } => {
-                if self.fd.is_none() || len == 0 {
-                    return Next::Done(IoResult::Ok);
-                }
-                let (bptr, blen) = self.data_ptr(&block);
-                // SAFETY: `bptr..bptr+blen` lies inside the task's Data-Out buffer, which
-                // `self.data` keeps alive and nobody writes while the task executes.
-                let blk = unsafe { std::slice::from_raw_parts(bptr as *const u8, blen) };
-                if unmap && self.caps.unmap && blk.iter().all(|b| *b == 0) {
-                    self.io = BlockIo::Discard {
-                        ranges: vec![(offset, len)],
-                    };
-                    return self.next_discard();
-                }
-                if blen == 0 {
-                    return Next::Done(IoResult::Err(io::Error::from(io::ErrorKind::InvalidInput)));
-                }
-                let chunk = len.min(WRITE_SAME_CHUNK.max(blen as u64) / blen as u64 * blen as u64);
-                let mut p = pool.alloc(chunk as usize);
-                for c in p.as_mut_slice().chunks_mut(blen) {
-                    c.copy_from_slice(&blk[..c.len()]);
-                }
-                self.pattern = Some(p);
-                self.step = 0;
-                self.next_write_same()
-            }
-            BlockIo::CompareAndWrite { offset, len, .. }
-            | BlockIo::Verify { offset, len, .. }
-            | BlockIo::OrWrite { offset, len, .. } => {
-                if self.fd.is_none() {
-                    self.read_buf = Some(zeros.get(pool, len as usize));
-                    if matches!(self.io, BlockIo::OrWrite { .. }) {
-                        return self.after_or_read();
-                    }
-                    return self.after_compare_read(pool, zeros);
-                }
-                self.read_new(pool, offset, len)
-            }
-        }
-    }
-
-    fn next_discard(&mut self) -> Next {
-        let BlockIo::Discard { ranges } = &self.io else {
-            unreachable!("discard state")
-        };
-        let Some(fd) = self.fd else {
-            return Next::Done(IoResult::Ok);
-        };
-        if !self.caps.unmap {
-            return Next::Done(IoResult::Ok);
-        }
-        match ranges.get(self.step) {
-            None => Next::Done(IoResult::Ok),
-            Some(&(off, len)) => {
-                self.step += 1;
-                Next::Submit(
-                    opcode::Fallocate::new(types::Fd(fd), len)
-                        .offset(off)
-                        .mode(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
-                        .build(),
-                )
-            }
-        }
-    }
-
-    fn next_write_same(&mut self) -> Next {
-        let BlockIo::WriteSame { offset, len, .. } = self.io else {
-            unreachable!("write same state")
-        };
-        let p = self.pattern.as_ref().expect("pattern");
-        let done = self.step as u64 * p.len() as u64;
-        if done >= len {
-            return Next::Done(IoResult::Ok);
-        }
-        self.step += 1;
-        let n = (len - done).min(p.len() as u64) as usize;
-        let ptr = p.as_ptr() as usize;
-        self.begin(Xfer {
-            write: true,
-            ptr,
-            len: n,
-            offset: offset + done,
-            done: 0,
-            dsync: false,
-        })
-    }
-
-    /// ORWRITE's second step: OR Data-Out into the blocks read, write them back.
-    fn after_or_read(&mut self) -> Next {
-        let BlockIo::OrWrite {
-            offset, data, fua, ..
-        } = self.io.clone()
+    fn with_engine(
+        &mut self,
+        engine: u16,
+        ring: &mut Ring,
+        timers: &mut Timers,
+        pool: &BufPool,
+        f: impl FnOnce(&mut dyn Engine, &mut dyn Reactor),
+    ) {
+        let Some(slot) = self
+            .engines
+            .get_mut(usize::from(engine))
+            .and_then(Option::as_mut)
         else {
-            unreachable!("orwrite state")
+            return;
         };
-        self.step = 1;
-        if self.fd.is_none() {
-            // The null store's read buffer is a shared zero buffer: nothing to store anyway.
-            return Next::Done(IoResult::Ok);
-        }
-        let (dptr, dlen) = self.data_ptr(&data);
-        // SAFETY: as in WriteSame: inside the Data-Out buffer `self.data` keeps alive.
-        let d = unsafe { std::slice::from_raw_parts(dptr as *const u8, dlen) };
-        let buf = self.read_buf.as_mut().expect("orwrite buffer");
-        for (b, o) in buf.as_mut_slice().iter_mut().zip(d) {
-            *b |= *o;
-        }
-        let (ptr, len) = (buf.as_ptr() as usize, buf.len());
-        self.begin(Xfer {
-            write: true,
-            ptr,
-            len,
-            offset,
-            done: 0,
-            dsync: fua,
-        })
+        let mut ctx = Ctx {
+            ring,
+            timers,
+            pool,
+            done: &mut self.done,
+            connects: &mut self.connects,
+            engine,
+        };
+        f(&mut *slot.engine, &mut ctx);
     }
 
-    fn after_compare_read(&mut self, _pool: &BufPool, _zeros: &mut ZeroCache) -> Next {
-        let read = self.read_buf.as_ref().expect("compare buffer");
-        let (cmp_range, write) = match &self.io {
-            BlockIo::CompareAndWrite { verify, write, .. } => {
-                (Some(verify.clone()), Some(write.clone()))
-            }
-            BlockIo::Verify { compare, .. } => (compare.clone(), None),
-            _ => unreachable!("compare state"),
-        };
-        if let Some(r) = cmp_range {
-            let d = self.data.as_ref().map(|d| d.as_slice()).unwrap_or(&[]);
-            let want = &d[r.start.min(d.len())..r.end.min(d.len())];
-            let got = read.as_slice();
-            if let Some(pos) = want.iter().zip(got).position(|(a, b)| a != b) {
-                return Next::Done(IoResult::Miscompare { offset: pos as u64 });
+    /// Routes a CQE to its engine.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_cqe(
+        &mut self,
+        ring: &mut Ring,
+        timers: &mut Timers,
+        pool: &BufPool,
+        engine: u16,
+        tag: u64,
+        token: u64,
+        mut res: i32,
+        flags: u32,
+    ) {
+        if let Some(c) = (!self.connects.is_empty())
+            .then(|| self.connects.remove(&token))
+            .flatten()
+        {
+            timers.cancel(c.deadline);
+            if c.timed_out && res == -libc::ECANCELED {
+                res = -libc::ETIMEDOUT;
             }
         }
-        match (write, &self.io) {
-            (Some(w), BlockIo::CompareAndWrite { offset, .. }) => {
-                let offset = *offset;
-                self.step = 1;
-                if self.fd.is_none() {
-                    return Next::Done(IoResult::Ok);
+        self.with_engine(engine, ring, timers, pool, |e, r| {
+            e.on_cqe(tag, res, flags, r)
+        });
+    }
+
+    /// Routes a timer expiry.
+    pub fn on_timer(
+        &mut self,
+        ring: &mut Ring,
+        timers: &mut Timers,
+        pool: &BufPool,
+        owner: TimerOwner,
+    ) {
+        match owner {
+            TimerOwner::Engine { engine, tag } => {
+                self.with_engine(engine, ring, timers, pool, |e, r| e.on_timer(tag, r));
+            }
+            TimerOwner::ConnectDeadline { token } => {
+                if let Some(c) = self.connects.get_mut(&token) {
+                    c.timed_out = true;
+                    ring.cancel(token);
                 }
-                let (ptr, len) = self.data_ptr(&w);
-                self.begin(Xfer {
-                    write: true,
-                    ptr,
-                    len,
-                    offset,
-                    done: 0,
-                    dsync: false,
-                })
             }
-            _ => Next::Done(IoResult::Ok),
+            _ => {}
         }
     }
 
-    /// Advances after a completion with result `res`.
-    pub fn on_cqe(&mut self, res: i32, pool: &BufPool, zeros: &mut ZeroCache) -> Next {
-        if res < 0 {
-            return Next::Done(IoResult::Err(io::Error::from_raw_os_error(-res)));
+    /// Asks the engine to stop `op` (it still completes, into `done`).
+    pub fn cancel(&mut self, ring: &mut Ring, timers: &mut Timers, pool: &BufPool, op: OpId) {
+        let Some(e) = self.ops.get_mut(op_key(op)) else {
+            return;
+        };
+        if e.cancelled {
+            return;
         }
-        if let Some(mut x) = self.xfer {
-            if res == 0 && x.len > 0 {
-                // Zero bytes moved: past the end of the medium.
-                return Next::Done(IoResult::Err(io::Error::from(io::ErrorKind::UnexpectedEof)));
-            }
-            x.done += res as usize;
-            if x.done < x.len {
-                self.xfer = Some(x);
-                return self.resume();
-            }
-            self.xfer = None;
-        }
-        match &self.io {
-            BlockIo::Read { .. } | BlockIo::Write { .. } | BlockIo::Flush => {
-                Next::Done(IoResult::Ok)
-            }
-            BlockIo::Discard { .. } => self.next_discard(),
-            BlockIo::WriteSame { .. } => self.next_write_same(),
-            BlockIo::CompareAndWrite { .. } | BlockIo::OrWrite { .. } if self.step == 1 => {
-                Next::Done(IoResult::Ok)
-            }
-            BlockIo::OrWrite { .. } => self.after_or_read(),
-            BlockIo::CompareAndWrite { .. } | BlockIo::Verify { .. } => {
-                self.after_compare_read(pool, zeros)
+        e.cancelled = true;
+        let engine = e.engine;
+        self.with_engine(engine, ring, timers, pool, |e, r| e.cancel(op, r));
+    }
+
+    /// Takes a completed operation's entry.
+    pub fn finish(&mut self, op: OpId) -> Option<OpEntry> {
+        self.ops.remove(op_key(op))
+    }
+
+    /// Drops engines of stores no LU in the configuration uses any more, once idle.
+    pub fn prune(&mut self, in_use: impl Fn(&Arc<dyn BackingStore>) -> bool) {
+        for i in 0..self.engines.len() {
+            let drop_it = self.engines[i]
+                .as_ref()
+                .is_some_and(|s| s.engine.in_flight() == 0 && !in_use(&s.store));
+            if drop_it {
+                self.engines[i] = None;
             }
         }
+    }
+
+    /// Operations the engines say are in flight (checked against `ops`).
+    pub fn engines_in_flight(&self) -> usize {
+        self.engines
+            .iter()
+            .flatten()
+            .map(|s| s.engine.in_flight())
+            .sum()
     }
 }

@@ -1,6 +1,11 @@
 //! A connection as its shard holds it: the socket, the receive buffer the PDU framer reads,
-//! the batch of PDUs in the current send, and the protocol phase (login, then full feature).
+//! the batch of PDUs in the current send (kept until the kernel is done with its bytes), the
+//! backend operations its tasks have in flight, and the protocol phase (login, then full
+//! feature).
 
+use super::slots::SlotKey;
+use super::timers::TimerKey;
+use crate::backing::engine::OpId;
 use crate::iscsi::login::LoginSm;
 use crate::iscsi::session::Session;
 use crate::iscsi::tx::TxPdu;
@@ -51,8 +56,16 @@ pub struct Conn {
     pub iov: Vec<libc::iovec>,
     pub msg: Box<libc::msghdr>,
     pub send_inflight: bool,
-    /// Backend operations in flight: the slot is not reused until they complete.
-    pub io_inflight: u32,
+    /// Zero-copy sends whose notification (`IORING_CQE_F_NOTIF`) has not come: the kernel
+    /// may still read their pages.
+    pub notifs_pending: u32,
+    /// PDUs fully sent whose pages a pending notification still covers.
+    pub tx_awaiting_notif: Vec<TxPdu>,
+    /// Backend operations in flight, by task slot: the connection is freed only when none is.
+    pub ops: Vec<Option<OpId>>,
+    pub ops_inflight: u32,
+    /// Until login completes: the timer that closes the connection if it has not by then.
+    pub login_timer: Option<TimerKey>,
     /// Closing: no new receives; freed when nothing is in flight.
     pub closing: bool,
     /// Close once the send queue drains (logout, login failure).
@@ -60,10 +73,8 @@ pub struct Conn {
     /// The login waits for its target's redirect callback: no PDU is parsed and no receive
     /// armed until the result is in (what the initiator sends meanwhile waits in the socket).
     pub callback_running: bool,
-    /// Generation of this slot (in tokens).
-    pub generation: u16,
-    /// Pending backend operations, by task slot.
-    pub pending: Vec<Option<crate::shard::backend::PendingIo>>,
+    /// This connection's slot and generation.
+    pub key: SlotKey,
     /// The initiator's ExpStatSN from its latest SCSI Command: every status before it has
     /// been processed by the initiator.
     pub peer_exp_stat_sn: Option<u32>,
@@ -83,7 +94,7 @@ impl Conn {
         peer: SocketAddr,
         local: SocketAddr,
         login: LoginSm,
-        generation: u16,
+        key: SlotKey,
     ) -> Conn {
         // SAFETY: msghdr is a plain C struct for which all-zero is a valid empty value.
         let msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
@@ -104,12 +115,15 @@ impl Conn {
             iov: Vec::new(),
             msg,
             send_inflight: false,
-            io_inflight: 0,
+            notifs_pending: 0,
+            tx_awaiting_notif: Vec::new(),
+            ops: Vec::new(),
+            ops_inflight: 0,
+            login_timer: None,
             closing: false,
             close_after_flush: false,
             callback_running: false,
-            generation,
-            pending: Vec::new(),
+            key,
             peer_exp_stat_sn: None,
             stat_sn_sent: 0,
             hold_deadline: None,
@@ -137,7 +151,7 @@ impl Conn {
             self.rx.resize((cap * 2).max(RX_BUF_MIN), 0);
         } else if self.rx_len == 0 && cap > RX_BUF_MIN && self.rx_last < cap / RX_SHRINK_RATIO {
             self.rx = vec![0u8; RX_BUF_MIN];
-            if !self.send_inflight && self.tx_batch.is_empty() {
+            if !self.send_inflight && self.notifs_pending == 0 && self.tx_batch.is_empty() {
                 self.tx_batch = Vec::new();
                 self.iov = Vec::new();
             }
@@ -211,16 +225,126 @@ impl Conn {
         true
     }
 
-    /// Accounts `n` sent bytes; returns true when the whole batch went out.
-    pub fn sent(&mut self, n: usize) -> bool {
+    /// Accounts `n` sent bytes; `notif_follows` when the CQE said a zero-copy notification
+    /// will follow (`IORING_CQE_F_MORE`). Returns true when the whole batch went out. A batch
+    /// is released when it went out and no notification is pending; otherwise it waits in
+    /// `tx_awaiting_notif` for [`Conn::notified`].
+    pub fn sent(&mut self, n: usize, notif_follows: bool) -> bool {
+        if notif_follows {
+            self.notifs_pending += 1;
+        }
         self.tx_sent += n;
         let total: usize = self.tx_batch.iter().map(|p| p.wire_len()).sum();
         if self.tx_sent >= total {
-            self.tx_batch.clear();
+            if self.notifs_pending > 0 {
+                self.tx_awaiting_notif.append(&mut self.tx_batch);
+            } else {
+                self.tx_batch.clear();
+            }
             self.tx_sent = 0;
             true
         } else {
             false
         }
+    }
+
+    /// A zero-copy notification: once none is pending, every sent batch's pages are free.
+    pub fn notified(&mut self) {
+        self.notifs_pending = self.notifs_pending.saturating_sub(1);
+        if self.notifs_pending == 0 {
+            self.tx_awaiting_notif.clear();
+        }
+    }
+
+    /// Whether the kernel still holds anything of this connection: a receive, a send, a
+    /// zero-copy notification, or a backend operation. The slot is freed only when not.
+    pub fn busy(&self) -> bool {
+        self.recv_inflight || self.send_inflight || self.notifs_pending > 0 || self.ops_inflight > 0
+    }
+
+    /// Records a backend operation started for task slot `slot`.
+    pub fn add_op(&mut self, slot: usize, op: OpId) {
+        if self.ops.len() <= slot {
+            self.ops.resize_with(slot + 1, || None);
+        }
+        self.ops[slot] = Some(op);
+        self.ops_inflight += 1;
+    }
+
+    /// Forgets a completed backend operation.
+    pub fn remove_op(&mut self, slot: usize, op: OpId) -> bool {
+        match self.ops.get_mut(slot) {
+            Some(o) if *o == Some(op) => {
+                *o = None;
+                self.ops_inflight -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iscsi::tx::{Payload, TxPdu};
+
+    fn conn() -> Conn {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        let s = TcpStream::connect(a).unwrap();
+        let login = LoginSm::new(crate::iscsi::login::LoginCtx {
+            local: a,
+            peer: a,
+            tpgt: 1,
+            shard: 0,
+        });
+        Conn::new(s, a, a, login, SlotKey::new(0, 0))
+    }
+
+    fn pdu(pool: &crate::buf::BufPool) -> (TxPdu, crate::buf::IoBuf) {
+        let b = pool.alloc(4096);
+        let bhs = crate::iscsi::pdu::Bhs::reject(crate::iscsi::pdu::RejectReason::ProtocolError);
+        let p = Payload::Buf {
+            buf: b.clone(),
+            offset: 0,
+            len: 4096,
+        };
+        (TxPdu::new(bhs, p, false, false), b)
+    }
+
+    #[test]
+    fn plain_send_releases_the_batch_at_its_completion() {
+        let pool = crate::buf::BufPool::new();
+        let mut c = conn();
+        let (p, b) = pdu(&pool);
+        let len = p.wire_len();
+        c.login_out.push_back(p);
+        assert!(c.prepare_send());
+        assert_eq!(b.handles(), 2);
+        assert!(!c.sent(len - 1, false), "partial");
+        assert_eq!(b.handles(), 2);
+        assert!(c.sent(1, false));
+        assert_eq!(b.handles(), 1, "payload released");
+        assert!(!c.busy());
+    }
+
+    #[test]
+    fn zero_copy_send_keeps_pages_until_the_notification() {
+        let pool = crate::buf::BufPool::new();
+        let mut c = conn();
+        let (p, b) = pdu(&pool);
+        let len = p.wire_len();
+        c.login_out.push_back(p);
+        assert!(c.prepare_send());
+        assert!(c.sent(len, true));
+        assert_eq!(b.handles(), 2, "the kernel may still read the pages");
+        assert!(
+            c.busy(),
+            "a connection with a pending notification is not freed"
+        );
+        c.notified();
+        assert_eq!(b.handles(), 1);
+        assert!(!c.busy());
     }
 }

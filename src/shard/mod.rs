@@ -8,11 +8,17 @@ pub mod callback;
 pub mod conn;
 pub mod cpus;
 pub mod event_loop;
+mod hold;
+mod login_glue;
 pub mod msg;
+pub mod owners;
 pub mod plane;
 pub mod reclaim;
+pub mod ring;
+mod scsi_glue;
+pub mod slots;
 pub mod stats;
-pub mod token;
+pub mod timers;
 
 use crate::iscsi::registry::SessionRegistry;
 use callback::CallbackRunner;
@@ -48,6 +54,27 @@ pub struct Shared {
     pub registry: SessionRegistry,
     pub control: Sender<ControlEvent>,
     pub callbacks: CallbackRunner,
+    /// How each shard runs (login deadline, ...).
+    pub options: ShardOptions,
+}
+
+/// Settings every shard runs with (tgtd options).
+#[derive(Copy, Clone, Debug)]
+pub struct ShardOptions {
+    /// A connection that has not finished login this long after it was accepted is closed
+    /// (`tgtd --login-timeout`; a stalled or half-done login must not hold a slot forever).
+    pub login_timeout: std::time::Duration,
+}
+
+/// Default login deadline.
+pub const LOGIN_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(15);
+
+impl Default for ShardOptions {
+    fn default() -> Self {
+        ShardOptions {
+            login_timeout: LOGIN_TIMEOUT_DEFAULT,
+        }
+    }
 }
 
 impl Shared {

@@ -30,12 +30,10 @@ pub enum ShardMsg {
     },
     /// Close every connection of a session (conn delete, target delete --force, reinstatement).
     CloseSession { tid: u32, tsih: u16 },
-    /// A redirect callback a login on connection slot `conn` started has ended. `generation`
-    /// is the slot's generation then: a result for a connection since closed (and the slot
-    /// perhaps reused) is dropped.
+    /// A redirect callback a login on connection `conn` (slot and generation) started has
+    /// ended: a result for a connection since closed (and the slot perhaps reused) is dropped.
     CallbackDone {
-        conn: u16,
-        generation: u16,
+        conn: super::slots::SlotKey,
         result: CallbackResult,
     },
     /// Report counters and latency histograms (`tgtadm --op stat`) on this channel.

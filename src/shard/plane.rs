@@ -7,7 +7,7 @@ use super::cpus::pin_current_thread;
 use super::event_loop::Shard;
 use super::msg::{ControlEvent, ShardMsg};
 use super::stats::ShardStats;
-use super::{ShardHandle, Shared};
+use super::{ShardHandle, ShardOptions, Shared};
 use crate::config::snapshot::ConfigSnapshot;
 use crate::iscsi::registry::SessionRegistry;
 use crate::mgmt::server::DataPlane;
@@ -43,6 +43,15 @@ impl Plane {
     /// Starts one shard per CPU in `cpus`, each pinned to its CPU. Returns the plane and the
     /// receiver of session events for the control thread.
     pub fn start(cpus: &[usize], zerocopy: bool) -> io::Result<(Plane, Receiver<ControlEvent>)> {
+        Plane::start_with(cpus, zerocopy, ShardOptions::default())
+    }
+
+    /// As [`Plane::start`], with these shard settings.
+    pub fn start_with(
+        cpus: &[usize],
+        zerocopy: bool,
+        options: ShardOptions,
+    ) -> io::Result<(Plane, Receiver<ControlEvent>)> {
         let _ = zerocopy; // zero-copy Data-In is a later step; copy mode for now.
         let (ctl_tx, ctl_rx): (Sender<ControlEvent>, Receiver<ControlEvent>) = unbounded();
         let mut handles = Vec::new();
@@ -65,6 +74,7 @@ impl Plane {
             registry: SessionRegistry::default(),
             control: ctl_tx,
             callbacks: CallbackRunner::from_env(),
+            options,
         });
         let mut threads = Vec::new();
         for (i, ((rx, wake_fd), cpu)) in receivers.into_iter().zip(cpus.iter().copied()).enumerate()
@@ -221,6 +231,7 @@ impl DataPlane for Plane {
                 thread: Some(thread),
             },
         );
+        crate::log::event::portal_up(addr);
         Ok(())
     }
 
@@ -237,6 +248,7 @@ impl DataPlane for Plane {
         if let Some(t) = p.thread.take() {
             let _ = t.join();
         }
+        crate::log::event::portal_down(addr);
         Ok(())
     }
 

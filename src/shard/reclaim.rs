@@ -5,12 +5,17 @@
 //! a thread's arena mapped (only the top of a heap is ever returned by itself; a freed
 //! connection's buffers sit below longer-lived allocations). Without both, RSS after N
 //! connections came and went stayed at its peak for ever (issue 11, item 3). So after a
-//! connection is freed, the shard's 1 s timer trims the pool (all of it when no connection is
+//! connection is freed, a 1 s timer trims the pool (all of it when no connection is
 //! left, down to a small cache otherwise) and asks glibc to release every free page of every
 //! arena (`malloc_trim(0)`, which walks the heaps: done at most once a second, never per
 //! close).
 
+use super::ring::clock;
+use super::timers::{TimerKey, TimerOwner, Timers};
 use crate::buf::BufPool;
+
+/// How long after a connection is freed the memory is given back (frees meanwhile join in).
+const RECLAIM_DELAY_NS: u64 = 1_000_000_000;
 
 /// Free buffers a shard with live connections keeps per size class across a trim.
 const POOL_KEEP_BYTES_PER_CLASS: usize = 4 << 20;
@@ -22,9 +27,9 @@ const POOL_KEEP_BYTES_PER_CLASS: usize = 4 << 20;
 const MMAP_THRESHOLD: i32 = 256 << 10;
 const TRIM_THRESHOLD: i32 = 1 << 20;
 
-/// Whether memory is worth giving back at the next timer tick.
+/// The reclaim timer: armed while memory is worth giving back.
 pub struct Reclaim {
-    pending: bool,
+    timer: Option<TimerKey>,
 }
 
 impl Default for Reclaim {
@@ -39,24 +44,20 @@ impl Reclaim {
     pub fn new() -> Reclaim {
         static ALLOCATOR: std::sync::Once = std::sync::Once::new();
         ALLOCATOR.call_once(configure_allocator);
-        Reclaim { pending: false }
+        Reclaim { timer: None }
     }
 
-    /// A connection slot was freed: its memory is worth returning soon.
-    pub fn conn_freed(&mut self) {
-        self.pending = true;
-    }
-
-    /// Whether the shard should arm its timer for a reclaim.
-    pub fn wanted(&self) -> bool {
-        self.pending
-    }
-
-    /// On the shard's timer: trims the pool and returns free heap pages to the system.
-    pub fn run(&mut self, live_conns: usize, pool: &BufPool) {
-        if !std::mem::take(&mut self.pending) {
-            return;
+    /// A connection slot was freed: arms the reclaim timer unless it is armed.
+    pub fn conn_freed(&mut self, timers: &mut Timers) {
+        if self.timer.is_none() {
+            self.timer = Some(timers.insert(clock() + RECLAIM_DELAY_NS, TimerOwner::Reclaim));
         }
+    }
+
+    /// The reclaim timer fired: trims the pool (all of it when no connection is left) and
+    /// returns free heap pages to the system.
+    pub fn run(&mut self, live_conns: usize, pool: &BufPool) {
+        self.timer = None;
         pool.trim(if live_conns == 0 {
             0
         } else {

@@ -123,6 +123,18 @@ pub struct SessionSnap {
 pub struct ShardStats {
     pub sessions: Vec<SessionSnap>,
     pub latency: Vec<LuLatencySnap>,
+    /// The shard's own resources (printed only in test mode, see `mgmt::stat`).
+    pub resources: ShardResources,
+}
+
+/// What a shard holds: buffers out of its pool, backend operations in flight, connections.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardResources {
+    pub buffers_in_use: u64,
+    pub buffer_bytes_in_use: u64,
+    pub backend_ops: u64,
+    pub connections: u64,
+    pub timers: u64,
 }
 
 #[cfg(test)]

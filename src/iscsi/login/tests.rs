@@ -288,6 +288,49 @@ fn chap_one_way_and_mutual() {
     ));
 }
 
+/// Issue 11 item 8: AuthMethod or a CHAP key given twice is a protocol error (RFC 7143 §6.2),
+/// never a second try: a right CHAP_R beside a wrong one must not authenticate.
+#[test]
+fn duplicate_security_keys_are_refused() {
+    let mut t = target(1, TARGET);
+    t.chap = chap_accounts(false);
+    let c = cfg_with(t);
+    let reg = SessionRegistry::new();
+    // AuthMethod twice in the leading text.
+    let mut k = normal_keys();
+    k.extend([("AuthMethod", "None"), ("AuthMethod", "CHAP")]);
+    let step = LoginSm::new(ctx()).on_pdu(&req(SEC, None), &kv(&k), &c, &reg);
+    expect_fail(step, status::INITIATOR_ERROR);
+    // AuthMethod again once CHAP runs; CHAP_R twice.
+    for again in ["AuthMethod", "CHAP_R"] {
+        let mut sm = LoginSm::new(ctx());
+        let mut k = normal_keys();
+        k.push(("AuthMethod", "CHAP"));
+        sm.on_pdu(&req(SEC, None), &kv(&k), &c, &reg);
+        let mut a = vec![("CHAP_A", "5")];
+        if again == "AuthMethod" {
+            a.push(("AuthMethod", "None"));
+        }
+        let step = sm.on_pdu(&req(SEC, None), &kv(&a), &c, &reg);
+        if again == "AuthMethod" {
+            expect_fail(step, status::INITIATOR_ERROR);
+            continue;
+        }
+        let k = keys(&step);
+        let id: u8 = k.get("CHAP_I").unwrap().parse().unwrap();
+        let challenge = decode_binary(k.get("CHAP_C").unwrap()).unwrap();
+        let right = encode_hex(&ChapAlg::Md5.response(id, b"secretsecret", &challenge));
+        let wrong = encode_hex(&[0u8; 16]);
+        let resp = [
+            ("CHAP_N", "user"),
+            ("CHAP_R", right.as_str()),
+            ("CHAP_R", wrong.as_str()),
+        ];
+        let step = sm.on_pdu(&req(SEC, Some(OP)), &kv(&resp), &c, &reg);
+        expect_fail(step, status::INITIATOR_ERROR);
+    }
+}
+
 #[test]
 fn chap_wrong_secret_fails_authentication() {
     let mut t = target(1, TARGET);
@@ -724,6 +767,54 @@ fn long_responses_are_split_with_the_c_bit() {
         all.iter().filter(|(_, v)| *v == "NotUnderstood").count(),
         200
     );
+}
+
+/// Issue 11 item 8: the session used to be registered when the final response was built, so
+/// a connection lost (or refused) while its pieces went out left a TSIH nobody unregisters.
+#[test]
+fn a_session_is_registered_only_with_its_last_response_piece() {
+    let reg = SessionRegistry::new();
+    let c = cfg();
+    let long: Vec<String> = (0..200)
+        .map(|i| format!("X-com.example.{i:03}.{}", "k".repeat(40)))
+        .collect();
+    let mut k = normal_keys();
+    k.extend(long.iter().map(|n| (n.as_str(), "1")));
+    // The connection drops after the first piece.
+    let mut sm = LoginSm::new(ctx());
+    let step = sm.on_pdu(&req(OP, Some(FF)), &kv(&k), &c, &reg);
+    assert!(matches!(step, LoginStep::Continue { .. }), "{step:?}");
+    drop(sm);
+    assert_eq!(
+        reg.len(),
+        0,
+        "no session registered for a login that never finished"
+    );
+    // The initiator breaks the exchange (data on a fetch): refused, nothing registered.
+    let mut sm = LoginSm::new(ctx());
+    sm.on_pdu(&req(OP, Some(FF)), &kv(&k), &c, &reg);
+    expect_fail(
+        sm.on_pdu(&req(OP, None), b"Junk=1\0", &c, &reg),
+        status::INITIATOR_ERROR,
+    );
+    assert_eq!(reg.len(), 0);
+    // Fetched to the end: registered once, under the TSIH the last piece carries.
+    let mut sm = LoginSm::new(ctx());
+    let mut step = sm.on_pdu(&req(OP, Some(FF)), &kv(&k), &c, &reg);
+    for _ in 0..8 {
+        if !matches!(step, LoginStep::Continue { .. }) {
+            break;
+        }
+        assert_eq!(reg.len(), 0);
+        step = sm.on_pdu(&req(OP, None), &[], &c, &reg);
+    }
+    let LoginStep::Done { bhs, session, .. } = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(reg.len(), 1);
+    assert_ne!(session.tsih.0, 0);
+    assert_eq!(u16::from_be_bytes([bhs.0[14], bhs.0[15]]), session.tsih.0);
+    assert!(reg.lookup(1, session.tsih).is_some());
 }
 
 #[test]

@@ -1,0 +1,124 @@
+//! SCSI Command PDUs entering a session (RFC 7143 §11.3): the command window decides when
+//! a command counts, the immediate-data rules (§13.10, §13.14) are checked, and a task is
+//! made with its write buffer and unsolicited-data bounds.
+
+use super::window::Admit;
+use super::{Kind, Session};
+use crate::iscsi::pdu::{RejectReason, ScsiCmd, BHS_LEN};
+use crate::iscsi::task::{Task, TaskState, MAX_WRITE_BYTES};
+
+impl Session {
+    pub(super) fn on_scsi_cmd(
+        &mut self,
+        c: &ScsiCmd,
+        ahs: &[u8],
+        data: &[u8],
+        bhs: &[u8; BHS_LEN],
+        now_ns: u64,
+    ) {
+        let admit = self.window.admit(c.immediate, c.cmd_sn);
+        if admit == Admit::Ignore {
+            return;
+        }
+        if self.kind == Kind::Discovery {
+            // RFC 7143 §4.3: only text, logout and NOP in discovery sessions.
+            self.reject(RejectReason::ProtocolError, bhs);
+            return;
+        }
+        if self.tasks.has_itt(c.itt) {
+            self.reject(RejectReason::TaskInProgress, bhs);
+            return;
+        }
+        // Immediate data rules (RFC 7143 §13.10/§13.14): only with ImmediateData=Yes, at most
+        // FirstBurstLength, never more than the expected length.
+        if !data.is_empty()
+            && (!c.write
+                || !self.params.immediate_data
+                || data.len() as u32 > self.params.first_burst)
+        {
+            self.reject(RejectReason::ProtocolError, bhs);
+            return;
+        }
+        let cdb_ext = parse_ext_cdb(ahs);
+        let data_want = if c.write {
+            c.expected_len.min(MAX_WRITE_BYTES)
+        } else {
+            0
+        };
+        let unsolicited_end = if !c.write {
+            0
+        } else if self.params.initial_r2t {
+            data.len() as u32
+        } else {
+            self.params
+                .first_burst
+                .min(data_want)
+                .max(data.len() as u32)
+        }
+        .min(data_want);
+        let mut buf = None;
+        let mut got = 0u32;
+        if data_want > 0 {
+            let mut b = self.pool.alloc(data_want as usize);
+            let n = data.len().min(data_want as usize);
+            b.as_mut_slice()[..n].copy_from_slice(&data[..n]);
+            got = n as u32;
+            buf = Some(b);
+        }
+        let task = Task {
+            itt: c.itt,
+            lun: c.lun,
+            cdb: c.cdb,
+            cdb_ext,
+            attr: c.attr,
+            read: c.read,
+            write: c.write,
+            immediate: c.immediate,
+            expected_len: c.expected_len,
+            cmd_sn: c.cmd_sn,
+            state: TaskState::WaitCmdSn,
+            data: buf,
+            data_want,
+            data_got: got,
+            unsolicited_end,
+            unsolicited_got: got,
+            next_r2t_offset: unsolicited_end,
+            r2t_sn: 0,
+            r2ts: Vec::new(),
+            unsol_data_sn: 0,
+            data_error: false,
+            generation: 0,
+            arrived_ns: now_ns,
+        };
+        let Some(r) = self.tasks.insert(task) else {
+            self.reject(RejectReason::OutOfResources, bhs);
+            return;
+        };
+        match admit {
+            Admit::Now if c.immediate => self.start_data_phase(r),
+            Admit::Now => self.delivered(Some(r)),
+            Admit::Ahead => self.window.hold(c.cmd_sn, r),
+            Admit::Ignore => unreachable!("returned above"),
+        }
+    }
+}
+
+/// The extended CDB bytes from an AHS of type 1 (RFC 7143 §11.3.4), if present and sane.
+fn parse_ext_cdb(ahs: &[u8]) -> Option<Box<[u8]>> {
+    let mut at = 0usize;
+    while at + 4 <= ahs.len() {
+        let len = usize::from(u16::from_be_bytes([ahs[at], ahs[at + 1]]));
+        let kind = ahs[at + 2];
+        let body = at + 3;
+        let end = body + len;
+        if end > ahs.len() {
+            return None;
+        }
+        if kind == 1 && len > 1 {
+            // The first body byte is reserved; the rest are CDB bytes 16.. .
+            return Some(ahs[body + 1..end].to_vec().into_boxed_slice());
+        }
+        at = end.div_ceil(4) * 4;
+    }
+    None
+}

@@ -1,0 +1,236 @@
+//! Shared harness for integration tests: a private `tgtd` (its own management socket in a
+//! temporary directory, its own control port and a loopback portal on a free port), driven
+//! with our `tgtadm`, and stopped by PID when the test ends.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod initiator;
+pub mod procfs;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running tgtd for one test.
+pub struct Tgtd {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub ctl: u16,
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Asserts a tool the test needs is installed (scripts/test.sh installs them).
+pub fn require_tool(name: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "{name} is not installed: run scripts/install-deps.sh (or scripts/test.sh)"
+    );
+}
+
+impl Tgtd {
+    /// Starts tgtd on one shard pinned to the first allowed CPU... or on `cores` when given.
+    pub fn start_with(cores: Option<&str>) -> Tgtd {
+        Tgtd::start_env(cores, &[])
+    }
+
+    /// As `start_with`, with these environment variables set for tgtd.
+    pub fn start_env(cores: Option<&str>, env: &[(&str, &str)]) -> Tgtd {
+        Tgtd::spawn(cores, env, &[], false)
+    }
+
+    /// Starts tgtd with one shard, its log (stderr) going to [`Tgtd::log`]'s file.
+    pub fn start_logged() -> Tgtd {
+        Tgtd::spawn(Some("0"), &[], &[], true)
+    }
+
+    /// What tgtd has logged so far (only for [`Tgtd::start_logged`]).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tgtd.log")).unwrap_or_default()
+    }
+
+    /// Polls (bounded) until tgtd's log has a line containing every one of `parts`; returns
+    /// that line.
+    pub fn wait_log_line(&self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(l) = self
+                .log()
+                .lines()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
+                return l.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {parts:?}; the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// As `start_env`, with these extra tgtd arguments.
+    pub fn start_full(cores: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Tgtd {
+        Tgtd::spawn(cores, env, args, false)
+    }
+
+    fn spawn(cores: Option<&str>, env: &[(&str, &str)], args: &[&str], logged: bool) -> Tgtd {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let ctl = 20000 + (std::process::id() % 10000) as u16 + (port % 7);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tgtd"));
+        cmd.arg("-f")
+            .arg("-C")
+            .arg(ctl.to_string())
+            .arg("--iscsi")
+            .arg(format!("portal=127.0.0.1:{port}"));
+        if let Some(c) = cores {
+            cmd.arg("--cores").arg(c);
+        }
+        cmd.args(args);
+        cmd.envs(env.iter().copied());
+        let child = cmd
+            .env("TGT_IPC_SOCKET", dir.path().join("socket"))
+            .stdout(Stdio::null())
+            .stderr(if logged {
+                Stdio::from(std::fs::File::create(dir.path().join("tgtd.log")).unwrap())
+            } else {
+                Stdio::inherit()
+            })
+            .spawn()
+            .expect("spawn tgtd");
+        let t = Tgtd {
+            child,
+            dir,
+            port,
+            ctl,
+        };
+        // Wait (bounded) until the management socket answers.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let o = t.tgtadm(&["--op", "show", "--mode", "sys"]);
+            if o.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tgtd did not come up: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        t
+    }
+
+    /// The tgtd process id (for /proc figures).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Starts tgtd with one shard.
+    pub fn start() -> Tgtd {
+        Tgtd::start_with(Some("0"))
+    }
+
+    /// Runs our tgtadm against this tgtd.
+    pub fn tgtadm(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_tgtadm"))
+            .arg("-C")
+            .arg(self.ctl.to_string())
+            .args(args)
+            .env("TGT_IPC_SOCKET", self.dir.path().join("socket"))
+            .output()
+            .expect("run tgtadm")
+    }
+
+    /// Runs tgtadm and asserts success; returns stdout.
+    pub fn tgtadm_ok(&self, args: &[&str]) -> String {
+        let o = self.tgtadm(args);
+        assert!(
+            o.status.success(),
+            "tgtadm {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Creates target `tid` named `iqn` open to everyone.
+    pub fn add_target(&self, tid: u32, iqn: &str) {
+        let t = tid.to_string();
+        self.tgtadm_ok(&[
+            "--lld", "iscsi", "--op", "new", "--mode", "target", "--tid", &t, "-T", iqn,
+        ]);
+        self.tgtadm_ok(&[
+            "--lld", "iscsi", "--op", "bind", "--mode", "target", "--tid", &t, "-I", "ALL",
+        ]);
+    }
+
+    /// Adds a LUN backed by `path` with `bstype` (rdwr, null…).
+    pub fn add_lun(&self, tid: u32, lun: u32, bstype: &str, path: &Path) {
+        self.tgtadm_ok(&[
+            "--lld",
+            "iscsi",
+            "--op",
+            "new",
+            "--mode",
+            "logicalunit",
+            "--tid",
+            &tid.to_string(),
+            "--lun",
+            &lun.to_string(),
+            "-E",
+            bstype,
+            "-b",
+            path.to_str().unwrap(),
+        ]);
+    }
+
+    /// The iscsi:// URL of a LUN.
+    pub fn url(&self, iqn: &str, lun: u32) -> String {
+        format!("iscsi://127.0.0.1:{}/{}/{}", self.port, iqn, lun)
+    }
+
+    /// A sparse file of `size` bytes in this test's directory.
+    pub fn sparse_file(&self, name: &str, size: u64) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::File::create(&p).unwrap().set_len(size).unwrap();
+        p
+    }
+}
+
+impl Drop for Tgtd {
+    fn drop(&mut self) {
+        // tgtd ignores SIGTERM as tgt does; the test owns this PID, so end it with SIGKILL.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command and returns (success, stdout, stderr).
+pub fn run(cmd: &str, args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
