@@ -26,8 +26,9 @@ export DEBIAN_FRONTEND=noninteractive
 # libiscsi-bin: iscsi-test-cu, iscsi-inq, iscsi-ls (conformance, demo);
 # tgt: Debian's tgtd/tgtadm (the reference target, and a tgtadm to compare against);
 # iproute2: ss (port checks); procps, util-linux: taskset, fallocate; coreutils: timeout, stdbuf.
+# lsof: Debian's tgt-admin asks it whether a backing file is in use (tgt_admin_corpus tests).
 build=(build-essential pkg-config)
-pkgs=("${build[@]}" libiscsi-bin tgt iproute2 procps util-linux coreutils python3 ca-certificates)
+pkgs=("${build[@]}" libiscsi-bin tgt iproute2 procps util-linux coreutils python3 ca-certificates lsof)
 if [ "$BENCH" = 1 ]; then pkgs+=(iperf3 python3-matplotlib); fi
 # The demo needs no tgt: installing it may start a system tgtd on port 3260, the demo's port.
 if [ "$DEMO" = 1 ]; then pkgs=("${build[@]}" libiscsi-bin iproute2 util-linux coreutils); fi

@@ -60,6 +60,22 @@ if [ -z "${SKIP_CONFORMANCE:-}" ]; then
   step "conformance" "$xp passed, $xf failed (exit $rc; logs $TEST_LOG_DIR/conformance)"
 fi
 
+if [ -z "${SKIP_KERNEL_INITIATOR:-}" ]; then
+  banner "Linux kernel initiator (QEMU guest)"
+  rc=0
+  KI_LOGS="$TEST_LOG_DIR/kernel-initiator" bash tests/kernel_initiator.sh 2>&1 \
+    | tee "$TEST_LOG_DIR/kernel-initiator.log" || rc=$?
+  line=$(grep -E '^kernel_initiator: [0-9]+ passed, [0-9]+ failed' "$TEST_LOG_DIR/kernel-initiator.log" | tail -n 1 || true)
+  if [ -n "$line" ]; then
+    read -r kp kf < <(sed -E 's/.*: ([0-9]+) passed, ([0-9]+) failed.*/\1 \2/' <<<"$line")
+  else
+    kp=0 kf=1   # the harness could not run
+  fi
+  if [ "$rc" -ne 0 ] && [ "$kf" -eq 0 ]; then kf=1; fi
+  passed=$((passed + kp)); failed=$((failed + kf))
+  step "kernel initiator" "$kp passed, $kf failed (exit $rc; logs $TEST_LOG_DIR/kernel-initiator)"
+fi
+
 banner "summary ($(( $(date +%s) - t_start ))s, logs in $TEST_LOG_DIR)"
 printf '%s\n' "${steps[@]}"
 echo "$passed passed, $failed failed"

@@ -23,6 +23,9 @@ pub const MAX_R2T_PER_TASK: usize = 16;
 pub enum TaskState {
     /// Its CmdSN is ahead of ExpCmdSN: held until the gap fills (RFC 7143 §3.2.2.1).
     WaitCmdSn,
+    /// Its CmdSN is reached and data must be solicited, but the shard's write budget has no
+    /// room for its buffer yet: no R2T goes out until it has (R2Ts pace the writer).
+    WaitBuffer,
     /// Waiting for Data-Out.
     ReceivingData,
     /// All data here; queued for SCSI execution.
@@ -60,8 +63,11 @@ pub struct Task {
     pub expected_len: u32,
     pub cmd_sn: CmdSn,
     pub state: TaskState,
-    /// Data-Out buffer (writes), `data_want` bytes long.
+    /// Data-Out buffer (writes): the immediate data as it arrived, then `data_want` bytes
+    /// once the rest of the data is solicited (taken against the shard's write budget).
     pub data: Option<IoBuf>,
+    /// Bytes of the shard's write budget this task's buffer holds.
+    pub buf_bytes: u32,
     /// Data-Out bytes this task will hold: min(expected_len, MAX_WRITE_BYTES) for writes.
     pub data_want: u32,
     /// Data-Out bytes received so far.
@@ -288,6 +294,7 @@ mod tests {
             cmd_sn: CmdSn(0),
             state: TaskState::Ready,
             data: None,
+            buf_bytes: 0,
             data_want: 0,
             data_got: 0,
             unsolicited_end: 0,

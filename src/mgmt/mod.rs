@@ -9,3 +9,4 @@ pub mod ipc;
 pub mod server;
 pub mod show;
 pub mod stat;
+pub mod targets_conf;

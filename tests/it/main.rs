@@ -31,3 +31,4 @@ mod op_stat;
 mod package;
 mod qd512;
 mod redirect_callback;
+mod tgt_admin_corpus;

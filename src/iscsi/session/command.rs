@@ -56,15 +56,27 @@ impl Session {
                 .max(data.len() as u32)
         }
         .min(data_want);
+        // Only the bytes that came are buffered now, never the expected length: the full
+        // buffer is taken from the write budget when the rest is solicited (see writebuf).
         let mut buf = None;
-        let mut got = 0u32;
-        if data_want > 0 {
-            let mut b = self.pool.alloc(data_want as usize);
-            let n = data.len().min(data_want as usize);
-            b.as_mut_slice()[..n].copy_from_slice(&data[..n]);
-            got = n as u32;
+        let got = data.len().min(data_want as usize);
+        let mut buf_bytes = 0;
+        if got > 0 {
+            // In order, with room and nobody waiting: the whole buffer at once, so the
+            // immediate data is copied only once.
+            let whole = got < data_want as usize
+                && admit == Admit::Now
+                && self.wait_buffer.is_empty()
+                && self.budget.try_take(u64::from(data_want));
+            buf_bytes = if whole { data_want as usize } else { got };
+            if !whole {
+                self.budget.force_take(got as u64);
+            }
+            let mut b = self.pool.alloc(buf_bytes);
+            b.as_mut_slice()[..got].copy_from_slice(&data[..got]);
             buf = Some(b);
         }
+        let (got, buf_bytes) = (got as u32, buf_bytes as u32);
         let task = Task {
             itt: c.itt,
             lun: c.lun,
@@ -78,6 +90,7 @@ impl Session {
             cmd_sn: c.cmd_sn,
             state: TaskState::WaitCmdSn,
             data: buf,
+            buf_bytes,
             data_want,
             data_got: got,
             unsolicited_end,

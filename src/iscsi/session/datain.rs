@@ -22,8 +22,12 @@ impl Session {
         resp: Response,
         scsi_out_len: Option<u64>,
     ) -> Option<Task> {
-        let t = self.tasks.remove(r)?;
+        let t = self.remove_task(r)?;
         self.release_window(&t);
+        if self.writes_waiting() {
+            // Its buffer went back to the budget: a waiting write of this session may go.
+            self.admit_waiting_writes();
+        }
         if t.state == TaskState::Aborted {
             return None;
         }

@@ -2,6 +2,7 @@
 //! at most MaxBurstLength; Data-Out PDUs placed only where an R2T or the unsolicited window
 //! asked for them, in order, with their DataSN checked; the task handed on when all is here.
 
+use super::writebuf::grow;
 use super::Session;
 use crate::iscsi::ids::Ttt;
 use crate::iscsi::pdu::{Bhs, DataOut, RejectReason, BHS_LEN};
@@ -19,6 +20,15 @@ impl Session {
         };
         if t.data_got >= t.data_want {
             self.data_complete(r);
+            return;
+        }
+        if t.unsolicited_got < t.unsolicited_end {
+            // Unsolicited Data-Out may come at any moment (InitialR2T=No): room for it now.
+            grow(t, &self.pool, &self.budget, true);
+        } else if !self.wait_buffer.is_empty() || !grow(t, &self.pool, &self.budget, false) {
+            // No R2T until the shard's write budget has room (behind earlier waiters).
+            t.state = TaskState::WaitBuffer;
+            self.wait_buffer.push_back(r);
             return;
         }
         t.state = TaskState::ReceivingData;
@@ -47,7 +57,7 @@ impl Session {
     }
 
     /// Issues R2Ts up to MaxOutstandingR2T, each at most MaxBurstLength (RFC 7143 §11.8).
-    fn send_r2ts(&mut self, r: TaskRef) {
+    pub(super) fn send_r2ts(&mut self, r: TaskRef) {
         let max_out = (self.params.max_outstanding_r2t as usize).min(MAX_R2T_PER_TASK);
         let max_burst = self.params.max_burst.max(512);
         let ttt = TaskTable::ttt_for(r);
@@ -89,7 +99,10 @@ impl Session {
         let Some(t) = self.tasks.get_mut(r) else {
             return;
         };
-        if !matches!(t.state, TaskState::ReceivingData | TaskState::WaitCmdSn) {
+        if !matches!(
+            t.state,
+            TaskState::ReceivingData | TaskState::WaitCmdSn | TaskState::WaitBuffer
+        ) {
             return;
         }
         let off = d.buffer_offset;
@@ -133,6 +146,10 @@ impl Session {
                 t.data_error = true;
             }
             None => t.data_error = true,
+        }
+        if d.ttt == Ttt::RESERVED {
+            // Unsolicited data of a task still held behind a CmdSN gap: room for it now.
+            grow(t, &self.pool, &self.budget, true);
         }
         if let Some(buf) = t.data.as_mut() {
             let s = off as usize;

@@ -29,7 +29,9 @@ mod nop;
 mod text;
 mod tmf;
 mod window;
+mod writebuf;
 use window::{Admit, CmdWindow};
+pub use writebuf::WriteBudget;
 
 /// Negotiated values the full feature phase runs on.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -130,6 +132,10 @@ pub struct Session {
     /// more from it (Logout, TARGET COLD RESET, a data digest error; RFC 7143 §11.14).
     pub close: Option<CloseAfter>,
     pool: BufPool,
+    /// The shard's write-buffer budget (see `writebuf`).
+    budget: WriteBudget,
+    /// Writes waiting for room in `budget` before their R2Ts, oldest first.
+    wait_buffer: VecDeque<TaskRef>,
     /// Outstanding NOP-In pings (TTT counter).
     ping_ttt: u32,
     pub pings_unanswered: u32,
@@ -173,6 +179,8 @@ impl Session {
             events: VecDeque::new(),
             close: None,
             pool,
+            budget: WriteBudget::default(),
+            wait_buffer: VecDeque::new(),
             ping_ttt: 0,
             pings_unanswered: 0,
             nop_ticks: 0,

@@ -210,6 +210,63 @@ fn write_with_immediate_data_then_r2t() {
     assert_eq!(rsp.bhs()[3], 0);
 }
 
+/// Issue 11 item 6: a WRITE's expected length buys it no buffer. Only arrived bytes are
+/// held until the data is solicited; the full buffer comes from the shard's write budget
+/// before the first R2T, and with no room the R2T waits (the writer is paced, not memory).
+#[test]
+fn write_buffers_come_from_the_budget_and_r2ts_wait_for_room() {
+    let mut s = session(FfpParams {
+        max_burst: 4096,
+        ..Default::default()
+    });
+    let budget = WriteBudget::new(8192);
+    s.set_write_budget(budget.clone());
+    // A: 8 KiB, all solicited: its buffer is taken, its first R2T goes out.
+    feed(&mut s, &cmd_pdu(1, 10, false, true, 8192, &[]));
+    assert_eq!(budget.used_bytes(), 8192);
+    let r2t = s.out.pop_front().expect("R2T for A");
+    assert_eq!(be32(r2t.bhs(), 16), 1);
+    // B: 4 KiB with 512 bytes of immediate data: only those are held; no room, no R2T.
+    feed(&mut s, &cmd_pdu(2, 11, false, true, 4096, &[9u8; 512]));
+    assert_eq!(budget.used_bytes(), 8192 + 512);
+    assert!(s.out.is_empty(), "B's R2T waits for room");
+    assert!(s.writes_waiting());
+    // C: 32 MiB expected, held behind a CmdSN gap: nothing is allocated for it.
+    feed(&mut s, &cmd_pdu(3, 13, false, true, 32 << 20, &[]));
+    assert_eq!(budget.used_bytes(), 8192 + 512);
+    // A's data arrives and A finishes: its 8 KiB go back and B's R2T goes out.
+    let ttt = be32(r2t.bhs(), 20);
+    feed(&mut s, &data_out(1, ttt, 0, true, &[1u8; 4096]));
+    let ttt = be32(s.out.pop_front().expect("A's second R2T").bhs(), 20);
+    feed(&mut s, &data_out(1, ttt, 4096, true, &[1u8; 4096]));
+    let a = s.next_ready().expect("A complete");
+    s.finish(a, good(DataIn::None), Some(8192));
+    assert_eq!(
+        budget.used_bytes(),
+        4096,
+        "B's whole buffer, its 512 bytes included"
+    );
+    let r2t = s
+        .out
+        .iter()
+        .find(|p| p.bhs()[0] == op::R2T)
+        .expect("B's R2T after A finished");
+    assert_eq!((be32(r2t.bhs(), 16), be32(r2t.bhs(), 40)), (2, 512));
+    let ttt = be32(r2t.bhs(), 20);
+    feed(&mut s, &data_out(2, ttt, 512, true, &[2u8; 3584]));
+    let b = s.next_ready().expect("B complete");
+    let data = s.task(b).unwrap().data_out();
+    assert_eq!((data.len(), data[0], data[511], data[512]), (4096, 9, 9, 2));
+    s.abort_everything();
+    assert_eq!(
+        budget.used_bytes(),
+        4096,
+        "B runs: its buffer stays until it completes"
+    );
+    assert!(s.finish(b, good(DataIn::None), Some(4096)).is_none());
+    assert_eq!(budget.used_bytes(), 0, "every byte given back");
+}
+
 #[test]
 fn data_outside_r2t_is_rejected() {
     let mut s = session(FfpParams::default());
@@ -359,6 +416,32 @@ fn duplicate_cmd_sns_are_ignored() {
     assert_eq!(s.exp_cmd_sn(), CmdSn(14));
 }
 
+/// A non-immediate NOP-Out ahead of a CmdSN gap is answered at once and its CmdSN counted
+/// as used: once the gap fills, ExpCmdSN passes it (before, it was never counted and the
+/// session stalled at that CmdSN). A second NOP-Out with the same CmdSN is a duplicate.
+#[test]
+fn requests_ahead_of_a_gap_leave_no_hole() {
+    let mut s = session(FfpParams::default());
+    let mut nop = vec![0u8; BHS_LEN];
+    nop[0] = op::NOP_OUT;
+    nop[1] = 0x80;
+    nop[16..20].copy_from_slice(&9u32.to_be_bytes());
+    nop[20..24].copy_from_slice(&0xffff_ffffu32.to_be_bytes());
+    nop[24..28].copy_from_slice(&11u32.to_be_bytes());
+    feed(&mut s, &nop);
+    assert_eq!(s.out.pop_front().expect("echoed").bhs()[0], op::NOP_IN);
+    feed(&mut s, &nop);
+    assert!(s.out.is_empty(), "duplicate CmdSN ignored");
+    feed(&mut s, &cmd_pdu(1, 10, true, false, 512, &[]));
+    assert_eq!(
+        s.exp_cmd_sn(),
+        CmdSn(12),
+        "past the command and the NOP-Out"
+    );
+    feed(&mut s, &cmd_pdu(2, 12, true, false, 512, &[]));
+    assert_eq!(s.task_count(), 2);
+}
+
 #[test]
 fn queue_depth_512_never_closes_the_window_early() {
     let mut s = session(FfpParams::default());
@@ -493,4 +576,56 @@ fn check_condition_carries_sense_in_response() {
     assert_eq!(p.bhs()[3], 2);
     assert_eq!(&p.payload.bytes()[..2], &(sense.len() as u16).to_be_bytes());
     assert_eq!(&p.payload.bytes()[2..], &sense[..]);
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any arrival order of the CmdSNs of an advertised window, with duplicates mixed in:
+        /// every command runs exactly once and in CmdSN order, none is refused, MaxCmdSN never
+        /// moves back, and the window is whole again once all have finished.
+        #[test]
+        fn any_order_inside_the_window_runs_everything_once(
+            order in proptest::sample::subsequence((0u32..48).collect::<Vec<_>>(), 48)
+                .prop_shuffle(),
+            dups in proptest::collection::vec(0usize..48, 0..16),
+            finish_every in 1usize..8,
+        ) {
+            let depth = 48u32;
+            let mut s = session(FfpParams { max_queue_cmd: depth, ..Default::default() });
+            let mut max = s.current_max_cmd_sn();
+            let mut ran = Vec::new();
+            let mut fed = 0usize;
+            for (k, &i) in order.iter().enumerate() {
+                feed(&mut s, &cmd_pdu(i, 10 + i, true, false, 512, &[]));
+                fed += 1;
+                // Duplicates of CmdSNs already sent, under ITTs of their own.
+                if let Some(&d) = dups.get(k).filter(|&&d| d < k) {
+                    let j = order[d];
+                    feed(&mut s, &cmd_pdu(1000 + j, 10 + j, true, false, 512, &[]));
+                }
+                prop_assert!(s.out.iter().all(|p| p.bhs()[0] != op::REJECT), "no Reject");
+                prop_assert!(!s.current_max_cmd_sn().lt(max), "MaxCmdSN went back");
+                max = s.current_max_cmd_sn();
+                if fed % finish_every == 0 {
+                    while let Some(r) = s.next_ready() {
+                        ran.push(s.task(r).unwrap().itt.0);
+                        s.finish(r, good(DataIn::Bytes(vec![0; 512])), None);
+                        prop_assert!(!s.current_max_cmd_sn().lt(max));
+                        max = s.current_max_cmd_sn();
+                    }
+                }
+            }
+            while let Some(r) = s.next_ready() {
+                ran.push(s.task(r).unwrap().itt.0);
+                s.finish(r, good(DataIn::Bytes(vec![0; 512])), None);
+            }
+            prop_assert_eq!(ran, (0..depth).collect::<Vec<_>>());
+            prop_assert_eq!(s.task_count(), 0);
+            prop_assert_eq!(s.exp_cmd_sn(), CmdSn(10 + depth));
+            prop_assert_eq!(s.current_max_cmd_sn(), CmdSn(10 + depth + depth - 1));
+        }
+    }
 }

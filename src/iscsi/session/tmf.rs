@@ -79,10 +79,10 @@ impl Session {
             TaskState::WaitCmdSn => {
                 // Never delivered: its CmdSN stays used, so ExpCmdSN can pass it.
                 self.window.drop_held(r);
-                self.tasks.remove(r);
+                self.remove_task(r);
             }
             _ => {
-                let t = self.tasks.remove(r).expect("task exists");
+                let t = self.remove_task(r).expect("task exists");
                 self.release_window(&t);
                 self.ready.retain(|x| *x != r);
             }
