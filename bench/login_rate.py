@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Sequential iSCSI logins from one client: connect, one Login Request (operational stage
-straight to full feature phase), Logout, close; N times. Prints logins/s and the latency
+straight to full feature phase), Logout (LOGOUT=0: none), close; N times. Prints logins/s and the latency
 percentiles of the login round trip (connect to final Login Response), as one JSON line.
 
 usage: login_rate.py HOST PORT TARGET_IQN [N]
 """
 import json
+import os
 import socket
 import sys
 import time
@@ -48,6 +49,9 @@ def logout_pdu(cmd_sn, exp_stat_sn):
     return bytes(h)
 
 
+LOGOUT = os.environ.get("LOGOUT", "1") != "0"
+
+
 def one(host, port, target, i):
     t0 = time.perf_counter()
     s = socket.create_connection((host, port))
@@ -64,6 +68,9 @@ def one(host, port, target, i):
     else:
         raise RuntimeError(f"login {i}: no full feature phase")
     t1 = time.perf_counter()
+    if not LOGOUT:
+        s.close()
+        return t1 - t0
     s.sendall(logout_pdu(int.from_bytes(h[28:32], "big"), int.from_bytes(h[24:28], "big") + 1))
     h, _ = read_pdu(s)
     if h[0] & 0x3F != 0x26:

@@ -1,7 +1,8 @@
 //! A SCSI task as the iSCSI layer tracks it between its command PDU and its final status:
 //! where its Data-Out stands (unsolicited window, outstanding R2Ts) and whether it may run.
 //!
-//! Tasks live in a fixed-capacity slab sized from the session's command window at login, so
+//! Tasks live in a slab whose capacity is the session's command window at login; it grows
+//! to that capacity as the queue deepens (an idle session holds no full-depth table) and then
 //! the hot path never allocates a task; an R2T's Target Transfer Tag names the slab slot plus
 //! a generation, so a stale tag can never reach a reused slot.
 
@@ -126,7 +127,7 @@ pub struct TaskRef {
     pub generation: u16,
 }
 
-/// The session's tasks: a fixed-capacity slab indexed by slot, and an ITT index.
+/// The session's tasks: a bounded slab indexed by slot, and an ITT index.
 #[derive(Debug)]
 pub struct TaskTable {
     slots: Vec<Option<Task>>,
