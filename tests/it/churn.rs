@@ -35,6 +35,10 @@ fn target() -> Tgtd {
 /// Waits for the daemon to return to `base`, and asserts it did, naming `what` ran.
 fn assert_back(t: &Tgtd, base: Usage, what: &str) -> Usage {
     let u = settle(t.pid(), base, FD_MARGIN, RSS_MARGIN_KIB, SETTLE);
+    eprintln!(
+        "churn: after {what}: {} fds (baseline {}), RSS {} KiB (baseline {} KiB)",
+        u.fds, base.fds, u.rss_kib, base.rss_kib
+    );
     assert!(
         u.fds <= base.fds + FD_MARGIN,
         "after {what}: {} descriptors open, baseline {} (+{FD_MARGIN} allowed)",
@@ -106,6 +110,7 @@ fn idle_sessions_cost_little_and_their_memory_returns_after_logout() {
         let sessions = login_n(&t, round * N, N);
         let held = usage(t.pid());
         let per_session = held.rss_kib.saturating_sub(base.rss_kib) / N as u64;
+        eprintln!("churn: round {round}: {N} idle sessions, {per_session} KiB each");
         // Debian's tgtd: 12 KiB per idle session; ours was 92 KiB (a 256 KiB receive buffer
         // and a full-depth task table per connection).
         assert!(

@@ -324,6 +324,10 @@ fn hostile_clients_cost_verified_sessions_nothing() {
     c.logout().unwrap();
 
     let u = settle(t.pid(), base, FD_MARGIN, RSS_MARGIN_KIB, SETTLE);
+    eprintln!(
+        "soak: afterwards {} fds (baseline {}), RSS {} KiB (baseline {} KiB)",
+        u.fds, base.fds, u.rss_kib, base.rss_kib
+    );
     assert!(
         u.fds <= base.fds + FD_MARGIN,
         "{} descriptors open after the soak, baseline {} (+{FD_MARGIN} allowed)",
