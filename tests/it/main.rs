@@ -16,6 +16,8 @@ mod admin_live;
 mod admin_resize;
 mod admin_tgt_admin;
 mod churn;
+mod curve_cluster;
+mod curve_faults;
 mod delay_engine;
 mod durability;
 mod e2e_libiscsi;
