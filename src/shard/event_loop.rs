@@ -15,6 +15,7 @@ use super::backend::Backends;
 use super::conn::{Conn, Phase};
 use super::msg::{ControlEvent, ShardMsg};
 use super::owners::{ConnOp, Cqe, Owner};
+use super::reclaim::Reclaim;
 use super::ring::{clock, Ring, Wait};
 use super::slots::{Slab, SlotKey};
 use super::stats::{
@@ -72,6 +73,8 @@ pub struct Shard {
     nop_timer: Option<TimerKey>,
     /// Per-LU read/write latency histograms (`tgtadm --op stat`).
     pub(super) latency: LatencyTable,
+    /// Memory to give back after connections leave.
+    reclaim: Reclaim,
     /// Scratch: this turn's completions and expired timers.
     cqes: Vec<Cqe>,
     expired: Vec<TimerOwner>,
@@ -109,6 +112,7 @@ impl Shard {
             hold_deadline: None,
             nop_timer: None,
             latency: LatencyTable::default(),
+            reclaim: Reclaim::new(),
             spin_ns: std::env::var("CURVE_TGT_POLL_US")
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())
@@ -246,6 +250,7 @@ impl Shard {
                     self.arm_nop();
                 }
                 TimerOwner::LoginDeadline { conn } => self.login_deadline(conn),
+                TimerOwner::Reclaim => self.reclaim.run(self.conns.len(), &self.pool),
                 TimerOwner::ShutdownDeadline => self.shutdown_expired = true,
                 TimerOwner::ZcDrainTick => self.zc_drain_tick(),
                 other => {
@@ -527,8 +532,7 @@ impl Shard {
             self.mark(k);
             return;
         }
-        c.rx_len += res as usize;
-        c.rx_bytes += res as u64;
+        c.received(res as usize);
         self.parse_pdus(k);
         self.mark(k);
     }
@@ -631,15 +635,10 @@ impl Shard {
         if c.recv_inflight || c.closing || c.close_after_flush || c.callback_running {
             return;
         }
-        if c.rx_len == c.rx.len() {
-            let n = c.rx.len() * 2;
-            c.rx.resize(n, 0);
-        }
+        let room = c.rx_room();
+        let (ptr, len) = (room.as_mut_ptr(), room.len() as u32);
         c.recv_inflight = true;
         let fd = c.stream.as_raw_fd();
-        // SAFETY: rx_len < rx.len(), so the pointer is inside the buffer.
-        let ptr = unsafe { c.rx.as_mut_ptr().add(c.rx_len) };
-        let len = (c.rx.len() - c.rx_len) as u32;
         let e = opcode::Recv::new(types::Fd(fd), ptr, len).build();
         let owner = Owner::Conn {
             conn: k,
@@ -713,6 +712,7 @@ impl Shard {
         }
         self.shared.shard_conns[self.id].fetch_sub(1, Ordering::Relaxed);
         self.holding.retain(|x| *x != k);
+        self.reclaim.conn_freed(&mut self.timers);
     }
 
     /// Debug builds: what must hold at the end of every loop turn. A failure is a bug in the
