@@ -29,7 +29,6 @@ use crate::scsi::{Lun, UnitAttention};
 use crossbeam_channel::Receiver;
 use io_uring::{opcode, types};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Before sleeping, poll the ring's task-run flag this long (no syscalls): a command that
@@ -63,6 +62,8 @@ pub struct Shard {
     nop_timer: Option<TimerKey>,
     /// Per-LU read/write latency histograms (`tgtadm --op stat`).
     pub(super) latency: LatencyTable,
+    /// Output backlog, write-buffer budget, connection tickets (`super::budget`).
+    pub(super) budgets: super::budget::ShardBudgets,
     /// Scratch: this turn's completions and expired timers.
     cqes: Vec<Cqe>,
     expired: Vec<TimerOwner>,
@@ -77,6 +78,7 @@ impl Shard {
         wake_fd: RawFd,
         shared: Arc<Shared>,
     ) -> std::io::Result<Shard> {
+        let budgets = super::budget::ShardBudgets::new(&shared.options.limits);
         Ok(Shard {
             id,
             ring: Ring::new()?,
@@ -95,6 +97,7 @@ impl Shard {
             hold_deadline: None,
             nop_timer: None,
             latency: LatencyTable::default(),
+            budgets,
             spin_ns: std::env::var("CURVE_TGT_POLL_US")
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())
@@ -280,7 +283,8 @@ impl Shard {
                     stream,
                     peer,
                     local,
-                } => self.add_conn(stream, peer, local),
+                    ticket,
+                } => self.add_conn(stream, peer, local, ticket),
                 ShardMsg::Config(c) => {
                     self.latency.prune(&c);
                     self.cfg = c;
@@ -402,6 +406,7 @@ impl Shard {
         stream: std::net::TcpStream,
         peer: std::net::SocketAddr,
         local: std::net::SocketAddr,
+        ticket: super::limits::ConnTicket,
     ) {
         let _ = stream.set_nodelay(true);
         let login = LoginSm::new(LoginCtx {
@@ -422,7 +427,7 @@ impl Shard {
             c.key = k;
             c.login_timer = Some(t);
         }
-        self.shared.shard_conns[self.id].fetch_add(1, Ordering::Relaxed);
+        self.budgets.conn_added(k, ticket);
         self.mark(k);
     }
 
@@ -491,7 +496,9 @@ impl Shard {
                 self.flush(k, now);
                 self.arm_recv(k);
                 self.maybe_free(k);
+                self.note_write_waiter(k);
             }
+            self.admit_write_waiters();
         }
     }
 
@@ -560,6 +567,12 @@ impl Shard {
         if c.recv_inflight || c.closing || c.close_after_flush || c.callback_running {
             return;
         }
+        if self.backlog_full(k) {
+            return;
+        }
+        let Some(c) = self.conns.get_mut(k) else {
+            return;
+        };
         if c.rx_len == c.rx.len() {
             let n = c.rx.len() * 2;
             c.rx.resize(n, 0);
@@ -632,7 +645,7 @@ impl Shard {
                 });
             }
         }
-        self.shared.shard_conns[self.id].fetch_sub(1, Ordering::Relaxed);
+        self.budgets.conn_freed(k);
         self.holding.retain(|x| *x != k);
     }
 
