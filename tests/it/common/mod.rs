@@ -57,6 +57,11 @@ impl Tgtd {
         Tgtd::spawn(Some("0"), &[], &[], true)
     }
 
+    /// As [`Tgtd::start_logged`], with these extra tgtd arguments.
+    pub fn start_logged_args(args: &[&str]) -> Tgtd {
+        Tgtd::spawn(Some("0"), &[], args, true)
+    }
+
     /// What tgtd has logged so far (only for [`Tgtd::start_logged`]).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("tgtd.log")).unwrap_or_default()
@@ -134,6 +139,11 @@ impl Tgtd {
             std::thread::sleep(Duration::from_millis(20));
         }
         t
+    }
+
+    /// The tgtd process id (for /proc figures).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Starts tgtd with one shard.
