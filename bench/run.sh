@@ -138,7 +138,7 @@ build_base() {
     log "building base $OURS_BASE ($BASE_REV) in $dir"
     rm -rf -- "$dir/src"; mkdir -p "$dir/src"
     git -C "$REPO" archive "$BASE_REV" | tar -x -C "$dir/src"
-    cargo build --release --locked --manifest-path "$dir/src/Cargo.toml" --target-dir "$dir/target" \
+    cargo build --release --manifest-path "$dir/src/Cargo.toml" --target-dir "$dir/target" \
       --bin tgtd --bin tgtadm > "$dir/build.log" 2>&1 || die "base build failed; see $dir/build.log"
   fi
   export BASE_TGTD BASE_TGTADM

@@ -224,6 +224,9 @@ tgt_add_lu() {
     file|readonly) [ -n "$size" ] && make_backing_file "$path" "$size" thick ;;
     aio) bstype=aio; [ -n "$size" ] && make_backing_file "$path" "$size" thick ;;
     thin|thin512) [ -n "$size" ] && make_backing_file "$path" "$size" sparse ;;
+    # Ours in test mode only (CURVE_TGT_TEST_ENGINES=1): an in-memory store whose engine
+    # completes out of order after LIB_DELAY_US (MIN-MAX µs); PATH is not used.
+    delay) bstype=delay; path="size=${size:-128M}:delay_us=${LIB_DELAY_US:-20-2000}" ;;
     *) die "tgt_add_lu: unknown LU type '$type'" ;;
   esac
   case $type in

@@ -107,13 +107,13 @@ impl BackingStore for DelayStore {
             lba_status: true,
         }
     }
-    fn engine(&self, shard: usize) -> Box<dyn Engine> {
+    fn engine(&self, env: super::engine::EngineEnv) -> Box<dyn Engine> {
         Box::new(DelayEngine {
             mem: self.mem.clone(),
             delay_us: self.delay_us,
             ops: Vec::new(),
             live: 0,
-            rng: 0x9e37_79b9_7f4a_7c15 ^ shard as u64,
+            rng: 0x9e37_79b9_7f4a_7c15 ^ env.shard as u64,
         })
     }
 }

@@ -28,6 +28,20 @@
 //!   was already done). It must not touch the operation's buffers after completing it. The
 //!   shard frees a closed connection's slot and buffers only when every one of its operations
 //!   has been completed, so an engine must complete a cancelled operation within bounded time.
+//! * [`Engine::shutdown`]`(r)`: the store left the configuration and nothing is in flight:
+//!   release sockets and timers. The engine is dropped when nothing it submitted or armed is
+//!   outstanding (the shard counts both), so its engine index is never reused early.
+//!
+//! * [`Engine::on_message`]`(msg, r)`: a message posted to this engine through its
+//!   [`Mailbox`] (from the store's own control-side thread, or from its engine on another
+//!   shard), e.g. a new volume layout. Messages for a shard where the store has no engine yet
+//!   are dropped: an engine made later reads the current state from the store instead.
+//!
+//! An engine is made by [`super::BackingStore::engine`] with an [`EngineEnv`]: its shard and
+//! a [`Mailbox`] that reaches this store's engines on every shard. A store that runs a
+//! control-side task (the Curve MDS client: layouts, leases) keeps a clone of the mailbox to
+//! push updates to the shards; engines send the other way with whatever channel the store
+//! hands them (the shard does not need to know).
 //!
 //! Tags are the engine's own: a 64-bit value naming what a CQE or timer is for (an operation
 //! and its step, a peer connection's receive, an RPC's deadline). The shard routes each CQE
@@ -47,6 +61,63 @@ use super::{BlockIo, IoResult};
 use crate::buf::{BufPool, IoBuf};
 use io_uring::squeue;
 use std::os::fd::RawFd;
+use std::sync::Arc;
+
+/// A message for an engine; the engine downcasts it to the type its store posts.
+pub type EngineMsg = Box<dyn std::any::Any + Send>;
+
+/// Reaches one store's engines on every shard: [`Mailbox::post`] queues a message for the
+/// engine on `shard` and wakes that shard, whose loop hands it to [`Engine::on_message`].
+/// `Send + Sync` and cheap to clone, so a store's control-side thread can keep one.
+#[derive(Clone)]
+pub struct Mailbox {
+    post: Arc<dyn Fn(usize, EngineMsg) + Send + Sync>,
+    shards: usize,
+}
+
+impl Mailbox {
+    /// A mailbox over `shards` shards that delivers with `post(shard, msg)`.
+    pub fn new(shards: usize, post: impl Fn(usize, EngineMsg) + Send + Sync + 'static) -> Mailbox {
+        Mailbox {
+            post: Arc::new(post),
+            shards,
+        }
+    }
+
+    /// A mailbox that delivers nothing (tests, tools without shards).
+    pub fn none() -> Mailbox {
+        Mailbox::new(0, |_, _| {})
+    }
+
+    /// Queues `msg` for this store's engine on `shard` (dropped when there is none).
+    pub fn post(&self, shard: usize, msg: EngineMsg) {
+        if shard < self.shards {
+            (self.post)(shard, msg);
+        }
+    }
+
+    /// How many shards there are (`0..shards()` are valid for [`Mailbox::post`]).
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("shards", &self.shards)
+            .finish()
+    }
+}
+
+/// What an engine is made with.
+#[derive(Clone, Debug)]
+pub struct EngineEnv {
+    /// The shard the engine serves.
+    pub shard: usize,
+    /// Reaches this store's engines on every shard.
+    pub mailbox: Mailbox,
+}
 
 /// Names one backend operation on a shard. `index` is small and dense (slots are reused), so
 /// an engine can keep per-operation state in a `Vec` indexed by it; `generation` tells a
@@ -123,4 +194,16 @@ pub trait Engine {
     fn cancel(&mut self, op: OpId, r: &mut dyn Reactor);
     /// Operations started and not yet completed.
     fn in_flight(&self) -> usize;
+    /// The store is no longer used on this shard (its LU was deleted) and no operation is in
+    /// flight: close sockets, cancel what was submitted, disarm timers. The shard drops the
+    /// engine once none of its submissions has a CQE to come and none of its timers is armed,
+    /// so until then its buffers must stay valid. Engines that hold nothing when idle (files)
+    /// need not do anything.
+    fn shutdown(&mut self, r: &mut dyn Reactor) {
+        let _ = r;
+    }
+    /// A message posted through this store's [`Mailbox`]. Engines that post none ignore it.
+    fn on_message(&mut self, msg: EngineMsg, r: &mut dyn Reactor) {
+        let _ = (msg, r);
+    }
 }

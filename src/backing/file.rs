@@ -97,7 +97,7 @@ impl BackingStore for FileStore {
             lba_status: !self.is_block,
         }
     }
-    fn engine(&self, _shard: usize) -> Box<dyn Engine> {
+    fn engine(&self, _env: super::engine::EngineEnv) -> Box<dyn Engine> {
         Box::new(FileEngine::new(self.file.clone(), self.caps()))
     }
 }

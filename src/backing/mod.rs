@@ -90,9 +90,9 @@ pub trait BackingStore: Send + Sync + std::fmt::Debug {
     fn size_bytes(&self) -> io::Result<u64>;
     /// What this store can really do.
     fn caps(&self) -> BackingCaps;
-    /// The engine that serves this store's operations on shard `shard` (called once per shard
-    /// that uses the LU, on that shard's thread).
-    fn engine(&self, shard: usize) -> Box<dyn engine::Engine>;
+    /// The engine that serves this store's operations on shard `env.shard` (called once per
+    /// shard that uses the LU, on that shard's thread).
+    fn engine(&self, env: engine::EngineEnv) -> Box<dyn engine::Engine>;
 }
 
 /// Opens a store by tgt type name: `rdwr` and `aio` are files or block devices through

@@ -50,7 +50,7 @@ impl BackingStore for NullStore {
     fn caps(&self) -> BackingCaps {
         BackingCaps::default()
     }
-    fn engine(&self, _shard: usize) -> Box<dyn Engine> {
+    fn engine(&self, _env: super::engine::EngineEnv) -> Box<dyn Engine> {
         Box::new(NullEngine::default())
     }
 }

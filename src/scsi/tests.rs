@@ -948,3 +948,39 @@ proptest! {
         let _ = exec(Some(&lu), &mut n, &cdb, &data);
     }
 }
+
+#[test]
+fn store_answers_become_sense() {
+    // What an engine reports for an operation decides the status the initiator sees.
+    let (lu, _f) = file_disk(1 << 20);
+    let mut n = nexus("a");
+    let cdb = cdb10(0x28, 0, 0, 1);
+    let io = io(exec(Some(&lu), &mut n, &cdb, &[]));
+    let cmd = ScsiCommand {
+        cdb: &cdb,
+        data_out: &[],
+        expected_len: 512,
+        read: true,
+        write: false,
+        attr: TaskAttr::Simple,
+    };
+    let mut ctx = ExecCtx {
+        tid: 1,
+        lun: Lun(1),
+        lu: Some(&lu),
+        luns: LUNS,
+        nexus: &mut n,
+    };
+    // A store that cannot do the operation at all: ILLEGAL REQUEST, INVALID COMMAND OPERATION
+    // CODE (not a medium error, not success).
+    let r = complete(&mut ctx, &cmd, &io, IoResult::Unsupported, None);
+    assert_eq!(sense_of(&r), (5, 0x20, 0));
+    // A failed read: MEDIUM ERROR, UNRECOVERED READ ERROR.
+    let e = std::io::Error::from_raw_os_error(libc::EIO);
+    let r = complete(&mut ctx, &cmd, &io, IoResult::Err(e), None);
+    assert_eq!(sense_of(&r), (3, 0x11, 0));
+    // A cancelled operation (its task was aborted): TASK ABORTED, no data.
+    let r = complete(&mut ctx, &cmd, &io, IoResult::Cancelled, None);
+    assert_eq!(r.status, ScsiStatus::TaskAborted);
+    assert!(r.data.is_empty());
+}

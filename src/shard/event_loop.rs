@@ -17,8 +17,12 @@ use super::msg::{ControlEvent, ShardMsg};
 use super::owners::{ConnOp, Cqe, Owner};
 use super::ring::{clock, Ring, Wait};
 use super::slots::{Slab, SlotKey};
-use super::stats::{LatencyTable, SessionSnap, ShardResources, ShardStats};
+use super::stats::{
+    LatencyTable, SessionSnap, ShardResources, ShardStats, ZcConnSnap, ZcShardSnap,
+};
 use super::timers::{TimerKey, TimerOwner, Timers};
+use super::zerocopy::ZcConfig;
+use super::zerocopy_glue::ZcShard;
 use super::Shared;
 use crate::backing::engine::Completion;
 use crate::buf::BufPool;
@@ -35,6 +39,9 @@ use std::sync::Arc;
 /// arrives meanwhile is served without the wake-up of a sleeping (on a VM: halted) CPU.
 /// Never while holding responses. `CURVE_TGT_POLL_US` overrides; 0 turns it off.
 const POLL_NS: u64 = 50_000;
+/// At shutdown, how long to wait for engines' submissions to drain once every connection
+/// is closed.
+const SHUTDOWN_DRAIN_NS: u64 = 5_000_000_000;
 /// The keep-alive tick (NOP-In decisions are counted in these).
 const NOP_TICK_NS: u64 = 1_000_000_000;
 
@@ -53,6 +60,8 @@ pub struct Shard {
     pub(super) backends: Backends,
     pub(super) timers: Timers,
     shutting_down: bool,
+    /// The bound on waiting for engines to go idle at shutdown has passed.
+    shutdown_expired: bool,
     /// Connections holding responses back, and the earliest of their deadlines.
     pub(super) holding: Vec<SlotKey>,
     pub(super) hold_deadline: Option<u64>,
@@ -68,6 +77,8 @@ pub struct Shard {
     cqes: Vec<Cqe>,
     expired: Vec<TimerOwner>,
     done: Vec<Completion>,
+    /// Zero-copy Data-In: settings, kernel support, totals (`super::zerocopy_glue`).
+    pub(super) zc: ZcShard,
 }
 
 impl Shard {
@@ -77,8 +88,10 @@ impl Shard {
         rx: Receiver<ShardMsg>,
         wake_fd: RawFd,
         shared: Arc<Shared>,
+        zerocopy: ZcConfig,
     ) -> std::io::Result<Shard> {
         let budgets = super::budget::ShardBudgets::new(&shared.options.limits);
+        let mailboxes = shared.clone();
         Ok(Shard {
             id,
             ring: Ring::new()?,
@@ -90,9 +103,10 @@ impl Shard {
             conns: Slab::default(),
             dirty: Vec::new(),
             pool: BufPool::new(),
-            backends: Backends::default(),
+            backends: Backends::new(mailboxes),
             timers: Timers::default(),
             shutting_down: false,
+            shutdown_expired: false,
             holding: Vec::new(),
             hold_deadline: None,
             nop_timer: None,
@@ -105,6 +119,7 @@ impl Shard {
             cqes: Vec::with_capacity(1024),
             expired: Vec::new(),
             done: Vec::new(),
+            zc: ZcShard::new(id, zerocopy),
         })
     }
 
@@ -125,7 +140,13 @@ impl Shard {
         let mut cqes = std::mem::take(&mut self.cqes);
         loop {
             if self.shutting_down && self.conns.is_empty() {
-                break;
+                // Engines may still have submissions in the kernel (a remote store's
+                // sockets): retire them and wait, bounded, until nothing points into them.
+                self.backends
+                    .prune(&mut self.ring, &mut self.timers, &self.pool, |_| false);
+                if self.backends.is_empty() || self.shutdown_expired {
+                    break;
+                }
             }
             let how = self.wait_mode();
             if let Err(e) = self.ring.wait(how) {
@@ -152,6 +173,18 @@ impl Shard {
                         conn,
                         op: ConnOp::Send,
                     } => self.on_send(conn, c),
+                    Owner::Conn {
+                        conn,
+                        op: ConnOp::SendZc { id },
+                    } if c.notif() => self.on_zc_notif(conn, id, c.res),
+                    Owner::Conn {
+                        conn,
+                        op: ConnOp::SendZc { .. },
+                    } => self.on_send(conn, c),
+                    Owner::Conn {
+                        conn,
+                        op: ConnOp::ErrQueue,
+                    } => self.on_errqueue(conn, c.res),
                     Owner::Engine { engine, tag } => self.backends.on_cqe(
                         &mut self.ring,
                         &mut self.timers,
@@ -168,6 +201,7 @@ impl Shard {
             self.expire_timers();
             self.apply_completions();
             self.service_dirty();
+            self.backends.reap();
             self.ring.arm_timer(self.timers.next_deadline());
             #[cfg(debug_assertions)]
             self.check_invariants();
@@ -197,6 +231,8 @@ impl Shard {
                     self.arm_nop();
                 }
                 TimerOwner::LoginDeadline { conn } => self.login_deadline(conn),
+                TimerOwner::ShutdownDeadline => self.shutdown_expired = true,
+                TimerOwner::ZcDrainTick => self.zc_drain_tick(),
                 other => {
                     self.backends
                         .on_timer(&mut self.ring, &mut self.timers, &self.pool, other)
@@ -290,15 +326,20 @@ impl Shard {
                     self.cfg = c;
                     self.arm_nop();
                     let cfg = self.cfg.clone();
-                    self.backends.prune(|store| {
-                        cfg.targets.values().any(|t| {
-                            t.luns
-                                .values()
-                                .any(|lu| lu.backing().is_some_and(|b| Arc::ptr_eq(b, store)))
-                        })
-                    });
+                    self.backends
+                        .prune(&mut self.ring, &mut self.timers, &self.pool, |store| {
+                            cfg.targets.values().any(|t| {
+                                t.luns
+                                    .values()
+                                    .any(|lu| lu.backing().is_some_and(|b| Arc::ptr_eq(b, store)))
+                            })
+                        });
                 }
                 ShardMsg::CallbackDone { conn, result } => self.callback_done(conn, result),
+                ShardMsg::Engine { store, msg } => {
+                    self.backends
+                        .deliver(&mut self.ring, &mut self.timers, &self.pool, &store, msg)
+                }
                 ShardMsg::Stats(reply) => {
                     let _ = reply.send(self.stats());
                 }
@@ -319,6 +360,8 @@ impl Shard {
                 }
                 ShardMsg::Shutdown => {
                     self.shutting_down = true;
+                    self.timers
+                        .insert(clock() + SHUTDOWN_DRAIN_NS, TimerOwner::ShutdownDeadline);
                     for k in self.conns.keys() {
                         self.begin_close(k);
                     }
@@ -346,6 +389,12 @@ impl Shard {
                     cid: s.cid.0,
                     lus: s.stats.lus.clone(),
                     conn,
+                    zc: ZcConnSnap {
+                        mode: c.zc.policy.mode(),
+                        counters: c.zc.policy.counters,
+                        outstanding: c.zc.inflight.outstanding(),
+                        held: c.zc.inflight.held(),
+                    },
                 })
             })
             .collect();
@@ -353,6 +402,11 @@ impl Shard {
         ShardStats {
             sessions,
             latency: self.latency.snapshot(),
+            zc: ZcShardSnap {
+                closed: self.zc.closed,
+                pool_buffers_out: pool.in_use as usize,
+                draining: self.zc.draining,
+            },
             resources: ShardResources {
                 buffers_in_use: pool.in_use,
                 buffer_bytes_in_use: pool.in_use_bytes,
@@ -416,9 +470,10 @@ impl Shard {
             shard: self.id,
         });
         let placeholder = SlotKey::new(0, 0);
+        let zc = self.zc.link(&stream, peer);
         let k = self
             .conns
-            .insert(Conn::new(stream, peer, local, login, placeholder));
+            .insert(Conn::new(stream, peer, local, login, placeholder, zc));
         let deadline = clock() + self.shared.options.login_timeout.as_nanos() as u64;
         let t = self
             .timers
@@ -448,6 +503,12 @@ impl Shard {
             return;
         };
         c.recv_inflight = false;
+        if (res == -libc::EAGAIN || res == -libc::EINTR) && !c.closing {
+            // A receive woken by the error queue's POLLERR (MSG_ZEROCOPY notifications) too
+            // often gives up with EAGAIN: nothing is wrong, receive again.
+            self.mark(k);
+            return;
+        }
         if res <= 0 || c.closing {
             self.begin_close(k);
             self.mark(k);
@@ -460,15 +521,12 @@ impl Shard {
     }
 
     fn on_send(&mut self, k: SlotKey, cqe: &Cqe) {
+        if self.zc_send_done(k, cqe) {
+            return;
+        }
         let Some(c) = self.conns.get_mut(k) else {
             return;
         };
-        if cqe.notif() {
-            // A zero-copy send's notification: its pages are the kernel's no more.
-            c.notified();
-            self.mark(k);
-            return;
-        }
         c.send_inflight = false;
         let res = cqe.res;
         if res < 0 {
@@ -481,7 +539,7 @@ impl Shard {
             return;
         }
         c.tx_bytes += res as u64;
-        c.sent(res as usize, cqe.more());
+        c.sent(res as usize);
         self.mark(k);
     }
 
@@ -545,18 +603,13 @@ impl Shard {
                 sn.wrapping_sub(1)
             };
         }
-        let fd = c.stream.as_raw_fd();
-        let msg: *const libc::msghdr = &*c.msg;
-        let e = opcode::SendMsg::new(types::Fd(fd), msg)
-            .flags(libc::MSG_NOSIGNAL as u32)
-            .build();
-        let owner = Owner::Conn {
-            conn: k,
-            op: ConnOp::Send,
+        let Some((e, owner)) = self.zc_send_entry(k) else {
+            return;
         };
         // SAFETY: the msghdr, iovecs and the PDUs they point to belong to the connection,
         // which is not freed (nor its batch changed) while `send_inflight` is set, and whose
-        // batch is kept past the send until any zero-copy notification (`notifs_pending`).
+        // batch is kept past the send until every zero-copy notification before it
+        // (`zc.inflight`, `Conn::busy`).
         unsafe { self.ring.push(e, owner) };
     }
 
@@ -624,10 +677,18 @@ impl Shard {
         let Some(c) = self.conns.get(k) else {
             return;
         };
-        if !c.closing || c.busy() {
+        if !c.closing {
+            return;
+        }
+        if c.busy() {
+            if !c.recv_inflight && !c.send_inflight && c.ops_inflight == 0 {
+                // Only zero-copy notifications hold it: drain them, bounded.
+                self.zc_closing(k);
+            }
             return;
         }
         let c = self.conns.remove(k).expect("connection present");
+        self.zc_freed(&c.zc);
         if let Phase::Ffp(s) = &c.phase {
             if let Kind::Normal { tid } = s.kind {
                 // The nexus ends with its last connection (logout, loss, reset) unless a
@@ -657,7 +718,8 @@ impl Shard {
         use std::collections::HashMap;
         // Ring submissions per connection; none for a connection that is gone (a stale
         // generation would route a completion to the slot's next occupant).
-        let mut per_conn: HashMap<SlotKey, (u32, u32)> = HashMap::new();
+        // (receives, plain sends, io_uring zero-copy sends, error-queue reads)
+        let mut per_conn: HashMap<SlotKey, (u32, u32, u32, u32)> = HashMap::new();
         for o in self.ring.owners.iter() {
             if let Owner::Conn { conn, op } = o {
                 assert!(
@@ -668,18 +730,35 @@ impl Shard {
                 match op {
                     ConnOp::Recv => e.0 += 1,
                     ConnOp::Send => e.1 += 1,
+                    ConnOp::SendZc { .. } => e.2 += 1,
+                    ConnOp::ErrQueue => e.3 += 1,
                 }
             }
         }
         let mut counted = 0usize;
         for (k, c) in self.conns.iter() {
             assert_eq!(c.key, k, "connection slot holds a stale generation");
-            let (recvs, sends) = per_conn.get(&k).copied().unwrap_or_default();
+            let (recvs, sends, zc_sends, errq) = per_conn.get(&k).copied().unwrap_or_default();
             assert_eq!(recvs, u32::from(c.recv_inflight), "receives in flight");
+            // A SENDMSG_ZC keeps its ring entry until its notification, and its number stays
+            // in `zc.inflight` as long (uring engine; MSG_ZEROCOPY numbers have no entry).
+            let uring_zc = c.zc.engine == super::zerocopy::Engine::Uring;
+            let plain_in_flight = c.send_inflight
+                && !matches!(c.zc.send, super::zerocopy::link::SendKind::ZeroCopy { .. } if uring_zc);
+            assert_eq!(sends, u32::from(plain_in_flight), "plain sends in flight");
+            let outstanding = if uring_zc {
+                c.zc.inflight.outstanding()
+            } else {
+                0
+            };
             assert_eq!(
-                sends,
-                u32::from(c.send_inflight) + c.notifs_pending,
-                "sends and zero-copy notifications in flight"
+                zc_sends as usize, outstanding,
+                "zero-copy sends and notifications in flight"
+            );
+            assert_eq!(
+                errq,
+                u32::from(c.zc.errq_inflight),
+                "error-queue reads in flight"
             );
             let ops = c.ops.iter().flatten().count();
             assert_eq!(ops as u32, c.ops_inflight, "connection op count");

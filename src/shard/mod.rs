@@ -21,6 +21,8 @@ pub mod slots;
 mod sq_overflow;
 pub mod stats;
 pub mod timers;
+pub mod zerocopy;
+mod zerocopy_glue;
 
 use crate::iscsi::registry::SessionRegistry;
 use callback::CallbackRunner;

@@ -38,6 +38,13 @@ pub enum ShardMsg {
         conn: super::slots::SlotKey,
         result: CallbackResult,
     },
+    /// A message for `store`'s engine on this shard (posted through its
+    /// [`crate::backing::engine::Mailbox`]). The `Weak` keeps the store's address from being
+    /// reused by another store while the message travels.
+    Engine {
+        store: std::sync::Weak<dyn crate::backing::BackingStore>,
+        msg: crate::backing::engine::EngineMsg,
+    },
     /// Report counters and latency histograms (`tgtadm --op stat`) on this channel.
     Stats(crossbeam_channel::Sender<super::stats::ShardStats>),
     /// Stop: close every connection and end the event loop.

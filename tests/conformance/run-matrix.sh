@@ -3,7 +3,12 @@
 # `iscsi-test-cu --dataloss` (all tests, both initiator names, and the same URL again as the
 # MultipathIO second path), then compare the per-test results with expected.tsv.
 #
-#   tests/conformance/run-matrix.sh [LU...]        LU: thick thin thin512 readonly null (default: all)
+#   tests/conformance/run-matrix.sh [LU...]        LU: thick thin thin512 readonly null delay
+#                                                  (default: all but delay)
+#
+# delay: ours only, in test mode (CURVE_TGT_TEST_ENGINES=1): a LU on the test-only `delay`
+# store, whose engine has no file descriptor and completes out of order after 20-2000 µs
+# (LIB_DELAY_US). It must behave as the file LU does, so its expectations are thick's.
 #
 # Environment:
 #   TARGET=ours|tgt   which tgtd to test (default ours: target/release/tgtd, built beforehand)
@@ -35,7 +40,8 @@ CTRL=${CTRL:-43}
 
 if [ $# -gt 0 ]; then LUS=("$@"); else LUS=(thick thin thin512 readonly null); fi
 for lu in "${LUS[@]}"; do
-  case $lu in thick|thin|thin512|readonly|null) ;; *) echo "unknown LU kind '$lu' (thick thin thin512 readonly null)" >&2; exit 2;; esac
+  case $lu in thick|thin|thin512|readonly|null|delay) ;; *) echo "unknown LU kind '$lu' (thick thin thin512 readonly null delay)" >&2; exit 2;; esac
+  if [ "$lu" = delay ] && [ "$TARGET" != ours ]; then echo "LU kind delay exists in our tgtd only" >&2; exit 2; fi
 done
 command -v iscsi-test-cu >/dev/null || { echo "iscsi-test-cu missing: run scripts/install-deps.sh (package libiscsi-bin)" >&2; exit 2; }
 command -v ss >/dev/null || { echo "ss missing: apt-get install -y iproute2" >&2; exit 2; }
@@ -52,6 +58,7 @@ run_one_lu() {
   iqn="$IQN_BASE-$lu"
   url="iscsi://127.0.0.1:$port/$iqn/1"
   out="$RESULTS/$lu.log"
+  if [ "$lu" = delay ]; then export CURVE_TGT_TEST_ENGINES=1; else unset CURVE_TGT_TEST_ENGINES; fi
   LIB_LOG_NAME="tgtd-$lu.log" start_target "$TARGET" "127.0.0.1:$port" "$CTRL"
   case $lu in
     thick)    setup_single_lu "$CTRL" 1 "$iqn" file "$LIB_RUN_DIR/$lu.img" "$LU_SIZE" ;;
@@ -59,6 +66,7 @@ run_one_lu() {
     thin512)  setup_single_lu "$CTRL" 1 "$iqn" thin512 "$LIB_RUN_DIR/$lu.img" "$LU_SIZE" ;;
     readonly) setup_single_lu "$CTRL" 1 "$iqn" readonly "$LIB_RUN_DIR/$lu.img" "$LU_SIZE" ;;
     null)     setup_single_lu "$CTRL" 1 "$iqn" null ;;
+    delay)    setup_single_lu "$CTRL" 1 "$iqn" delay - "$LU_SIZE" ;;
   esac
   tadm "$CTRL" --op show --mode target > "$RESULTS/$lu.show.txt"
   {
@@ -102,6 +110,9 @@ done
 logs=()
 for lu in "${LUS[@]}"; do logs+=("$lu=$RESULTS/$lu.log"); done
 rc=0
+# The delay LU is expected to do exactly what the file LU does.
+awk -F'\t' -v OFS='\t' '{ print } $1 == "thick" { $1 = "delay"; print }' "$EXPECTED" > "$RESULTS/expected.tsv"
+EXPECTED=$RESULTS/expected.tsv
 "$PYTHON" "$HERE/compare.py" --expected "$EXPECTED" --target "$TARGET" --out "$RESULTS/results.tsv" "${logs[@]}" \
   | tee "$RESULTS/summary.txt" || rc=$?
 log "conformance logs: $RESULTS"

@@ -59,7 +59,12 @@ fn served(s: &mut TcpStream, initiator: &str) -> bool {
 
 #[test]
 fn connections_over_the_shard_cap_are_refused_and_logged_rate_limited() {
-    let t = Tgtd::start_logged_args(&["--max-conns-per-shard", "3"]);
+    let t = Tgtd::start_opts(&common::TgtdOpts {
+        cores: Some("0"),
+        args: &["--max-conns-per-shard", "3"],
+        stderr_to_file: true,
+        ..common::TgtdOpts::default()
+    });
     t.add_target(1, IQN);
     t.add_lun(1, 1, "null", std::path::Path::new("/dev/null"));
     let pid = t.pid();

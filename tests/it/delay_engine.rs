@@ -81,9 +81,22 @@ fn read10(itt: u32, cmd_sn: u32, exp_stat_sn: u32, lba: u32, blocks: u16) -> Vec
 
 /// ABORT TASK (immediate) for the task `ref_itt` issued at `ref_cmd_sn`.
 fn abort_task(itt: u32, ref_itt: u32, cmd_sn: u32, ref_cmd_sn: u32, exp_stat_sn: u32) -> Vec<u8> {
+    tmf(1, itt, ref_itt, cmd_sn, ref_cmd_sn, exp_stat_sn)
+}
+
+/// A Task Management Function Request (immediate, LUN 1): `function` 1 ABORT TASK, 2 ABORT
+/// TASK SET, 5 LOGICAL UNIT RESET (RFC 7143 §11.5.1).
+fn tmf(
+    function: u8,
+    itt: u32,
+    ref_itt: u32,
+    cmd_sn: u32,
+    ref_cmd_sn: u32,
+    exp_stat_sn: u32,
+) -> Vec<u8> {
     let mut h = vec![0u8; 48];
     h[0] = 0x40 | 0x02;
-    h[1] = 0x80 | 1;
+    h[1] = 0x80 | function;
     h[9] = 1;
     h[16..20].copy_from_slice(&itt.to_be_bytes());
     h[20..24].copy_from_slice(&ref_itt.to_be_bytes());
@@ -156,6 +169,38 @@ fn abort_task_of_a_held_read_is_prompt_and_returns_its_buffer() {
         "the READ's buffer went back to the pool"
     );
     assert_eq!(after.conns, 1, "the session carries on");
+}
+
+#[test]
+fn lun_reset_and_abort_task_set_cancel_held_operations() {
+    let t = target("size=16M:delay_us=60000000");
+    for function in [5u8, 2] {
+        let (mut s, cmd_sn, exp_stat_sn, before) = held_read(&t);
+        s.write_all(&tmf(
+            function,
+            2,
+            0xffff_ffff,
+            cmd_sn.wrapping_add(1),
+            0,
+            exp_stat_sn,
+        ))
+        .unwrap();
+        let (h, _) = read_pdu(&mut s).expect("TMF response");
+        assert_eq!(
+            (h[0] & 0x3f, be32(&h, 16), h[2]),
+            (0x22, 2, 0),
+            "function {function} complete"
+        );
+        let after = wait_for(&t, "READ cancelled", Duration::from_secs(5), |r| r.ops == 0);
+        assert_eq!(
+            after.buffers, before.buffers,
+            "function {function}: buffer returned"
+        );
+        drop(s);
+        wait_for(&t, "connection gone", Duration::from_secs(5), |r| {
+            r.conns == 0
+        });
+    }
 }
 
 #[test]

@@ -30,3 +30,4 @@ mod package;
 mod qd512;
 mod redirect_callback;
 mod tgt_admin_corpus;
+mod zerocopy;
