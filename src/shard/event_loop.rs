@@ -413,6 +413,8 @@ impl Shard {
                 backend_ops: self.backends.ops.len() as u64,
                 connections: self.conns.len() as u64,
                 timers: self.timers.len() as u64,
+                write_budget_bytes: self.budgets.write.used_bytes(),
+                backlog_pauses: self.budgets.paused,
             },
         }
     }

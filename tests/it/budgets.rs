@@ -175,7 +175,11 @@ fn ping(itt: u32, cmd_sn: u32, data: &[u8]) -> Vec<u8> {
 #[test]
 fn an_initiator_that_does_not_read_is_paced_not_buffered() {
     const PINGS: u32 = 8000;
-    let t = Tgtd::start_full(Some("0"), &[], &["--conn-backlog-kib", "1024"]);
+    let t = Tgtd::start_full(
+        Some("0"),
+        &[("CURVE_TGT_TEST_ENGINES", "1")],
+        &["--conn-backlog-kib", "1024"],
+    );
     t.add_target(1, IQN);
     t.add_lun(1, 1, "null", std::path::Path::new("/dev/null"));
     let pid = t.pid();
@@ -218,6 +222,10 @@ fn an_initiator_that_does_not_read_is_paced_not_buffered() {
         assert!(
             grown < 16 * 1024,
             "tgtd grew by {grown} KiB while {last} pings (of {PINGS}) were sent unread"
+        );
+        assert!(
+            shard_field(&t, "backlog_pauses") > 0,
+            "receives held back for the backlog"
         );
         // Now read: every ping is answered, in order, and the writer finishes.
         for i in 0..PINGS {
@@ -281,15 +289,19 @@ impl Drop for Finished<'_> {
     }
 }
 
-/// The test-mode stat lines' buffer bytes in use, summed over shards.
-fn buffer_bytes(t: &Tgtd) -> u64 {
+/// A field of the test-mode stat lines (`CURVE_TGT_TEST_ENGINES=1`), summed over shards.
+fn shard_field(t: &Tgtd, field: &str) -> u64 {
     let out = t.tgtadm_ok(&["--op", "stat", "--mode", "sys"]);
-    out.lines()
-        .filter(|l| l.starts_with("Shard "))
-        .filter_map(|l| {
+    let key = format!("{field}=");
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("Shard ")).collect();
+    assert!(!lines.is_empty(), "no shard line in:\n{out}");
+    lines
+        .iter()
+        .map(|l| {
             l.split_whitespace()
-                .find_map(|w| w.strip_prefix("buffer_bytes_in_use="))
+                .find_map(|w| w.strip_prefix(key.as_str()))
                 .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {field} in {l}"))
         })
         .sum()
 }
@@ -344,13 +356,19 @@ fn many_large_writes_are_paced_by_the_shard_write_budget() {
         admitted * MIB <= BUDGET_MIB * MIB,
         "{admitted} writes of 1 MiB admitted at once with a {BUDGET_MIB} MiB budget"
     );
-    let held = buffer_bytes(&t);
+    let held = shard_field(&t, "buffer_bytes_in_use");
     assert!(
         held <= (BUDGET_MIB * MIB) as u64,
         "{held} buffer bytes held with a {BUDGET_MIB} MiB budget"
     );
+    assert_eq!(
+        shard_field(&t, "write_budget_bytes"),
+        (admitted * MIB) as u64,
+        "the budget holds exactly the admitted writes' buffers"
+    );
     // Now every session answers its R2Ts; the budget admits the waiting writes in turn.
     let peak = AtomicU64::new(held);
+    let peak_budget = AtomicU64::new(0);
     let done = AtomicU64::new(0);
     std::thread::scope(|sc| {
         for (si, ((mut s, _), r2ts)) in conns.into_iter().zip(granted).enumerate() {
@@ -385,16 +403,19 @@ fn many_large_writes_are_paced_by_the_shard_write_budget() {
         // Sample the buffers held while the writes run.
         let end = Instant::now() + Duration::from_secs(120);
         while done.load(Ordering::Relaxed) < SESSIONS as u64 {
-            peak.fetch_max(buffer_bytes(&t), Ordering::Relaxed);
+            peak.fetch_max(shard_field(&t, "buffer_bytes_in_use"), Ordering::Relaxed);
+            peak_budget.fetch_max(shard_field(&t, "write_budget_bytes"), Ordering::Relaxed);
             assert!(Instant::now() < end, "writes did not finish");
             std::thread::sleep(Duration::from_millis(20));
         }
     });
-    let peak = peak.load(Ordering::Relaxed);
+    let (peak, peak_budget) = (peak.into_inner(), peak_budget.into_inner());
     assert!(
-        peak <= (BUDGET_MIB * MIB) as u64,
-        "{peak} buffer bytes held at the peak with a {BUDGET_MIB} MiB budget"
+        peak <= (BUDGET_MIB * MIB) as u64 && peak_budget <= (BUDGET_MIB * MIB) as u64,
+        "{peak} buffer bytes ({peak_budget} from the budget) held at the peak with a \
+         {BUDGET_MIB} MiB budget"
     );
+    assert_eq!(shard_field(&t, "write_budget_bytes"), 0, "all returned");
     // Every write is on the medium.
     let data = std::fs::read(&file).unwrap();
     for si in 0..SESSIONS {
