@@ -190,6 +190,8 @@ fn an_initiator_that_does_not_read_is_paced_not_buffered() {
     let written = AtomicU64::new(0);
     std::thread::scope(|sc| {
         let mut w = s.try_clone().unwrap();
+        // Bounded, so a failing assertion below (nobody reading) cannot hang the test.
+        w.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
         let written = &written;
         sc.spawn(move || {
             let data = vec![0x5au8; 8192];
