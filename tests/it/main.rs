@@ -16,6 +16,8 @@ mod admin_live;
 mod admin_resize;
 mod admin_tgt_admin;
 mod budgets;
+mod curve_cluster;
+mod curve_faults;
 mod delay_engine;
 mod e2e_libiscsi;
 mod hostile;
