@@ -5,6 +5,7 @@ use clap::Parser;
 use curve_tgt::log;
 use curve_tgt::mgmt::server::{socket_base_from_env, ControlOptions, ControlSocket};
 use curve_tgt::shard::cpus;
+use curve_tgt::shard::limits;
 use curve_tgt::shard::plane::Plane;
 use curve_tgt::shard::zerocopy::{Engine, ZcConfig};
 use std::net::SocketAddr;
@@ -120,6 +121,22 @@ struct Args {
     /// accepted (a stalled or half-done login must not hold a slot). (This product's own.)
     #[arg(long = "login-timeout", value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=3600))]
     login_timeout: u32,
+    /// Most connections one shard holds at once, login phase included; more are closed at
+    /// accept (counted, logged rate-limited). (This product's own.)
+    #[arg(long = "max-conns-per-shard", value_name = "N", default_value_t = limits::CONNS_PER_SHARD_DEFAULT as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_conns_per_shard: u32,
+    /// Most connections one portal holds at once, over all shards. (This product's own.)
+    #[arg(long = "max-conns-per-portal", value_name = "N", default_value_t = limits::CONNS_PER_PORTAL_DEFAULT as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_conns_per_portal: u32,
+    /// Responses queued for one connection, in KiB, above which tgtd stops reading from it
+    /// until the initiator reads them (an initiator that never reads cannot grow memory).
+    /// (This product's own.)
+    #[arg(long = "conn-backlog-kib", value_name = "KIB", default_value_t = (limits::CONN_BACKLOG_DEFAULT >> 10) as u32, value_parser = clap::value_parser!(u32).range(64..=1 << 20))]
+    conn_backlog_kib: u32,
+    /// Write buffers all sessions of one shard hold at once, in MiB; beyond it, WRITEs wait
+    /// for their R2Ts until buffers are freed. (This product's own.)
+    #[arg(long = "write-buffer-mib", value_name = "MIB", default_value_t = (limits::SHARD_WRITE_DEFAULT >> 20) as u32, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    write_buffer_mib: u32,
 }
 
 /// Parsed `--iscsi` options.
@@ -282,6 +299,12 @@ fn main() -> ExitCode {
     };
     let shard_opts = curve_tgt::shard::ShardOptions {
         login_timeout: std::time::Duration::from_secs(u64::from(args.login_timeout)),
+        limits: limits::Limits {
+            conns_per_shard: args.max_conns_per_shard as usize,
+            conns_per_portal: args.max_conns_per_portal as usize,
+            conn_backlog_bytes: args.conn_backlog_kib as usize * 1024,
+            shard_write_bytes: u64::from(args.write_buffer_mib) << 20,
+        },
     };
     let (plane, events) = match Plane::start_with(&cpus, zerocopy, shard_opts) {
         Ok(p) => p,

@@ -164,8 +164,9 @@ pub fn shard_resources(g: &Gathered) -> String {
     let mut out = String::from("\n");
     for (i, r) in g.resources.iter().enumerate() {
         out.push_str(&format!(
-            "Shard {i}: buffers_in_use={} buffer_bytes_in_use={} backend_ops={} connections={} timers={}\n",
-            r.buffers_in_use, r.buffer_bytes_in_use, r.backend_ops, r.connections, r.timers
+            "Shard {i}: buffers_in_use={} buffer_bytes_in_use={} backend_ops={} connections={} timers={} write_budget_bytes={} backlog_pauses={}\n",
+            r.buffers_in_use, r.buffer_bytes_in_use, r.backend_ops, r.connections, r.timers,
+            r.write_budget_bytes, r.backlog_pauses
         ));
     }
     out

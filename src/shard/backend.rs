@@ -781,6 +781,7 @@ mod tests {
                 std::time::Duration::from_secs(1),
             ),
             options: Default::default(),
+            admission: super::super::limits::Admission::new(1),
         });
         let mut ring = Ring::new().unwrap();
         let mut timers = Timers::default();

@@ -34,7 +34,6 @@ use crate::scsi::{Lun, UnitAttention};
 use crossbeam_channel::Receiver;
 use io_uring::{opcode, types};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Before sleeping, poll the ring's task-run flag this long (no syscalls): a command that
@@ -75,6 +74,8 @@ pub struct Shard {
     pub(super) latency: LatencyTable,
     /// Memory to give back after connections leave.
     reclaim: Reclaim,
+    /// Output backlog, write-buffer budget, connection tickets (`super::budget`).
+    pub(super) budgets: super::budget::ShardBudgets,
     /// Scratch: this turn's completions and expired timers.
     cqes: Vec<Cqe>,
     expired: Vec<TimerOwner>,
@@ -92,6 +93,7 @@ impl Shard {
         shared: Arc<Shared>,
         zerocopy: ZcConfig,
     ) -> std::io::Result<Shard> {
+        let budgets = super::budget::ShardBudgets::new(&shared.options.limits);
         let mailboxes = shared.clone();
         Ok(Shard {
             id,
@@ -113,6 +115,7 @@ impl Shard {
             nop_timer: None,
             latency: LatencyTable::default(),
             reclaim: Reclaim::new(),
+            budgets,
             spin_ns: std::env::var("CURVE_TGT_POLL_US")
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())
@@ -339,7 +342,8 @@ impl Shard {
                     stream,
                     peer,
                     local,
-                } => self.add_conn(stream, peer, local),
+                    ticket,
+                } => self.add_conn(stream, peer, local, ticket),
                 ShardMsg::Config(c) => {
                     self.latency.prune(&c);
                     self.cfg = c;
@@ -432,6 +436,8 @@ impl Shard {
                 backend_ops: self.backends.ops.len() as u64,
                 connections: self.conns.len() as u64,
                 timers: self.timers.len() as u64,
+                write_budget_bytes: self.budgets.write.used_bytes(),
+                backlog_pauses: self.budgets.paused,
             },
         }
     }
@@ -479,6 +485,7 @@ impl Shard {
         stream: std::net::TcpStream,
         peer: std::net::SocketAddr,
         local: std::net::SocketAddr,
+        ticket: super::limits::ConnTicket,
     ) {
         let _ = stream.set_nodelay(true);
         let login = LoginSm::new(LoginCtx {
@@ -500,7 +507,7 @@ impl Shard {
             c.key = k;
             c.login_timer = Some(t);
         }
-        self.shared.shard_conns[self.id].fetch_add(1, Ordering::Relaxed);
+        self.budgets.conn_added(k, ticket);
         self.mark(k);
     }
 
@@ -571,7 +578,9 @@ impl Shard {
                 self.flush(k, now);
                 self.arm_recv(k);
                 self.maybe_free(k);
+                self.note_write_waiter(k);
             }
+            self.admit_write_waiters();
         }
     }
 
@@ -635,6 +644,12 @@ impl Shard {
         if c.recv_inflight || c.closing || c.close_after_flush || c.callback_running {
             return;
         }
+        if self.backlog_full(k) {
+            return;
+        }
+        let Some(c) = self.conns.get_mut(k) else {
+            return;
+        };
         let room = c.rx_room();
         let (ptr, len) = (room.as_mut_ptr(), room.len() as u32);
         c.recv_inflight = true;
@@ -710,7 +725,7 @@ impl Shard {
                 });
             }
         }
-        self.shared.shard_conns[self.id].fetch_sub(1, Ordering::Relaxed);
+        self.budgets.conn_freed(k);
         self.holding.retain(|x| *x != k);
         self.reclaim.conn_freed(&mut self.timers);
     }
@@ -835,6 +850,7 @@ mod tests {
             control: ctl,
             callbacks: CallbackRunner::new(1, Duration::from_secs(1)),
             options: Default::default(),
+            admission: super::super::limits::Admission::new(1),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -847,7 +863,8 @@ mod tests {
             };
             let mut shard = Shard::new(0, rx, fd, sh.clone(), zc).unwrap();
             let stream = std::net::TcpStream::connect(addr).unwrap();
-            shard.add_conn(stream, addr, addr);
+            let ticket = super::super::limits::ConnTicket::for_test(&sh, 0);
+            shard.add_conn(stream, addr, addr, ticket);
             let k = shard.conns.keys()[0];
             shard.conns.get_mut(k).unwrap().zc.inflight.issue();
             sh.send(0, ShardMsg::Shutdown);

@@ -15,7 +15,7 @@ use crate::config::snapshot::ConfigSnapshot;
 use crate::iscsi::login::{LoginOutcome, LoginStep, SessionKind};
 use crate::iscsi::pdu::Request;
 use crate::iscsi::rx::{next_pdu, RxLimits, RxStep};
-use crate::iscsi::session::{FfpParams, Kind, Session};
+use crate::iscsi::session::{FfpParams, Kind, Session, WriteBudget};
 use crate::iscsi::tx::{Payload, TxPdu};
 use crate::scsi::{NexusId, NexusState, UnitAttention};
 use std::sync::Arc;
@@ -28,6 +28,7 @@ impl Shard {
         let shared = self.shared.clone();
         let shard_id = self.id;
         let pool = self.pool.clone();
+        let budget = self.budgets.write.clone();
         let Some(c) = self.conns.get_mut(k) else {
             return;
         };
@@ -77,8 +78,8 @@ impl Shard {
                             match &pdu.req {
                                 Request::Login(req) => {
                                     let step = sm.on_pdu(req, data, &cfg, &shared.registry);
-                                    match apply_login_step(c, step, &cfg, &shared, &pool, shard_id)
-                                    {
+                                    let bufs = (&pool, &budget);
+                                    match apply_login_step(c, step, &cfg, &shared, bufs, shard_id) {
                                         AfterLogin::Nothing => {}
                                         AfterLogin::SessionUp(ev) => session_up = Some(ev),
                                         AfterLogin::RunCallback(argv) => callback = Some(argv),
@@ -145,6 +146,7 @@ impl Shard {
         let cfg = self.cfg.clone();
         let shared = self.shared.clone();
         let pool = self.pool.clone();
+        let budget = self.budgets.write.clone();
         let Some(c) = self
             .conns
             .get_mut(k)
@@ -159,7 +161,7 @@ impl Shard {
         let Some(step) = sm.on_callback(result, &cfg, &shared.registry) else {
             return;
         };
-        match apply_login_step(c, step, &cfg, &shared, &pool, self.id) {
+        match apply_login_step(c, step, &cfg, &shared, (&pool, &budget), self.id) {
             AfterLogin::Nothing => {}
             AfterLogin::SessionUp(ev) => {
                 let _ = shared.control.send(ev);
@@ -199,7 +201,7 @@ fn apply_login_step(
     step: LoginStep,
     cfg: &ConfigSnapshot,
     shared: &Shared,
-    pool: &BufPool,
+    (pool, budget): (&BufPool, &WriteBudget),
     shard_id: usize,
 ) -> AfterLogin {
     match step {
@@ -222,6 +224,7 @@ fn apply_login_step(
             c.login_out
                 .push_back(TxPdu::new(bhs, payload(data), false, false));
             let mut s = build_session(&session, cfg, pool.clone());
+            s.set_write_budget(budget.clone());
             crate::log::event::login(c.peer, &session, cfg);
             if let Some((shard, tid, tsih)) = session.reinstate {
                 // Reinstatement ends the old I_T nexus (RFC 7143 §6.3.5): its SPC-2

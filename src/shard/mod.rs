@@ -4,11 +4,13 @@
 //! paired with an eventfd whose read is always pending on the receiving shard's ring.
 
 pub mod backend;
+mod budget;
 pub mod callback;
 pub mod conn;
 pub mod cpus;
 pub mod event_loop;
 mod hold;
+pub mod limits;
 mod login_glue;
 pub mod msg;
 pub mod owners;
@@ -17,6 +19,7 @@ pub mod reclaim;
 pub mod ring;
 mod scsi_glue;
 pub mod slots;
+mod sq_overflow;
 pub mod stats;
 pub mod timers;
 pub mod zerocopy;
@@ -58,6 +61,8 @@ pub struct Shared {
     pub callbacks: CallbackRunner,
     /// How each shard runs (login deadline, ...).
     pub options: ShardOptions,
+    /// Dead shards and refused connections (`limits`).
+    pub admission: limits::Admission,
 }
 
 /// Settings every shard runs with (tgtd options).
@@ -66,6 +71,8 @@ pub struct ShardOptions {
     /// A connection that has not finished login this long after it was accepted is closed
     /// (`tgtd --login-timeout`; a stalled or half-done login must not hold a slot forever).
     pub login_timeout: std::time::Duration,
+    /// Connection caps, output backlog and write-buffer budget (`limits`).
+    pub limits: limits::Limits,
 }
 
 /// Default login deadline.
@@ -75,6 +82,7 @@ impl Default for ShardOptions {
     fn default() -> Self {
         ShardOptions {
             login_timeout: LOGIN_TIMEOUT_DEFAULT,
+            limits: limits::Limits::default(),
         }
     }
 }

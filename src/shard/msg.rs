@@ -16,6 +16,8 @@ pub enum ShardMsg {
         stream: TcpStream,
         peer: SocketAddr,
         local: SocketAddr,
+        /// Its place in the shard's and the portal's connection counts.
+        ticket: super::limits::ConnTicket,
     },
     /// A new configuration to use for logins and command routing.
     Config(Arc<ConfigSnapshot>),

@@ -78,6 +78,7 @@ impl Plane {
             control: ctl_tx,
             callbacks: CallbackRunner::from_env(),
             options,
+            admission: super::limits::Admission::new(cpus.len()),
         });
         let mut threads = Vec::new();
         for (i, ((rx, wake_fd), cpu)) in receivers.into_iter().zip(cpus.iter().copied()).enumerate()
@@ -90,6 +91,10 @@ impl Plane {
                     if let Err(e) = pin_current_thread(cpu) {
                         tracing::warn!("shard {i}: cannot pin to CPU {cpu}: {e}");
                     }
+                    let _life = super::limits::ShardLife {
+                        shared: shared.clone(),
+                        shard: i,
+                    };
                     match Shard::new(i, rx, wake_fd, shared, zerocopy) {
                         Ok(s) => {
                             let _ = ready_tx.send(Ok(()));
@@ -125,13 +130,15 @@ impl Plane {
     }
 }
 
-/// Accepts on one portal until stopped, placing each connection on the shard with the fewest.
+/// Accepts on one portal until stopped, placing each connection on the live shard with the
+/// fewest, within the connection caps (`super::limits::place`).
 fn accept_loop(
     listener: Arc<TcpListener>,
     stop: Arc<AtomicBool>,
     shared: Arc<Shared>,
     latest: Arc<Mutex<Arc<ConfigSnapshot>>>,
 ) {
+    let portal_conns = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = listener.accept();
         if stop.load(Ordering::Acquire) {
@@ -160,21 +167,7 @@ fn accept_loop(
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        let shard = shared
-            .shard_conns
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, n)| n.load(Ordering::Relaxed))
-            .map(|(i, _)| i)
-            .unwrap_or(0);
-        shared.send(
-            shard,
-            ShardMsg::NewConnection {
-                stream,
-                peer,
-                local,
-            },
-        );
+        let _ = super::limits::place(&shared, &portal_conns, stream, peer, local);
     }
 }
 

@@ -40,6 +40,9 @@ pub struct Ring {
     armed: Option<(u64, u64)>,
     /// The armed timeout's absolute time; read by the kernel when the SQE is submitted.
     armed_ts: Box<types::Timespec>,
+    /// Entries pushed while the submission queue was full and the kernel took none of it
+    /// (`super::sq_overflow`); queued in order, moved to the ring before each wait.
+    overflow: std::collections::VecDeque<squeue::Entry>,
 }
 
 impl Ring {
@@ -65,6 +68,7 @@ impl Ring {
             owners: OwnerTable::default(),
             armed: None,
             armed_ts: Box::new(types::Timespec::new()),
+            overflow: std::collections::VecDeque::new(),
         })
     }
 
@@ -80,14 +84,10 @@ impl Ring {
     }
 
     fn push_raw(&mut self, e: squeue::Entry) {
-        loop {
-            // SAFETY: the caller of `push` vouched for the entry's pointers; the entries the
-            // ring itself builds point into `self` (the armed timespec) or nowhere.
-            if unsafe { self.ring.submission().push(&e) }.is_ok() {
-                return;
-            }
-            let _ = self.ring.submit();
-        }
+        // The caller of `push` vouched for the entry's pointers; the entries the ring itself
+        // builds point into `self` (the armed timespec) or nowhere. Never spins: see
+        // `super::sq_overflow`.
+        super::sq_overflow::push(&mut self.ring, &mut self.overflow, e);
     }
 
     /// Asks the kernel to cancel the submission behind `token` (its CQE then comes with
@@ -147,6 +147,11 @@ impl Ring {
 
     /// Submits what is queued and waits as asked.
     pub fn wait(&mut self, how: Wait) -> std::io::Result<()> {
+        if !super::sq_overflow::drain(&mut self.ring, &mut self.overflow) {
+            // Entries still wait for room: hand over what fits and come back at once to
+            // reap the completions that make room, instead of sleeping on them.
+            return self.ring.submit().map(drop);
+        }
         match how {
             Wait::One => self.ring.submit_and_wait(1).map(drop),
             Wait::SpinThenOne(ns) => {

@@ -159,6 +159,10 @@ pub struct ShardResources {
     pub backend_ops: u64,
     pub connections: u64,
     pub timers: u64,
+    /// Bytes taken from the shard's write-buffer budget, and receives held back for an
+    /// output backlog over budget (`super::budget`).
+    pub write_budget_bytes: u64,
+    pub backlog_pauses: u64,
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod admin_interop;
 mod admin_live;
 mod admin_resize;
 mod admin_tgt_admin;
+mod budgets;
 mod churn;
 mod curve_cluster;
 mod curve_faults;

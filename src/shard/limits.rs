@@ -1,0 +1,408 @@
+//! The budgets the data plane enforces where input enters (issue 11), and the accept side of
+//! them: how many connections each shard and each portal holds, and which shards can still
+//! take connections at all.
+//!
+//! A connection costs a descriptor, a slot on its shard and some memory before its peer has
+//! proved anything, so the number of them is capped where they arrive: the accept thread
+//! places a connection only on a live shard below `conns_per_shard`, and only while its portal
+//! holds fewer than `conns_per_portal`; anything more is closed at once, counted, and logged
+//! through the per-peer rate limit (`crate::log::event`), so a connection flood costs neither
+//! memory nor the log. Each placed connection carries a [`ConnTicket`] that gives its place
+//! back when the shard frees the connection (or when it never got there).
+//!
+//! A shard whose thread died (a panic) is marked dead, logged once, and given no more
+//! connections; before, the accept thread kept handing it connections that died unserved.
+
+use super::msg::ShardMsg;
+use super::{ShardHandle, Shared};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Default connections one shard holds at once (login phase included). Each costs a
+/// descriptor and a few KiB when idle; 4096 per core is far above what initiators open (one
+/// or a few sessions per host) and far below what a flood could make of memory.
+pub const CONNS_PER_SHARD_DEFAULT: usize = 4096;
+/// Default connections one portal holds at once, over all shards.
+pub const CONNS_PER_PORTAL_DEFAULT: usize = 16384;
+/// Default bytes of responses queued for one connection before its receives stop: a few
+/// socket buffers' worth, so a reading initiator is never paused, and one that never reads
+/// holds no more than this.
+pub const CONN_BACKLOG_DEFAULT: usize = 4 << 20;
+/// Default bytes of write buffers one shard's sessions hold at once (R2Ts pace writers beyond
+/// it): 256 MiB is 256 writes of 1 MiB in flight per core.
+pub const SHARD_WRITE_DEFAULT: u64 = 256 << 20;
+
+/// The budgets every shard runs with (tgtd options).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections one shard holds at once (`tgtd --max-conns-per-shard`).
+    pub conns_per_shard: usize,
+    /// Connections one portal holds at once (`tgtd --max-conns-per-portal`).
+    pub conns_per_portal: usize,
+    /// Bytes of responses queued for one connection above which no receive is armed until
+    /// they drain (`tgtd --conn-backlog-kib`).
+    pub conn_backlog_bytes: usize,
+    /// Bytes of write buffers one shard's sessions hold at once (`tgtd --write-buffer-mib`).
+    pub shard_write_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            conns_per_shard: CONNS_PER_SHARD_DEFAULT,
+            conns_per_portal: CONNS_PER_PORTAL_DEFAULT,
+            conn_backlog_bytes: CONN_BACKLOG_DEFAULT,
+            shard_write_bytes: SHARD_WRITE_DEFAULT,
+        }
+    }
+}
+
+/// Accept-side state every accept thread shares: which shards are dead, and how many
+/// connections were refused.
+#[derive(Debug)]
+pub struct Admission {
+    dead: Vec<AtomicBool>,
+    refused: AtomicU64,
+}
+
+impl Admission {
+    /// State for `shards` shards, all alive.
+    pub fn new(shards: usize) -> Admission {
+        Admission {
+            dead: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether shard `i` died.
+    pub fn is_dead(&self, i: usize) -> bool {
+        self.dead.get(i).is_some_and(|d| d.load(Ordering::Acquire))
+    }
+
+    /// Marks shard `i` dead; logs it the first time.
+    pub fn mark_dead(&self, i: usize, why: &str) {
+        if let Some(d) = self.dead.get(i) {
+            if !d.swap(true, Ordering::AcqRel) {
+                tracing::error!("shard {i} died ({why}): no more connections are placed on it");
+            }
+        }
+    }
+
+    /// Connections refused so far (caps reached, or no live shard).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// A placed connection's hold on its shard's and its portal's counts; dropping it (when the
+/// shard frees the connection, or when the connection never reached the shard) gives both
+/// back.
+pub struct ConnTicket {
+    shared: Arc<Shared>,
+    shard: usize,
+    portal: Arc<AtomicUsize>,
+}
+
+impl ConnTicket {
+    /// A ticket for a connection a test hands a shard directly (no accept thread): it counts
+    /// the connection on `shard` as `place` would.
+    #[cfg(test)]
+    pub(crate) fn for_test(shared: &Arc<Shared>, shard: usize) -> ConnTicket {
+        shared.shard_conns[shard].fetch_add(1, Ordering::Relaxed);
+        ConnTicket {
+            shared: shared.clone(),
+            shard,
+            portal: Arc::new(AtomicUsize::new(1)),
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConnTicket(shard {})", self.shard)
+    }
+}
+
+impl Drop for ConnTicket {
+    fn drop(&mut self) {
+        self.shared.shard_conns[self.shard].fetch_sub(1, Ordering::Relaxed);
+        self.portal.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ShardHandle {
+    /// Queues a message and wakes the shard; the message comes back when the shard is gone
+    /// (its receiving end dropped).
+    fn try_send(&self, m: ShardMsg) -> Result<(), ShardMsg> {
+        self.tx.send(m).map_err(|e| e.0)?;
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to an eventfd we own.
+        let _ = unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        Ok(())
+    }
+}
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The portal holds `conns_per_portal` connections.
+    PortalFull { limit: usize },
+    /// Every live shard holds `conns_per_shard` connections.
+    ShardsFull { limit: usize },
+    /// No shard is alive.
+    NoShard,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::PortalFull { limit } => {
+                write!(
+                    f,
+                    "refused: the portal holds its limit of {limit} connections"
+                )
+            }
+            Refusal::ShardsFull { limit } => {
+                write!(
+                    f,
+                    "refused: every shard holds its limit of {limit} connections"
+                )
+            }
+            Refusal::NoShard => write!(f, "refused: no shard is running"),
+        }
+    }
+}
+
+/// Places an accepted connection on the live shard with the fewest connections, within the
+/// caps; a refused connection is closed here, counted and logged (rate-limited per peer).
+pub fn place(
+    shared: &Arc<Shared>,
+    portal: &Arc<AtomicUsize>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Result<usize, Refusal> {
+    let limits = shared.options.limits;
+    let adm = &shared.admission;
+    let refuse = |why: Refusal| {
+        adm.refused.fetch_add(1, Ordering::Relaxed);
+        crate::log::event::connection_closed(peer, &why);
+        Err(why)
+    };
+    if portal.fetch_add(1, Ordering::Relaxed) >= limits.conns_per_portal {
+        portal.fetch_sub(1, Ordering::Relaxed);
+        return refuse(Refusal::PortalFull {
+            limit: limits.conns_per_portal,
+        });
+    }
+    let mut msg_stream = Some(stream);
+    loop {
+        let pick = shared
+            .shard_conns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !adm.is_dead(*i))
+            .map(|(i, n)| (i, n.load(Ordering::Relaxed)))
+            .min_by_key(|(_, n)| *n);
+        let Some((shard, n)) = pick else {
+            portal.fetch_sub(1, Ordering::Relaxed);
+            return refuse(Refusal::NoShard);
+        };
+        if n >= limits.conns_per_shard {
+            portal.fetch_sub(1, Ordering::Relaxed);
+            return refuse(Refusal::ShardsFull {
+                limit: limits.conns_per_shard,
+            });
+        }
+        shared.shard_conns[shard].fetch_add(1, Ordering::Relaxed);
+        let ticket = ConnTicket {
+            shared: shared.clone(),
+            shard,
+            portal: portal.clone(),
+        };
+        let m = ShardMsg::NewConnection {
+            stream: msg_stream.take().expect("stream present"),
+            peer,
+            local,
+            ticket,
+        };
+        match shared.handles[shard].try_send(m) {
+            Ok(()) => return Ok(shard),
+            Err(ShardMsg::NewConnection { stream, ticket, .. }) => {
+                // The shard is gone: its count goes back with the ticket, but the portal's
+                // must stay taken for the next try.
+                portal.fetch_add(1, Ordering::Relaxed);
+                drop(ticket);
+                adm.mark_dead(shard, "its message channel is closed");
+                msg_stream = Some(stream);
+            }
+            Err(_) => unreachable!("try_send returns the message it was given"),
+        }
+    }
+}
+
+/// Held by a shard's thread while it runs: when the thread ends by a panic, the shard is
+/// marked dead (and logged) at once, so no connection is placed on it meanwhile.
+pub struct ShardLife {
+    pub shared: Arc<Shared>,
+    pub shard: usize,
+}
+
+impl Drop for ShardLife {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shared
+                .admission
+                .mark_dead(self.shard, "its thread panicked");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iscsi::registry::SessionRegistry;
+    use crate::shard::callback::CallbackRunner;
+    use crate::shard::ShardOptions;
+    use crossbeam_channel::{unbounded, Receiver};
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    fn shared(shards: usize, limits: Limits) -> (Arc<Shared>, Vec<Receiver<ShardMsg>>) {
+        let mut handles = Vec::new();
+        let mut rxs = Vec::new();
+        for _ in 0..shards {
+            let (tx, rx) = unbounded();
+            // SAFETY: eventfd returns a new descriptor or -1 (checked).
+            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+            assert!(fd >= 0);
+            // SAFETY: a fresh descriptor we own.
+            let wake = unsafe { OwnedFd::from_raw_fd(fd) };
+            handles.push(ShardHandle { tx, wake });
+            rxs.push(rx);
+        }
+        let (control, _) = unbounded();
+        let s = Arc::new(Shared {
+            shard_conns: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
+            handles,
+            registry: SessionRegistry::default(),
+            control,
+            callbacks: CallbackRunner::from_env(),
+            options: ShardOptions {
+                limits,
+                ..ShardOptions::default()
+            },
+            admission: Admission::new(shards),
+        });
+        (s, rxs)
+    }
+
+    fn conn() -> (TcpStream, SocketAddr) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        (TcpStream::connect(a).unwrap(), a)
+    }
+
+    fn tickets(rx: &Receiver<ShardMsg>) -> Vec<ConnTicket> {
+        rx.try_iter()
+            .map(|m| match m {
+                ShardMsg::NewConnection { ticket, .. } => ticket,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn caps_refuse_and_tickets_give_places_back() {
+        let limits = Limits {
+            conns_per_shard: 2,
+            conns_per_portal: 3,
+            ..Limits::default()
+        };
+        let (sh, rxs) = shared(2, limits);
+        let portal = Arc::new(AtomicUsize::new(0));
+        let mut placed = Vec::new();
+        for _ in 0..3 {
+            let (s, a) = conn();
+            placed.push(place(&sh, &portal, s, a, a).expect("placed"));
+        }
+        // Least loaded first: both shards used.
+        assert!(placed.contains(&0) && placed.contains(&1), "{placed:?}");
+        let (s, a) = conn();
+        assert_eq!(
+            place(&sh, &portal, s, a, a),
+            Err(Refusal::PortalFull { limit: 3 })
+        );
+        assert_eq!(portal.load(Ordering::Relaxed), 3);
+        assert_eq!(sh.admission.refused(), 1);
+        // A second portal sees the shard cap: 2 + 2 places, 3 taken.
+        let other = Arc::new(AtomicUsize::new(0));
+        let (s, a) = conn();
+        assert!(place(&sh, &other, s, a, a).is_ok());
+        let (s, a) = conn();
+        assert_eq!(
+            place(&sh, &other, s, a, a),
+            Err(Refusal::ShardsFull { limit: 2 })
+        );
+        assert_eq!(
+            other.load(Ordering::Relaxed),
+            1,
+            "refused ones hold nothing"
+        );
+        // Freed connections give their places back.
+        let all: Vec<ConnTicket> = rxs.iter().flat_map(tickets).collect();
+        assert_eq!(all.len(), 4);
+        drop(all);
+        assert_eq!(portal.load(Ordering::Relaxed), 0);
+        assert_eq!(other.load(Ordering::Relaxed), 0);
+        assert!(sh
+            .shard_conns
+            .iter()
+            .all(|n| n.load(Ordering::Relaxed) == 0));
+    }
+
+    #[test]
+    fn a_dead_shard_gets_no_connections() {
+        let (sh, mut rxs) = shared(2, Limits::default());
+        // Shard 0 dies: its receiver is gone (as when its thread unwinds).
+        let rx1 = rxs.pop().unwrap();
+        drop(rxs);
+        let portal = Arc::new(AtomicUsize::new(0));
+        for _ in 0..4 {
+            let (s, a) = conn();
+            assert_eq!(
+                place(&sh, &portal, s, a, a),
+                Ok(1),
+                "placed on the live shard"
+            );
+        }
+        assert!(sh.admission.is_dead(0));
+        assert!(!sh.admission.is_dead(1));
+        assert_eq!(sh.shard_conns[0].load(Ordering::Relaxed), 0);
+        assert_eq!(tickets(&rx1).len(), 4);
+        assert_eq!(portal.load(Ordering::Relaxed), 0, "tickets dropped");
+        // With every shard dead, connections are refused.
+        drop(rx1);
+        let (s, a) = conn();
+        assert_eq!(place(&sh, &portal, s, a, a), Err(Refusal::NoShard));
+        assert_eq!(portal.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_panicking_shard_thread_is_marked_dead() {
+        let (sh, _rxs) = shared(2, Limits::default());
+        let s2 = sh.clone();
+        let r = std::thread::spawn(move || {
+            let _life = ShardLife {
+                shared: s2,
+                shard: 1,
+            };
+            panic!("shard bug");
+        })
+        .join();
+        assert!(r.is_err());
+        assert!(sh.admission.is_dead(1));
+        assert!(!sh.admission.is_dead(0));
+    }
+}
