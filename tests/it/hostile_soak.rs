@@ -403,8 +403,6 @@ fn memory_of_an_unread_nop_flood_is_given_back_after_close() {
 }
 
 #[test]
-#[ignore = "issue 11 item 5 (not fixed): receives are re-armed whatever the output backlog, so \
-            20,000 unread 8 KiB NOP-Out pings hold ~160 MB while the connection lives"]
 fn an_unread_nop_flood_is_bounded_while_connected() {
     let t = Tgtd::start();
     t.add_target(1, IQN);
