@@ -24,6 +24,7 @@ mod hostile_session;
 mod lba_status_direct;
 mod logging;
 mod login_deadline;
+mod memory_file;
 mod mgmt_server;
 mod nop_ping;
 mod op_stat;
