@@ -20,6 +20,9 @@ pub struct FileStore {
     oflags: BsOFlags,
     file: Arc<File>,
     is_block: bool,
+    /// A regular file on a memory filesystem (see [`memory_backed`]): its engine reads and
+    /// writes it inline.
+    inline: bool,
 }
 
 impl FileStore {
@@ -52,12 +55,17 @@ impl FileStore {
                 source: io::Error::new(io::ErrorKind::InvalidInput, "not a file or block device"),
             });
         }
+        // CURVE_TGT_FILE_INLINE=0 keeps every I/O on the ring (for A/B measurements).
+        let inline = !is_block
+            && std::env::var_os("CURVE_TGT_FILE_INLINE").is_none_or(|v| v != "0")
+            && memory_backed(&file);
         Ok(FileStore {
             bstype: if bstype == "aio" { "aio" } else { "rdwr" },
             path: path.to_string(),
             oflags,
             file: Arc::new(file),
             is_block,
+            inline,
         })
     }
 }
@@ -98,8 +106,29 @@ impl BackingStore for FileStore {
         }
     }
     fn engine(&self, _env: super::engine::EngineEnv) -> Box<dyn Engine> {
-        Box::new(FileEngine::new(self.file.clone(), self.caps()))
+        Box::new(FileEngine::new(self.file.clone(), self.caps(), self.inline))
     }
+}
+
+/// Whether `file` lives on a memory filesystem (tmpfs, ramfs): its reads and writes copy to
+/// or from the page cache and never wait for a device. These filesystems have no
+/// non-blocking I/O (`RWF_NOWAIT` fails with EOPNOTSUPP), so io_uring hands every read and
+/// write of theirs to a kernel worker thread: a thread wake-up and a context switch per I/O
+/// that cost more than the copy. The file engine does them inline instead, as a plain
+/// pread/pwrite on the shard. Only for regular files: a device node's `fstatfs` reports the
+/// filesystem `/dev` is on, which is a tmpfs too.
+fn memory_backed(file: &File) -> bool {
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the fd is open and `st` is a valid out-pointer for one statfs.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
+        return false;
+    }
+    // f_type's and the constant's widths differ between C libraries.
+    #[allow(clippy::unnecessary_cast)]
+    let (t, tmpfs) = (st.f_type as i64, libc::TMPFS_MAGIC as i64);
+    t == tmpfs || t == RAMFS_MAGIC
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! Multi-step operations (COMPARE AND WRITE, ORWRITE, WRITE SAME, UNMAP over several ranges,
 //! GET LBA STATUS over several extents, short transfers) are small state machines advanced by
 //! each completion; one SQE per operation is in flight at a time, so cancelling is one ring
-//! cancel of that SQE.
+//! cancel of that SQE. On a memory filesystem (`inline`) plain reads and writes run as
+//! pread/pwrite on the shard instead (see `file::memory_backed`).
 
 use super::engine::{Completion, Engine, OpId, OpRequest, Reactor, RingToken};
 use super::lba;
@@ -31,6 +32,8 @@ struct Xfer {
 /// What to do next with an operation.
 enum Next {
     Submit(squeue::Entry),
+    /// Move the bytes of the transfer step in `FileOp::xfer`: an SQE, or inline.
+    Xfer,
     Done(IoResult),
 }
 
@@ -60,16 +63,20 @@ pub struct FileEngine {
     caps: BackingCaps,
     ops: Vec<Option<FileOp>>,
     live: usize,
+    /// Transfer steps run inline (pread/pwrite) rather than on the ring.
+    inline: bool,
 }
 
 impl FileEngine {
-    /// An engine for `file`.
-    pub fn new(file: Arc<File>, caps: BackingCaps) -> FileEngine {
+    /// An engine for `file`; `inline` runs its transfers as pread/pwrite on the calling
+    /// thread (only for files whose I/O never waits for a device).
+    pub fn new(file: Arc<File>, caps: BackingCaps, inline: bool) -> FileEngine {
         FileEngine {
             file,
             caps,
             ops: Vec::new(),
             live: 0,
+            inline,
         }
     }
 
@@ -77,11 +84,21 @@ impl FileEngine {
         self.file.as_raw_fd()
     }
 
-    /// Acts on a step's outcome: submit its next SQE, or complete the operation.
-    fn advance(&mut self, idx: usize, next: Next, r: &mut dyn Reactor) {
+    /// Acts on a step's outcome: submit its next SQE, or complete the operation. Inline
+    /// transfer steps are run here, each result fed back as a completion would be, until the
+    /// operation needs the ring or is done.
+    fn advance(&mut self, idx: usize, mut next: Next, r: &mut dyn Reactor) {
+        let (fd, caps) = (self.fd(), self.caps);
         let Some(o) = self.ops[idx].as_mut() else {
             return;
         };
+        while matches!(next, Next::Xfer) && self.inline && !o.cancelled {
+            let res = o.xfer_inline(fd);
+            next = o.on_cqe(res, fd, caps, r);
+        }
+        if let Next::Xfer = next {
+            next = Next::Submit(o.xfer_sqe(fd));
+        }
         match next {
             Next::Submit(e) if !o.cancelled => {
                 let tag = idx as u64 | u64::from(o.op.generation) << 32;
@@ -90,7 +107,7 @@ impl FileEngine {
                 // CQE of its in-flight SQE (`inflight`) was delivered.
                 o.inflight = Some(unsafe { r.submit(e, tag) });
             }
-            Next::Submit(_) => self.finish(idx, IoResult::Cancelled, r),
+            Next::Submit(_) | Next::Xfer => self.finish(idx, IoResult::Cancelled, r),
             Next::Done(res) => self.finish(idx, res, r),
         }
     }
@@ -197,17 +214,18 @@ impl FileOp {
         (d.as_ptr() as usize + start, end - start)
     }
 
-    fn begin(&mut self, fd: RawFd, x: Xfer) -> Next {
+    fn begin(&mut self, x: Xfer) -> Next {
         self.xfer = Some(x);
-        self.resume(fd)
+        Next::Xfer
     }
 
-    fn resume(&mut self, fd: RawFd) -> Next {
+    /// The SQE for the rest of the transfer in progress.
+    fn xfer_sqe(&self, fd: RawFd) -> squeue::Entry {
         let x = self.xfer.expect("transfer in progress");
         let ptr = (x.ptr + x.done) as *mut u8;
         let len = u32::try_from(x.len - x.done).unwrap_or(u32::MAX);
         let off = x.offset + x.done as u64;
-        let e = if x.write {
+        if x.write {
             let mut w = opcode::Write::new(types::Fd(fd), ptr as *const u8, len).offset(off);
             if x.dsync {
                 w = w.rw_flags(libc::RWF_DSYNC);
@@ -217,47 +235,78 @@ impl FileOp {
             opcode::Read::new(types::Fd(fd), ptr, len)
                 .offset(off)
                 .build()
+        }
+    }
+
+    /// Moves the rest of the transfer in progress with one pread/pwrite on this thread;
+    /// returns what its CQE's result would have been (bytes moved, or -errno).
+    fn xfer_inline(&self, fd: RawFd) -> i32 {
+        let x = self.xfer.expect("transfer in progress");
+        let len = (x.len - x.done).min(i32::MAX as usize & !4095);
+        let iov = libc::iovec {
+            iov_base: (x.ptr + x.done) as *mut libc::c_void,
+            iov_len: len,
         };
-        Next::Submit(e)
+        let off = (x.offset + x.done as u64) as libc::off_t;
+        let flags = if x.write && x.dsync {
+            libc::RWF_DSYNC
+        } else {
+            0
+        };
+        loop {
+            // SAFETY: `ptr..ptr+len` lies inside the buffer this op holds (`data`,
+            // `read_buf` or `pattern`) for its whole life, the same bytes the SQE would name;
+            // the call returns before the buffer can be dropped.
+            let n = unsafe {
+                if x.write {
+                    libc::pwritev2(fd, &iov, 1, off, flags)
+                } else {
+                    libc::preadv2(fd, &iov, 1, off, 0)
+                }
+            };
+            if n >= 0 {
+                return n as i32;
+            }
+            let err = io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
+            if err != libc::EINTR {
+                return -err;
+            }
+        }
     }
 
     /// Reads `len` bytes at `offset` into a fresh pooled buffer held in `read_buf`.
-    fn read_new(&mut self, fd: RawFd, r: &mut dyn Reactor, offset: u64, len: usize) -> Next {
+    fn read_new(&mut self, r: &mut dyn Reactor, offset: u64, len: usize) -> Next {
         let mut b = r.pool().alloc(len);
         let ptr = b.as_mut_ptr() as usize;
         self.read_buf = Some(b);
-        self.begin(
-            fd,
-            Xfer {
-                write: false,
-                ptr,
-                len,
-                offset,
-                done: 0,
-                dsync: false,
-            },
-        )
+        self.begin(Xfer {
+            write: false,
+            ptr,
+            len,
+            offset,
+            done: 0,
+            dsync: false,
+        })
     }
 
     fn start(&mut self, fd: RawFd, caps: BackingCaps, r: &mut dyn Reactor) -> Next {
         match self.io.clone() {
-            BlockIo::Read { offset, len } => self.read_new(fd, r, offset, len as usize),
+            BlockIo::Read { offset, len } => self.read_new(r, offset, len as usize),
             BlockIo::Write { offset, data, fua } => {
                 let (ptr, len) = self.data_ptr(&data);
                 if len == 0 {
                     return Next::Done(IoResult::Ok);
                 }
-                self.begin(
-                    fd,
-                    Xfer {
-                        write: true,
-                        ptr,
-                        len,
-                        offset,
-                        done: 0,
-                        dsync: fua,
-                    },
-                )
+                self.begin(Xfer {
+                    write: true,
+                    ptr,
+                    len,
+                    offset,
+                    done: 0,
+                    dsync: fua,
+                })
             }
             BlockIo::Flush => Next::Submit(
                 opcode::Fsync::new(types::Fd(fd))
@@ -295,11 +344,11 @@ impl FileOp {
                 }
                 self.pattern = Some(p);
                 self.step = 0;
-                self.next_write_same(fd)
+                self.next_write_same()
             }
             BlockIo::CompareAndWrite { offset, len, .. }
             | BlockIo::Verify { offset, len, .. }
-            | BlockIo::OrWrite { offset, len, .. } => self.read_new(fd, r, offset, len as usize),
+            | BlockIo::OrWrite { offset, len, .. } => self.read_new(r, offset, len as usize),
             BlockIo::LbaStatus { .. } => {
                 if !caps.lba_status {
                     return Next::Done(IoResult::Unsupported);
@@ -332,7 +381,7 @@ impl FileOp {
         }
     }
 
-    fn next_write_same(&mut self, fd: RawFd) -> Next {
+    fn next_write_same(&mut self) -> Next {
         let BlockIo::WriteSame { offset, len, .. } = self.io else {
             unreachable!("write same state")
         };
@@ -344,17 +393,14 @@ impl FileOp {
         self.step += 1;
         let n = (len - done).min(p.len() as u64) as usize;
         let ptr = p.as_ptr() as usize;
-        self.begin(
-            fd,
-            Xfer {
-                write: true,
-                ptr,
-                len: n,
-                offset: offset + done,
-                done: 0,
-                dsync: false,
-            },
-        )
+        self.begin(Xfer {
+            write: true,
+            ptr,
+            len: n,
+            offset: offset + done,
+            done: 0,
+            dsync: false,
+        })
     }
 
     /// GET LBA STATUS: plans the next extent (seek), reading its blocks when needed.
@@ -380,7 +426,7 @@ impl FileOp {
                 Ok(lba::Plan::Done(m, l)) => self.push_extent(m, l, limit, block),
                 Ok(lba::Plan::Read { at, len, then }) => {
                     self.lba_then = Some((then, cur, limit));
-                    return self.read_new(fd, r, at, len as usize);
+                    return self.read_new(r, at, len as usize);
                 }
             }
         }
@@ -393,7 +439,7 @@ impl FileOp {
     }
 
     /// ORWRITE's second step: OR Data-Out into the blocks read, write them back.
-    fn after_or_read(&mut self, fd: RawFd) -> Next {
+    fn after_or_read(&mut self) -> Next {
         let BlockIo::OrWrite {
             offset, data, fua, ..
         } = self.io.clone()
@@ -409,20 +455,17 @@ impl FileOp {
             *b |= *o;
         }
         let (ptr, len) = (buf.as_ptr() as usize, buf.len());
-        self.begin(
-            fd,
-            Xfer {
-                write: true,
-                ptr,
-                len,
-                offset,
-                done: 0,
-                dsync: fua,
-            },
-        )
+        self.begin(Xfer {
+            write: true,
+            ptr,
+            len,
+            offset,
+            done: 0,
+            dsync: fua,
+        })
     }
 
-    fn after_compare_read(&mut self, fd: RawFd) -> Next {
+    fn after_compare_read(&mut self) -> Next {
         let read = self.read_buf.as_ref().expect("compare buffer");
         let (cmp_range, write) = match &self.io {
             BlockIo::CompareAndWrite { verify, write, .. } => {
@@ -441,17 +484,14 @@ impl FileOp {
                 let offset = *offset;
                 self.step = 1;
                 let (ptr, len) = self.data_ptr(&w);
-                self.begin(
-                    fd,
-                    Xfer {
-                        write: true,
-                        ptr,
-                        len,
-                        offset,
-                        done: 0,
-                        dsync: false,
-                    },
-                )
+                self.begin(Xfer {
+                    write: true,
+                    ptr,
+                    len,
+                    offset,
+                    done: 0,
+                    dsync: false,
+                })
             }
             _ => Next::Done(IoResult::Ok),
         }
@@ -471,7 +511,7 @@ impl FileOp {
             x.done += res as usize;
             if x.done < x.len && !(lba_read && res == 0) {
                 self.xfer = Some(x);
-                return self.resume(fd);
+                return Next::Xfer;
             }
             self.xfer = None;
             if lba_read {
@@ -495,12 +535,12 @@ impl FileOp {
                 Next::Done(IoResult::Ok)
             }
             BlockIo::Discard { .. } => self.next_discard(fd, caps),
-            BlockIo::WriteSame { .. } => self.next_write_same(fd),
+            BlockIo::WriteSame { .. } => self.next_write_same(),
             BlockIo::CompareAndWrite { .. } | BlockIo::OrWrite { .. } if self.step == 1 => {
                 Next::Done(IoResult::Ok)
             }
-            BlockIo::OrWrite { .. } => self.after_or_read(fd),
-            BlockIo::CompareAndWrite { .. } | BlockIo::Verify { .. } => self.after_compare_read(fd),
+            BlockIo::OrWrite { .. } => self.after_or_read(),
+            BlockIo::CompareAndWrite { .. } | BlockIo::Verify { .. } => self.after_compare_read(),
             BlockIo::LbaStatus { .. } => self.next_extent(fd, r),
         }
     }

@@ -28,6 +28,7 @@ mod hostile_soak;
 mod lba_status_direct;
 mod logging;
 mod login_deadline;
+mod memory_file;
 mod mgmt_server;
 mod nop_ping;
 mod op_stat;
