@@ -275,11 +275,6 @@ impl Tgtd {
         ]);
     }
 
-    /// tgtd's process id (its threads are under `/proc/<pid>/task`).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// The iscsi:// URL of a LUN.
     pub fn url(&self, iqn: &str, lun: u32) -> String {
         format!("iscsi://127.0.0.1:{}/{}/{}", self.port, iqn, lun)
