@@ -172,7 +172,7 @@ impl Shard {
                         c.res,
                         c.flags,
                     ),
-                    Owner::LinkTimeout | Owner::Cancel => {}
+                    Owner::Cancel => {}
                 }
             }
             self.expire_timers();
