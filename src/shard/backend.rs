@@ -826,4 +826,98 @@ mod tests {
         );
         assert_eq!(*got.lock().unwrap(), vec![7]);
     }
+
+    #[test]
+    fn cancelled_write_same_stops_submitting_steps() {
+        use std::os::unix::fs::FileExt;
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(16 << 20).unwrap();
+        let store: Arc<dyn BackingStore> = Arc::new(
+            crate::backing::file::FileStore::open(
+                "rdwr",
+                f.path().to_str().unwrap(),
+                BsOFlags::default(),
+            )
+            .unwrap(),
+        );
+        let mut ring = Ring::new().unwrap();
+        let mut timers = Timers::default();
+        let pool = BufPool::new();
+        let mut b = Backends::default();
+        let e = b.engine_for(0, &store);
+        let op = OpId {
+            index: 3,
+            generation: 1,
+        };
+        let req = OpRequest {
+            // 16 MiB of one 512-byte block: 16 steps of 1 MiB.
+            io: BlockIo::WriteSame {
+                offset: 0,
+                len: 16 << 20,
+                block: 0..512,
+                unmap: false,
+                block_size: 512,
+            },
+            data: Some(pool.from_slice(&[0xab; 512])),
+        };
+        b.with_engine(e, &mut ring, &mut timers, &pool, |en, r| {
+            en.start(op, req, r)
+        });
+        let mut cqes = Vec::new();
+        let mut steps = 0;
+        for _ in 0..64 {
+            if !b.done.is_empty() {
+                break;
+            }
+            ring.wait(crate::shard::ring::Wait::One).unwrap();
+            cqes.clear();
+            ring.completions(&mut cqes);
+            for c in &cqes {
+                if let Owner::Engine { engine, tag } = c.owner {
+                    steps += 1;
+                    b.on_cqe(
+                        &mut ring,
+                        &mut timers,
+                        &pool,
+                        engine,
+                        tag,
+                        c.token,
+                        c.res,
+                        c.flags,
+                    );
+                    if steps == 1 {
+                        // The initiator aborts after the first chunk was written.
+                        b.with_engine(e, &mut ring, &mut timers, &pool, |en, r| en.cancel(op, r));
+                    }
+                }
+            }
+        }
+        let done = b.done.pop().expect("the operation completed");
+        assert_eq!(done.op, op);
+        assert!(
+            matches!(done.result, crate::backing::IoResult::Cancelled),
+            "{:?}",
+            done.result
+        );
+        assert!(steps <= 3, "no more steps after the cancel: {steps}");
+        assert_eq!(
+            b.engines[usize::from(e)].as_ref().unwrap().outstanding.ring,
+            0
+        );
+        // The tail of the range was never written.
+        let mut tail = vec![0u8; 4096];
+        f.as_file()
+            .read_exact_at(&mut tail, (16 << 20) - 4096)
+            .unwrap();
+        assert!(
+            tail.iter().all(|b| *b == 0),
+            "WRITE SAME went on after its cancel"
+        );
+        let mut head = vec![0u8; 512];
+        f.as_file().read_exact_at(&mut head, 0).unwrap();
+        assert!(
+            head.iter().all(|b| *b == 0xab),
+            "the first chunk was written"
+        );
+    }
 }
