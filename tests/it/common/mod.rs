@@ -105,6 +105,8 @@ impl Tgtd {
         cmd.envs(env.iter().copied());
         let child = cmd
             .env("TGT_IPC_SOCKET", dir.path().join("socket"))
+            // The shard checks its loop invariants every turn (release test runs too).
+            .env("CURVE_TGT_CHECK_INVARIANTS", "1")
             .stdout(Stdio::null())
             .stderr(if logged {
                 Stdio::from(std::fs::File::create(dir.path().join("tgtd.log")).unwrap())
