@@ -7,6 +7,7 @@
 //! session, with no thread hop. There is no other way to serve a store: a store that cannot
 //! do something says so ([`IoResult::Unsupported`]), it is never quietly served as `null`.
 
+pub mod curve;
 pub mod delay;
 pub mod engine;
 pub mod file;

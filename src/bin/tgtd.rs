@@ -6,6 +6,7 @@ use curve_tgt::log;
 use curve_tgt::mgmt::server::{socket_base_from_env, ControlOptions, ControlSocket};
 use curve_tgt::shard::cpus;
 use curve_tgt::shard::plane::Plane;
+use curve_tgt::shard::zerocopy::{Engine, ZcConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,6 +104,14 @@ struct Args {
     /// Zero-copy Data-In sends: 1 (default) or 0 for plain copies. (This product's own.)
     #[arg(long = "tcp_zerocopy", value_name = "0|1", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     tcp_zerocopy: u8,
+    /// Zero-copy interface: uring (io_uring SENDMSG_ZC, default) or msg (sendmsg
+    /// MSG_ZEROCOPY). (This product's own.)
+    #[arg(long = "zerocopy-engine", value_name = "uring|msg", default_value = "uring", value_parser = ["uring", "msg"])]
+    zerocopy_engine: String,
+    /// Data-In payloads of at least this many bytes go zero-copy; smaller ones are copied.
+    /// (This product's own.)
+    #[arg(long = "zerocopy-threshold", value_name = "BYTES", default_value_t = curve_tgt::shard::zerocopy::DEFAULT_THRESHOLD_BYTES)]
+    zerocopy_threshold: usize,
     /// CPUs to run shards on, e.g. 0,2-3; default: every CPU in the affinity mask (so
     /// `taskset` works too). (This product's own.)
     #[arg(long = "cores", value_name = "LIST")]
@@ -233,7 +242,13 @@ fn main() -> ExitCode {
         }
     };
     let _ = args.nr_iothreads;
-    let zerocopy = args.tcp_zerocopy == 1;
+    let zerocopy = ZcConfig {
+        enabled: args.tcp_zerocopy == 1,
+        engine: Engine::parse(&args.zerocopy_engine).unwrap_or(Engine::Uring),
+        threshold_bytes: args.zerocopy_threshold,
+        keep_when_copied: false,
+    }
+    .with_env();
     if !args.foreground && !args.nodaemonize {
         // SAFETY: daemon() forks before any thread exists, so the child is a full copy.
         if unsafe { libc::daemon(0, 0) } != 0 {

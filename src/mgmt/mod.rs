@@ -9,4 +9,5 @@ pub mod ipc;
 pub mod server;
 pub mod show;
 pub mod stat;
+pub mod stat_zerocopy;
 pub mod targets_conf;

@@ -10,9 +10,10 @@
 use super::config::Config;
 use super::ipc::TgtadmError;
 use super::show::{self, ConnStatLine, LatencyLine, LuStatLine};
+use super::stat_zerocopy;
 use crate::iscsi::stats::{ConnCounters, LuCounters};
 use crate::scsi::Lun;
-use crate::shard::stats::{new_histogram, SessionSnap, ShardStats};
+use crate::shard::stats::{new_histogram, SessionSnap, ShardStats, ZcShardSnap};
 use hdrhistogram::Histogram;
 use std::collections::{BTreeMap, HashMap};
 
@@ -22,6 +23,8 @@ pub struct Gathered {
     sessions: HashMap<(u32, u16), SessionSnap>,
     /// Per LU: read and write histograms summed over shards.
     latency: BTreeMap<(u32, Lun), (Histogram<u64>, Histogram<u64>)>,
+    /// Zero-copy totals of every shard.
+    zc_shards: ZcShardSnap,
     /// Each shard's resources, in shard order.
     resources: Vec<crate::shard::stats::ShardResources>,
 }
@@ -29,7 +32,10 @@ pub struct Gathered {
 impl Gathered {
     /// Merges every shard's report.
     pub fn new(reports: Vec<ShardStats>) -> Gathered {
-        let mut g = Gathered::default();
+        let mut g = Gathered {
+            zc_shards: stat_zerocopy::sum_shards(reports.iter().map(|r| &r.zc)),
+            ..Gathered::default()
+        };
         for r in reports {
             g.resources.push(r.resources);
             for s in r.sessions {
@@ -118,7 +124,33 @@ pub fn lu_report(cfg: &Config, g: &Gathered, tid: Option<u32>, lun: Option<Lun>)
         out.push('\n');
         out.push_str(&show::latency_table(&latency));
     }
+    if lun.is_none() {
+        // sys and target stat: the zero-copy table of the selected targets' connections.
+        let sessions: Vec<&SessionSnap> = g
+            .sessions
+            .values()
+            .filter(|s| tid.is_none_or(|t| t == s.tid))
+            .collect();
+        push_section(
+            &mut out,
+            &zc_table(sessions, tid.is_none().then_some(&g.zc_shards)),
+        );
+    }
     out
+}
+
+/// The zero-copy table, rows in (tid, sid, cid) order.
+fn zc_table(mut sessions: Vec<&SessionSnap>, shards: Option<&ZcShardSnap>) -> String {
+    sessions.sort_by_key(|s| (s.tid, s.tsih, s.cid));
+    stat_zerocopy::zc_table(&sessions, shards)
+}
+
+/// Appends an extra table after an empty line; nothing when it is empty.
+fn push_section(out: &mut String, section: &str) {
+    if !section.is_empty() {
+        out.push('\n');
+        out.push_str(section);
+    }
 }
 
 /// sys stat in test mode (`CURVE_TGT_TEST_ENGINES=1`): after tgt's lines, one line per
@@ -152,7 +184,10 @@ pub fn session_report(cfg: &Config, g: &Gathered, sid: u64) -> Result<String, Tg
         .iter()
         .map(|c| conn_line(s.tsih, c.cid, g.conn_counters(tid, s.tsih, c.cid)))
         .collect();
-    Ok(show::session_stats(&lus, &conns))
+    let mut out = show::session_stats(&lus, &conns);
+    let mine: Vec<&SessionSnap> = g.sessions.get(&(tid, s.tsih)).into_iter().collect();
+    push_section(&mut out, &zc_table(mine, None));
+    Ok(out)
 }
 
 /// conn stat: one connection's line.

@@ -5,6 +5,7 @@
 
 use super::slots::SlotKey;
 use super::timers::TimerKey;
+use super::zerocopy::link::ZcLink;
 use crate::backing::engine::OpId;
 use crate::iscsi::login::LoginSm;
 use crate::iscsi::session::Session;
@@ -45,11 +46,10 @@ pub struct Conn {
     pub iov: Vec<libc::iovec>,
     pub msg: Box<libc::msghdr>,
     pub send_inflight: bool,
-    /// Zero-copy sends whose notification (`IORING_CQE_F_NOTIF`) has not come: the kernel
-    /// may still read their pages.
-    pub notifs_pending: u32,
-    /// PDUs fully sent whose pages a pending notification still covers.
-    pub tx_awaiting_notif: Vec<TxPdu>,
+    /// Zero-copy Data-In (`shard/zerocopy`): policy and counters, and the sent batches the
+    /// kernel may still read, kept until the notifications of the zero-copy sends before
+    /// them arrived (`IORING_CQE_F_NOTIF`, or the error queue for `MSG_ZEROCOPY`).
+    pub zc: ZcLink,
     /// Backend operations in flight, by task slot: the connection is freed only when none is.
     pub ops: Vec<Option<OpId>>,
     pub ops_inflight: u32,
@@ -84,6 +84,7 @@ impl Conn {
         local: SocketAddr,
         login: LoginSm,
         key: SlotKey,
+        zc: ZcLink,
     ) -> Conn {
         // SAFETY: msghdr is a plain C struct for which all-zero is a valid empty value.
         let msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
@@ -101,8 +102,7 @@ impl Conn {
             iov: Vec::with_capacity(TX_BATCH_PDUS * 3),
             msg,
             send_inflight: false,
-            notifs_pending: 0,
-            tx_awaiting_notif: Vec::new(),
+            zc,
             ops: Vec::new(),
             ops_inflight: 0,
             login_timer: None,
@@ -176,22 +176,21 @@ impl Conn {
         true
     }
 
-    /// Accounts `n` sent bytes; `notif_follows` when the CQE said a zero-copy notification
-    /// will follow (`IORING_CQE_F_MORE`). Returns true when the whole batch went out. A batch
-    /// is released when it went out and no notification is pending; otherwise it waits in
-    /// `tx_awaiting_notif` for [`Conn::notified`].
-    pub fn sent(&mut self, n: usize, notif_follows: bool) -> bool {
-        if notif_follows {
-            self.notifs_pending += 1;
-        }
+    /// Accounts `n` sent bytes. Returns true when the whole batch went out. A batch is
+    /// released then unless zero-copy sends are still un-notified (any of them may include
+    /// its bytes): it waits in `zc.inflight` until they are.
+    pub fn sent(&mut self, n: usize) -> bool {
         self.tx_sent += n;
         let total: usize = self.tx_batch.iter().map(|p| p.wire_len()).sum();
         if self.tx_sent >= total {
-            if self.notifs_pending > 0 {
-                self.tx_awaiting_notif.append(&mut self.tx_batch);
-            } else {
-                self.tx_batch.clear();
-            }
+            let batch = std::mem::take(&mut self.tx_batch);
+            self.tx_batch = match self.zc.inflight.retire(batch) {
+                Some(mut b) => {
+                    b.clear();
+                    b
+                }
+                None => Vec::with_capacity(TX_BATCH_PDUS),
+            };
             self.tx_sent = 0;
             true
         } else {
@@ -199,18 +198,11 @@ impl Conn {
         }
     }
 
-    /// A zero-copy notification: once none is pending, every sent batch's pages are free.
-    pub fn notified(&mut self) {
-        self.notifs_pending = self.notifs_pending.saturating_sub(1);
-        if self.notifs_pending == 0 {
-            self.tx_awaiting_notif.clear();
-        }
-    }
-
     /// Whether the kernel still holds anything of this connection: a receive, a send, a
-    /// zero-copy notification, or a backend operation. The slot is freed only when not.
+    /// zero-copy notification or error-queue read, or a backend operation. The slot is freed
+    /// only when not.
     pub fn busy(&self) -> bool {
-        self.recv_inflight || self.send_inflight || self.notifs_pending > 0 || self.ops_inflight > 0
+        self.recv_inflight || self.send_inflight || !self.zc.idle() || self.ops_inflight > 0
     }
 
     /// Records a backend operation started for task slot `slot`.
@@ -250,7 +242,8 @@ mod tests {
             tpgt: 1,
             shard: 0,
         });
-        Conn::new(s, a, a, login, SlotKey::new(0, 0))
+        let zc = ZcLink::new(&crate::shard::zerocopy::ZcConfig::default(), true, true);
+        Conn::new(s, a, a, login, SlotKey::new(0, 0), zc)
     }
 
     fn pdu(pool: &crate::buf::BufPool) -> (TxPdu, crate::buf::IoBuf) {
@@ -273,9 +266,9 @@ mod tests {
         c.login_out.push_back(p);
         assert!(c.prepare_send());
         assert_eq!(b.handles(), 2);
-        assert!(!c.sent(len - 1, false), "partial");
+        assert!(!c.sent(len - 1), "partial");
         assert_eq!(b.handles(), 2);
-        assert!(c.sent(1, false));
+        assert!(c.sent(1));
         assert_eq!(b.handles(), 1, "payload released");
         assert!(!c.busy());
     }
@@ -288,13 +281,15 @@ mod tests {
         let len = p.wire_len();
         c.login_out.push_back(p);
         assert!(c.prepare_send());
-        assert!(c.sent(len, true));
+        let id = c.zc.inflight.issue();
+        assert!(c.sent(len));
         assert_eq!(b.handles(), 2, "the kernel may still read the pages");
         assert!(
             c.busy(),
             "a connection with a pending notification is not freed"
         );
-        c.notified();
+        assert!(c.zc.inflight.complete(id));
+        drop(c.zc.inflight.released());
         assert_eq!(b.handles(), 1);
         assert!(!c.busy());
     }

@@ -17,8 +17,12 @@ use super::msg::{ControlEvent, ShardMsg};
 use super::owners::{ConnOp, Cqe, Owner};
 use super::ring::{clock, Ring, Wait};
 use super::slots::{Slab, SlotKey};
-use super::stats::{LatencyTable, SessionSnap, ShardResources, ShardStats};
+use super::stats::{
+    LatencyTable, SessionSnap, ShardResources, ShardStats, ZcConnSnap, ZcShardSnap,
+};
 use super::timers::{TimerKey, TimerOwner, Timers};
+use super::zerocopy::ZcConfig;
+use super::zerocopy_glue::ZcShard;
 use super::Shared;
 use crate::backing::engine::Completion;
 use crate::buf::BufPool;
@@ -76,6 +80,8 @@ pub struct Shard {
     cqes: Vec<Cqe>,
     expired: Vec<TimerOwner>,
     done: Vec<Completion>,
+    /// Zero-copy Data-In: settings, kernel support, totals (`super::zerocopy_glue`).
+    pub(super) zc: ZcShard,
 }
 
 impl Shard {
@@ -85,6 +91,7 @@ impl Shard {
         rx: Receiver<ShardMsg>,
         wake_fd: RawFd,
         shared: Arc<Shared>,
+        zerocopy: ZcConfig,
     ) -> std::io::Result<Shard> {
         let mailboxes = shared.clone();
         Ok(Shard {
@@ -115,6 +122,7 @@ impl Shard {
             cqes: Vec::with_capacity(1024),
             expired: Vec::new(),
             done: Vec::new(),
+            zc: ZcShard::new(id, zerocopy),
         })
     }
 
@@ -168,6 +176,18 @@ impl Shard {
                         conn,
                         op: ConnOp::Send,
                     } => self.on_send(conn, c),
+                    Owner::Conn {
+                        conn,
+                        op: ConnOp::SendZc { id },
+                    } if c.notif() => self.on_zc_notif(conn, id, c.res),
+                    Owner::Conn {
+                        conn,
+                        op: ConnOp::SendZc { .. },
+                    } => self.on_send(conn, c),
+                    Owner::Conn {
+                        conn,
+                        op: ConnOp::ErrQueue,
+                    } => self.on_errqueue(conn, c.res),
                     Owner::Engine { engine, tag } => self.backends.on_cqe(
                         &mut self.ring,
                         &mut self.timers,
@@ -216,6 +236,7 @@ impl Shard {
                 }
                 TimerOwner::LoginDeadline { conn } => self.login_deadline(conn),
                 TimerOwner::ShutdownDeadline => self.shutdown_expired = true,
+                TimerOwner::ZcDrainTick => self.zc_drain_tick(),
                 other => {
                     self.backends
                         .on_timer(&mut self.ring, &mut self.timers, &self.pool, other)
@@ -371,6 +392,12 @@ impl Shard {
                     cid: s.cid.0,
                     lus: s.stats.lus.clone(),
                     conn,
+                    zc: ZcConnSnap {
+                        mode: c.zc.policy.mode(),
+                        counters: c.zc.policy.counters,
+                        outstanding: c.zc.inflight.outstanding(),
+                        held: c.zc.inflight.held(),
+                    },
                 })
             })
             .collect();
@@ -378,6 +405,11 @@ impl Shard {
         ShardStats {
             sessions,
             latency: self.latency.snapshot(),
+            zc: ZcShardSnap {
+                closed: self.zc.closed,
+                pool_buffers_out: pool.in_use as usize,
+                draining: self.zc.draining,
+            },
             resources: ShardResources {
                 buffers_in_use: pool.in_use,
                 buffer_bytes_in_use: pool.in_use_bytes,
@@ -440,9 +472,10 @@ impl Shard {
             shard: self.id,
         });
         let placeholder = SlotKey::new(0, 0);
+        let zc = self.zc.link(&stream, peer);
         let k = self
             .conns
-            .insert(Conn::new(stream, peer, local, login, placeholder));
+            .insert(Conn::new(stream, peer, local, login, placeholder, zc));
         let deadline = clock() + self.shared.options.login_timeout.as_nanos() as u64;
         let t = self
             .timers
@@ -472,6 +505,12 @@ impl Shard {
             return;
         };
         c.recv_inflight = false;
+        if (res == -libc::EAGAIN || res == -libc::EINTR) && !c.closing {
+            // A receive woken by the error queue's POLLERR (MSG_ZEROCOPY notifications) too
+            // often gives up with EAGAIN: nothing is wrong, receive again.
+            self.mark(k);
+            return;
+        }
         if res <= 0 || c.closing {
             self.begin_close(k);
             self.mark(k);
@@ -484,15 +523,12 @@ impl Shard {
     }
 
     fn on_send(&mut self, k: SlotKey, cqe: &Cqe) {
+        if self.zc_send_done(k, cqe) {
+            return;
+        }
         let Some(c) = self.conns.get_mut(k) else {
             return;
         };
-        if cqe.notif() {
-            // A zero-copy send's notification: its pages are the kernel's no more.
-            c.notified();
-            self.mark(k);
-            return;
-        }
         c.send_inflight = false;
         let res = cqe.res;
         if res < 0 {
@@ -505,7 +541,7 @@ impl Shard {
             return;
         }
         c.tx_bytes += res as u64;
-        c.sent(res as usize, cqe.more());
+        c.sent(res as usize);
         self.mark(k);
     }
 
@@ -567,18 +603,13 @@ impl Shard {
                 sn.wrapping_sub(1)
             };
         }
-        let fd = c.stream.as_raw_fd();
-        let msg: *const libc::msghdr = &*c.msg;
-        let e = opcode::SendMsg::new(types::Fd(fd), msg)
-            .flags(libc::MSG_NOSIGNAL as u32)
-            .build();
-        let owner = Owner::Conn {
-            conn: k,
-            op: ConnOp::Send,
+        let Some((e, owner)) = self.zc_send_entry(k) else {
+            return;
         };
         // SAFETY: the msghdr, iovecs and the PDUs they point to belong to the connection,
         // which is not freed (nor its batch changed) while `send_inflight` is set, and whose
-        // batch is kept past the send until any zero-copy notification (`notifs_pending`).
+        // batch is kept past the send until every zero-copy notification before it
+        // (`zc.inflight`, `Conn::busy`).
         unsafe { self.ring.push(e, owner) };
     }
 
@@ -640,10 +671,18 @@ impl Shard {
         let Some(c) = self.conns.get(k) else {
             return;
         };
-        if !c.closing || c.busy() {
+        if !c.closing {
+            return;
+        }
+        if c.busy() {
+            if !c.recv_inflight && !c.send_inflight && c.ops_inflight == 0 {
+                // Only zero-copy notifications hold it: drain them, bounded.
+                self.zc_closing(k);
+            }
             return;
         }
         let c = self.conns.remove(k).expect("connection present");
+        self.zc_freed(&c.zc);
         if let Phase::Ffp(s) = &c.phase {
             if let Kind::Normal { tid } = s.kind {
                 // The nexus ends with its last connection (logout, loss, reset) unless a
@@ -672,7 +711,8 @@ impl Shard {
         use std::collections::HashMap;
         // Ring submissions per connection; none for a connection that is gone (a stale
         // generation would route a completion to the slot's next occupant).
-        let mut per_conn: HashMap<SlotKey, (u32, u32)> = HashMap::new();
+        // (receives, plain sends, io_uring zero-copy sends, error-queue reads)
+        let mut per_conn: HashMap<SlotKey, (u32, u32, u32, u32)> = HashMap::new();
         for o in self.ring.owners.iter() {
             if let Owner::Conn { conn, op } = o {
                 assert!(
@@ -683,18 +723,35 @@ impl Shard {
                 match op {
                     ConnOp::Recv => e.0 += 1,
                     ConnOp::Send => e.1 += 1,
+                    ConnOp::SendZc { .. } => e.2 += 1,
+                    ConnOp::ErrQueue => e.3 += 1,
                 }
             }
         }
         let mut counted = 0usize;
         for (k, c) in self.conns.iter() {
             assert_eq!(c.key, k, "connection slot holds a stale generation");
-            let (recvs, sends) = per_conn.get(&k).copied().unwrap_or_default();
+            let (recvs, sends, zc_sends, errq) = per_conn.get(&k).copied().unwrap_or_default();
             assert_eq!(recvs, u32::from(c.recv_inflight), "receives in flight");
+            // A SENDMSG_ZC keeps its ring entry until its notification, and its number stays
+            // in `zc.inflight` as long (uring engine; MSG_ZEROCOPY numbers have no entry).
+            let uring_zc = c.zc.engine == super::zerocopy::Engine::Uring;
+            let plain_in_flight = c.send_inflight
+                && !matches!(c.zc.send, super::zerocopy::link::SendKind::ZeroCopy { .. } if uring_zc);
+            assert_eq!(sends, u32::from(plain_in_flight), "plain sends in flight");
+            let outstanding = if uring_zc {
+                c.zc.inflight.outstanding()
+            } else {
+                0
+            };
             assert_eq!(
-                sends,
-                u32::from(c.send_inflight) + c.notifs_pending,
-                "sends and zero-copy notifications in flight"
+                zc_sends as usize, outstanding,
+                "zero-copy sends and notifications in flight"
+            );
+            assert_eq!(
+                errq,
+                u32::from(c.zc.errq_inflight),
+                "error-queue reads in flight"
             );
             let ops = c.ops.iter().flatten().count();
             assert_eq!(ops as u32, c.ops_inflight, "connection op count");

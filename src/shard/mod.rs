@@ -18,6 +18,8 @@ mod scsi_glue;
 pub mod slots;
 pub mod stats;
 pub mod timers;
+pub mod zerocopy;
+mod zerocopy_glue;
 
 use crate::iscsi::registry::SessionRegistry;
 use callback::CallbackRunner;

@@ -39,8 +39,15 @@ pub enum Owner {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum ConnOp {
     Recv,
-    /// A send (plain, or zero-copy: then a second CQE with `F_NOTIF` follows).
+    /// A send (plain, or `MSG_ZEROCOPY`).
     Send,
+    /// An io_uring zero-copy send (`SENDMSG_ZC`): a second CQE with `F_NOTIF` follows; `id`
+    /// names it in the connection's `zc.inflight`.
+    SendZc {
+        id: u32,
+    },
+    /// A `recvmsg(MSG_ERRQUEUE)`: `MSG_ZEROCOPY` notifications (`shard/zerocopy`).
+    ErrQueue,
 }
 
 /// A completion as its owner receives it.

@@ -7,6 +7,7 @@ use super::cpus::pin_current_thread;
 use super::event_loop::Shard;
 use super::msg::{ControlEvent, ShardMsg};
 use super::stats::ShardStats;
+use super::zerocopy::ZcConfig;
 use super::{ShardHandle, ShardOptions, Shared};
 use crate::config::snapshot::ConfigSnapshot;
 use crate::iscsi::registry::SessionRegistry;
@@ -42,17 +43,19 @@ pub struct Plane {
 impl Plane {
     /// Starts one shard per CPU in `cpus`, each pinned to its CPU. Returns the plane and the
     /// receiver of session events for the control thread.
-    pub fn start(cpus: &[usize], zerocopy: bool) -> io::Result<(Plane, Receiver<ControlEvent>)> {
+    pub fn start(
+        cpus: &[usize],
+        zerocopy: ZcConfig,
+    ) -> io::Result<(Plane, Receiver<ControlEvent>)> {
         Plane::start_with(cpus, zerocopy, ShardOptions::default())
     }
 
     /// As [`Plane::start`], with these shard settings.
     pub fn start_with(
         cpus: &[usize],
-        zerocopy: bool,
+        zerocopy: ZcConfig,
         options: ShardOptions,
     ) -> io::Result<(Plane, Receiver<ControlEvent>)> {
-        let _ = zerocopy; // zero-copy Data-In is a later step; copy mode for now.
         let (ctl_tx, ctl_rx): (Sender<ControlEvent>, Receiver<ControlEvent>) = unbounded();
         let mut handles = Vec::new();
         let mut receivers = Vec::new();
@@ -87,7 +90,7 @@ impl Plane {
                     if let Err(e) = pin_current_thread(cpu) {
                         tracing::warn!("shard {i}: cannot pin to CPU {cpu}: {e}");
                     }
-                    match Shard::new(i, rx, wake_fd, shared) {
+                    match Shard::new(i, rx, wake_fd, shared, zerocopy) {
                         Ok(s) => {
                             let _ = ready_tx.send(Ok(()));
                             s.run();

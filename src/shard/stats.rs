@@ -11,6 +11,7 @@
 use crate::config::snapshot::ConfigSnapshot;
 use crate::iscsi::stats::{ConnCounters, IoDir, LuCounters};
 use crate::scsi::{LogicalUnit, Lun};
+use crate::shard::zerocopy::policy::{Mode, ZcCounters};
 use hdrhistogram::Histogram;
 use std::sync::{Arc, Weak};
 
@@ -116,6 +117,28 @@ pub struct SessionSnap {
     pub cid: u16,
     pub lus: Vec<(Lun, LuCounters)>,
     pub conn: ConnCounters,
+    /// The connection's zero-copy mode and counters (`shard/zerocopy`), and the peer.
+    pub zc: ZcConnSnap,
+}
+
+/// One connection's zero-copy state for `tgtadm --op stat`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZcConnSnap {
+    pub mode: Mode,
+    pub counters: ZcCounters,
+    /// Zero-copy sends waiting for their notification, and sent batches held for them.
+    pub outstanding: usize,
+    pub held: usize,
+}
+
+/// A shard's zero-copy totals: closed connections' counters, and what its buffer pool has
+/// handed out (back to its idle value once every notification is in).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ZcShardSnap {
+    pub closed: ZcCounters,
+    pub pool_buffers_out: usize,
+    /// Connections closed but kept while notifications drain.
+    pub draining: usize,
 }
 
 /// Everything one shard reports.
@@ -123,6 +146,7 @@ pub struct SessionSnap {
 pub struct ShardStats {
     pub sessions: Vec<SessionSnap>,
     pub latency: Vec<LuLatencySnap>,
+    pub zc: ZcShardSnap,
     /// The shard's own resources (printed only in test mode, see `mgmt::stat`).
     pub resources: ShardResources,
 }

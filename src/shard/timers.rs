@@ -24,6 +24,8 @@ pub enum TimerOwner {
     NopTick,
     /// Shutting down: stop waiting for engines to drain.
     ShutdownDeadline,
+    /// Once a second while closing connections wait for zero-copy notifications.
+    ZcDrainTick,
     /// A backend engine's timer, handed back to it with its tag.
     Engine { engine: u16, tag: u64 },
     /// An engine's outbound connect (ring token `token`) must have finished by now.

@@ -16,6 +16,43 @@ pub struct Tgtd {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub ctl: u16,
+    /// tgtd runs as this uid/gid, and tgtadm with it (tgtd answers only its own uid).
+    run_as: Option<u32>,
+}
+
+/// How to start a tgtd beyond the defaults.
+#[derive(Default)]
+pub struct TgtdOpts<'a> {
+    pub cores: Option<&'a str>,
+    pub env: &'a [(&'a str, &'a str)],
+    /// Extra command-line arguments.
+    pub args: &'a [&'a str],
+    /// Run inside this network namespace (`ip netns exec`).
+    pub netns: Option<&'a str>,
+    /// Write stderr (the log) to `tgtd.log` in the test directory instead of inheriting it.
+    pub stderr_to_file: bool,
+    /// Run tgtd (and this harness's tgtadm) as this uid and gid, without capabilities
+    /// (`setpriv`); the test directory is made world-writable for its socket.
+    pub run_as: Option<u32>,
+    /// `RLIMIT_MEMLOCK` for tgtd, in bytes (`prlimit --memlock`).
+    pub memlock: Option<u64>,
+}
+
+/// `setpriv` arguments that drop to `id` (uid and gid) with no capabilities.
+fn setpriv(id: u32) -> Vec<String> {
+    let id = id.to_string();
+    [
+        "setpriv",
+        "--reuid",
+        &id,
+        "--regid",
+        &id,
+        "--clear-groups",
+        "--inh-caps=-all",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).
@@ -49,15 +86,24 @@ impl Tgtd {
 
     /// As `start_with`, with these environment variables set for tgtd.
     pub fn start_env(cores: Option<&str>, env: &[(&str, &str)]) -> Tgtd {
-        Tgtd::spawn(cores, env, &[], false)
+        Tgtd::start_opts(&TgtdOpts {
+            cores,
+            env,
+            ..TgtdOpts::default()
+        })
     }
 
     /// Starts tgtd with one shard, its log (stderr) going to [`Tgtd::log`]'s file.
     pub fn start_logged() -> Tgtd {
-        Tgtd::spawn(Some("0"), &[], &[], true)
+        Tgtd::start_opts(&TgtdOpts {
+            cores: Some("0"),
+            stderr_to_file: true,
+            ..TgtdOpts::default()
+        })
     }
 
-    /// What tgtd has logged so far (only for [`Tgtd::start_logged`]).
+    /// What tgtd has logged so far (only for [`Tgtd::start_logged`], or
+    /// `TgtdOpts::stderr_to_file`).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("tgtd.log")).unwrap_or_default()
     }
@@ -85,14 +131,37 @@ impl Tgtd {
 
     /// As `start_env`, with these extra tgtd arguments.
     pub fn start_full(cores: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Tgtd {
-        Tgtd::spawn(cores, env, args, false)
+        Tgtd::start_opts(&TgtdOpts {
+            cores,
+            env,
+            args,
+            ..TgtdOpts::default()
+        })
     }
 
-    fn spawn(cores: Option<&str>, env: &[(&str, &str)], args: &[&str], logged: bool) -> Tgtd {
+    /// Starts tgtd as `o` says (extra arguments, a network namespace, a user and a
+    /// locked-memory limit, stderr to [`Tgtd::log`]'s file).
+    pub fn start_opts(o: &TgtdOpts) -> Tgtd {
+        let (cores, env) = (o.cores, o.env);
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let ctl = 20000 + (std::process::id() % 10000) as u16 + (port % 7);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tgtd"));
+        // Wrappers, outermost first: netns, memlock limit, user; then tgtd.
+        let mut argv: Vec<String> = Vec::new();
+        if let Some(ns) = o.netns {
+            argv.extend(["ip", "netns", "exec", ns].map(String::from));
+        }
+        if let Some(m) = o.memlock {
+            argv.extend(["prlimit".to_string(), format!("--memlock={m}:{m}")]);
+        }
+        if let Some(id) = o.run_as {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+            argv.extend(setpriv(id));
+        }
+        argv.push(env!("CARGO_BIN_EXE_tgtd").to_string());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
         cmd.arg("-f")
             .arg("-C")
             .arg(ctl.to_string())
@@ -101,18 +170,19 @@ impl Tgtd {
         if let Some(c) = cores {
             cmd.arg("--cores").arg(c);
         }
-        cmd.args(args);
+        cmd.args(o.args);
         cmd.envs(env.iter().copied());
+        let stderr = if o.stderr_to_file {
+            Stdio::from(std::fs::File::create(dir.path().join("tgtd.log")).unwrap())
+        } else {
+            Stdio::inherit()
+        };
         let child = cmd
             .env("TGT_IPC_SOCKET", dir.path().join("socket"))
             // The shard checks its loop invariants every turn (release test runs too).
             .env("CURVE_TGT_CHECK_INVARIANTS", "1")
             .stdout(Stdio::null())
-            .stderr(if logged {
-                Stdio::from(std::fs::File::create(dir.path().join("tgtd.log")).unwrap())
-            } else {
-                Stdio::inherit()
-            })
+            .stderr(stderr)
             .spawn()
             .expect("spawn tgtd");
         let t = Tgtd {
@@ -120,6 +190,7 @@ impl Tgtd {
             dir,
             port,
             ctl,
+            run_as: o.run_as,
         };
         // Wait (bounded) until the management socket answers.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -145,7 +216,10 @@ impl Tgtd {
 
     /// Runs our tgtadm against this tgtd.
     pub fn tgtadm(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tgtadm"))
+        let mut argv = self.run_as.map(setpriv).unwrap_or_default();
+        argv.push(env!("CARGO_BIN_EXE_tgtadm").to_string());
+        Command::new(&argv[0])
+            .args(&argv[1..])
             .arg("-C")
             .arg(self.ctl.to_string())
             .args(args)

@@ -1,0 +1,328 @@
+//! Where zero-copy Data-In meets the shard (policy in [`super::zerocopy::policy`], batch
+//! lifetimes in [`super::zerocopy::inflight`]): the event-loop steps that drive a
+//! connection's [`ZcLink`]. Kept apart so the send path reads the same with zero-copy on or
+//! off.
+//!
+//! - A send is zero-copy when the connection is in zero-copy mode and its batch carries a
+//!   Data-In payload at or above the threshold (`Shard::flush` asks [`Shard::zc_send_entry`]).
+//! - Its batch, once fully sent, waits in `zc.inflight` until every zero-copy send before it
+//!   is notified: a second CQE with `IORING_CQE_F_NOTIF` (uring engine), or an error-queue
+//!   message read by a `recvmsg(MSG_ERRQUEUE)` on the same ring (msg engine).
+//! - A refusal (ENOBUFS, ENOMEM, EPERM, no opcode) sends the same bytes again by copy and
+//!   leaves the connection in copy mode; so does a notification saying the kernel copied.
+//! - A closing connection keeps its slot until nothing is outstanding; after
+//!   `DRAIN_GRACE_NS` its TCP connection is reset so the kernel drops the segments (and the
+//!   pages) the peer will never acknowledge.
+
+use super::event_loop::Shard;
+use super::owners::{ConnOp, Cqe, Owner};
+use super::ring::clock;
+use super::slots::SlotKey;
+use super::timers::TimerOwner;
+use super::zerocopy::link::{
+    enable_so_zerocopy, largest_payload, reset_tcp, Drain, DrainStep, SendKind, ZcLink,
+    IORING_NOTIF_USAGE_ZC_COPIED,
+};
+use super::zerocopy::policy::{Mode, SendErrorAction};
+use super::zerocopy::probe::KernelSupport;
+use super::zerocopy::{Engine, ZcConfig};
+use io_uring::squeue;
+use std::os::fd::AsRawFd;
+
+/// The drain tick's period.
+const DRAIN_TICK_NS: u64 = 1_000_000_000;
+/// Most error-queue messages read per connection per drain tick.
+const DRAIN_READS_PER_TICK: usize = 256;
+
+/// A shard's zero-copy settings, what its kernel supports, and its totals.
+pub struct ZcShard {
+    pub cfg: ZcConfig,
+    pub kernel: KernelSupport,
+    /// Counters of connections already freed.
+    pub closed: super::zerocopy::policy::ZcCounters,
+    /// Closing connections waiting for notifications (they need the drain tick).
+    pub draining: usize,
+    pub tick_armed: bool,
+}
+
+impl ZcShard {
+    /// Probes the kernel (on a small ring of its own) and logs what will be used, once.
+    pub fn new(id: usize, cfg: ZcConfig) -> ZcShard {
+        let kernel = match io_uring::IoUring::new(2) {
+            Ok(r) => KernelSupport::probe(&r),
+            Err(_) => {
+                KernelSupport::from_parts(&super::zerocopy::probe::uname_release(), None, None)
+            }
+        };
+        if id == 0 && cfg.enabled {
+            if kernel.supports(cfg.engine) {
+                tracing::info!(
+                    "zerocopy: engine {}, threshold {} bytes, kernel {} (report usage: {})",
+                    cfg.engine.name(),
+                    cfg.threshold_bytes,
+                    kernel.release,
+                    kernel.report_usage
+                );
+            } else {
+                tracing::warn!(
+                    "zerocopy: engine {} not supported by kernel {}, sending by copy",
+                    cfg.engine.name(),
+                    kernel.release
+                );
+            }
+        }
+        ZcShard {
+            cfg,
+            kernel,
+            closed: Default::default(),
+            draining: 0,
+            tick_armed: false,
+        }
+    }
+
+    /// A new connection's zero-copy state (the msg engine needs `SO_ZEROCOPY` on the socket).
+    pub fn link(&self, stream: &std::net::TcpStream, peer: std::net::SocketAddr) -> ZcLink {
+        let supported = self.kernel.supports(self.cfg.engine);
+        let mut zc = ZcLink::new(&self.cfg, supported, self.kernel.report_usage);
+        if zc.policy.mode() == Mode::ZeroCopy && self.cfg.engine == Engine::Msg {
+            if let Err(e) = enable_so_zerocopy(stream.as_raw_fd()) {
+                if let Some(line) = zc.policy.unsupported() {
+                    tracing::warn!(peer = %peer, "{line} (SO_ZEROCOPY: {e})");
+                }
+            }
+        }
+        zc
+    }
+}
+
+impl Shard {
+    /// The ring entry and owner for a connection's prepared send: by copy, or zero-copy when
+    /// the policy says so for this batch.
+    pub(super) fn zc_send_entry(&mut self, k: SlotKey) -> Option<(squeue::Entry, Owner)> {
+        let c = self.conns.get_mut(k)?;
+        let zc = c.zc.policy.on_submit(largest_payload(&c.tx_batch));
+        let fd = c.stream.as_raw_fd();
+        let msg: *const libc::msghdr = &*c.msg;
+        let e = c.zc.send_entry(fd, msg, zc);
+        let op = match c.zc.send {
+            SendKind::ZeroCopy { id: Some(id), .. } => ConnOp::SendZc { id },
+            _ => ConnOp::Send,
+        };
+        Some((e, Owner::Conn { conn: k, op }))
+    }
+
+    /// A send's completion as zero-copy sees it: counts its bytes, and for a refused
+    /// zero-copy send switches to copy mode and resends. Returns true when it handled the
+    /// completion entirely.
+    pub(super) fn zc_send_done(&mut self, k: SlotKey, cqe: &Cqe) -> bool {
+        let Some(c) = self.conns.get_mut(k) else {
+            return true;
+        };
+        let res = cqe.res;
+        let kind = std::mem::replace(&mut c.zc.send, SendKind::Copy);
+        let SendKind::ZeroCopy { engine, id } = kind else {
+            if res > 0 {
+                c.zc.policy.on_sent(false, res as usize);
+            }
+            return false;
+        };
+        if let Some(id) = id {
+            if !cqe.more() {
+                // No IORING_CQE_F_MORE: no notification will follow (the send failed early).
+                c.zc.inflight.complete(id);
+                drop(c.zc.inflight.released());
+            } else if res < 0 {
+                c.zc.failed_ids.push(id);
+            }
+        }
+        if res < 0 {
+            let errno = -res;
+            if errno == libc::EAGAIN || errno == libc::EINTR {
+                return false;
+            }
+            return match c.zc.policy.on_send_error(errno) {
+                SendErrorAction::ResendByCopy { log } => {
+                    if let Some(line) = log {
+                        tracing::warn!(peer = %c.peer, "{line}");
+                    }
+                    // The batch is still in `tx_batch` with `tx_sent` unchanged: the next
+                    // flush sends the same bytes, now by copy.
+                    c.send_inflight = false;
+                    self.mark(k);
+                    true
+                }
+                SendErrorAction::NotZeroCopy => false,
+            };
+        }
+        c.zc.policy.on_sent(true, res as usize);
+        if engine == Engine::Msg && res > 0 {
+            // The kernel numbered this sendmsg; its notification comes on the error queue.
+            c.zc.inflight.issue();
+            self.arm_errq(k);
+        }
+        false
+    }
+
+    /// A uring zero-copy notification (`IORING_CQE_F_NOTIF`): send `id` no longer reads
+    /// its pages.
+    pub(super) fn on_zc_notif(&mut self, k: SlotKey, id: u32, res: i32) {
+        let Some(c) = self.conns.get_mut(k) else {
+            return;
+        };
+        c.zc.inflight.complete(id);
+        let failed = match c.zc.failed_ids.iter().position(|f| *f == id) {
+            Some(i) => {
+                c.zc.failed_ids.swap_remove(i);
+                true
+            }
+            None => false,
+        };
+        let copied = !failed && c.zc.report_usage && res & IORING_NOTIF_USAGE_ZC_COPIED != 0;
+        if let Some(line) = c.zc.policy.on_notification(copied) {
+            tracing::warn!(peer = %c.peer, "{line}");
+        }
+        drop(c.zc.inflight.released());
+        self.mark(k);
+    }
+
+    /// Arms the msg engine's error-queue read, if none is in flight.
+    fn arm_errq(&mut self, k: SlotKey) {
+        let Some(c) = self.conns.get_mut(k) else {
+            return;
+        };
+        if c.zc.errq_inflight || c.closing {
+            return;
+        }
+        let e = c.zc.errq_entry(c.stream.as_raw_fd());
+        let owner = Owner::Conn {
+            conn: k,
+            op: ConnOp::ErrQueue,
+        };
+        // SAFETY: the msghdr and control buffer are boxed in the connection's ZcLink, which
+        // is not freed while `errq_inflight` is set (`Conn::busy`).
+        let token = unsafe { self.ring.push(e, owner) };
+        if let Some(c) = self.conns.get_mut(k) {
+            c.zc.errq_token = Some(token);
+        }
+    }
+
+    /// An error-queue read completed: a `MSG_ZEROCOPY` notification (a range of sends).
+    pub(super) fn on_errqueue(&mut self, k: SlotKey, res: i32) {
+        let Some(c) = self.conns.get_mut(k) else {
+            return;
+        };
+        c.zc.errq_inflight = false;
+        c.zc.errq_token = None;
+        if res >= 0 {
+            match c.zc.errq_parse() {
+                Ok(n) => {
+                    c.zc.inflight.complete_range(&n);
+                    if let Some(line) = c.zc.policy.on_notification(n.copied) {
+                        tracing::warn!(peer = %c.peer, "{line}");
+                    }
+                    drop(c.zc.inflight.released());
+                }
+                Err(e) => tracing::debug!(peer = %c.peer, "error queue: {e}"),
+            }
+        }
+        let again = res >= 0 || res == -libc::EAGAIN || res == -libc::EINTR;
+        if again && c.zc.inflight.outstanding() > 0 {
+            // While closing, `zc_drain_tick` reads the queue instead (a socket error would
+            // keep a ring read waking for nothing).
+            self.arm_errq(k);
+        }
+        self.mark(k);
+    }
+
+    /// Called for a closing connection that is otherwise free to go: starts its bounded
+    /// drain when notifications are outstanding, and stops a pending error-queue read.
+    pub(super) fn zc_closing(&mut self, k: SlotKey) {
+        let now = clock();
+        let Some(c) = self.conns.get_mut(k) else {
+            return;
+        };
+        if c.zc.idle() {
+            return;
+        }
+        if let (true, Some(t)) = (c.zc.inflight.is_idle(), c.zc.errq_token.take()) {
+            // Nothing left to read: stop the error-queue read so the slot can go.
+            self.ring.cancel(t);
+            return;
+        }
+        if c.zc.drain.is_none() {
+            c.zc.drain = Some(Drain::Waiting { since_ns: now });
+            let t = c.zc.errq_token.take();
+            self.zc.draining += 1;
+            if let Some(t) = t {
+                self.ring.cancel(t);
+            }
+            self.arm_zc_tick();
+        }
+    }
+
+    /// A connection is being freed: its counters join the shard's.
+    pub(super) fn zc_freed(&mut self, link: &ZcLink) {
+        self.zc.closed.add(&link.policy.counters);
+        if link.drain.is_some() {
+            self.zc.draining -= 1;
+        }
+    }
+
+    fn arm_zc_tick(&mut self) {
+        if !self.zc.tick_armed && self.zc.draining > 0 {
+            self.timers
+                .insert(clock() + DRAIN_TICK_NS, TimerOwner::ZcDrainTick);
+            self.zc.tick_armed = true;
+        }
+    }
+
+    /// Once a second while some closing connection waits for notifications: read the msg
+    /// engine's error queue, reset connections past their grace period, give up (keeping
+    /// the slot) past the last deadline.
+    pub(super) fn zc_drain_tick(&mut self) {
+        self.zc.tick_armed = false;
+        let now = clock();
+        for k in self.conns.keys() {
+            let Some(c) = self.conns.get_mut(k) else {
+                continue;
+            };
+            let Some(drain) = c.zc.drain else { continue };
+            let fd = c.stream.as_raw_fd();
+            if c.zc.engine == Engine::Msg && !c.zc.errq_inflight {
+                for _ in 0..DRAIN_READS_PER_TICK {
+                    match c.zc.errq_read_now(fd) {
+                        None => break,
+                        Some(Ok(n)) => {
+                            c.zc.inflight.complete_range(&n);
+                            c.zc.policy.on_notification(n.copied);
+                        }
+                        Some(Err(_)) => {}
+                    }
+                }
+                drop(c.zc.inflight.released());
+            }
+            if !c.zc.idle() {
+                let (next, step) = drain.tick(now);
+                c.zc.drain = Some(next);
+                match step {
+                    DrainStep::Wait => {}
+                    DrainStep::ResetTcp => {
+                        tracing::info!(
+                            peer = %c.peer,
+                            "zerocopy: {} sends unacknowledged at close, resetting the connection",
+                            c.zc.inflight.outstanding()
+                        );
+                        reset_tcp(fd);
+                    }
+                    DrainStep::GiveUp => tracing::error!(
+                        peer = %c.peer,
+                        "zerocopy: {} notifications never came; keeping the slot and its buffers",
+                        c.zc.inflight.outstanding()
+                    ),
+                }
+            }
+            self.mark(k);
+        }
+        self.arm_zc_tick();
+    }
+}
