@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything CI checks, in one command (README "Run the tests"; .ci/run runs exactly this):
 #   1. install the test packages (apt, idempotent),
-#   2. cargo build --release, cargo test --release,
+#   2. cargo build --release --all-targets, cargo test --release (one crate of integration
+#      tests, tests/it/, so it compiles once),
 #   3. the libiscsi conformance matrix against target/release/tgtd (tests/conformance),
 # then one final line "N passed, M failed" over all of it. Exits non-zero on any failure.
 #
@@ -28,7 +29,12 @@ bash scripts/install-deps.sh
 
 banner "cargo build --release"
 command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (https://rustup.rs)" >&2; exit 1; }
-if cargo build --release 2>&1 | tee "$TEST_LOG_DIR/cargo-build.log"; then
+# --all-targets: the test targets' dev-dependencies (proptest, tempfile) change the features of
+# shared dependencies, so a plain `cargo build --release` is a different build, and `cargo test
+# --release` below would compile the library, both binaries and a dozen crates a second time.
+# Built together, cargo test finds everything fresh, and target/release/tgtd (conformance) is
+# the very binary the integration tests ran.
+if cargo build --release --all-targets 2>&1 | tee "$TEST_LOG_DIR/cargo-build.log"; then
   step "cargo build --release" ok
 else
   step "cargo build --release" FAILED; failed=$((failed + 1))

@@ -86,6 +86,34 @@ impl BufPool {
         }
     }
 
+    /// Returns cached free buffers to the allocator, keeping at most `keep_per_class` bytes
+    /// in each size class (0: all). The shard calls this after connections leave, so a burst
+    /// of I/O does not keep its peak memory for the life of the process.
+    pub fn trim(&self, keep_per_class: usize) {
+        let mut free = self.free.borrow_mut();
+        for (c, list) in free.classes.iter_mut().enumerate() {
+            let cap = 1usize << (c as u32 + MIN_CLASS_SHIFT);
+            let keep = keep_per_class / cap;
+            while list.len() > keep {
+                let p = list.pop().expect("list longer than keep");
+                let layout = Layout::from_size_align(cap, ALIGN).expect("buffer layout");
+                // SAFETY: pooled pointers of class `c` were allocated by `raw_alloc` with
+                // exactly this layout, and a pointer on a free list has no handle left.
+                unsafe { dealloc(p.as_ptr(), layout) };
+            }
+        }
+    }
+
+    /// Bytes held in free buffers (not handed out).
+    pub fn cached_bytes(&self) -> usize {
+        let free = self.free.borrow();
+        free.classes
+            .iter()
+            .enumerate()
+            .map(|(c, l)| l.len() << (c as u32 + MIN_CLASS_SHIFT))
+            .sum()
+    }
+
     /// What this pool has handed out.
     pub fn counters(&self) -> PoolCounters {
         self.free.borrow().counters
@@ -255,6 +283,24 @@ mod tests {
         let mut a = pool.alloc(10);
         let _b = a.clone();
         a.as_mut_slice()[0] = 1;
+    }
+
+    #[test]
+    fn trim_returns_cached_buffers() {
+        let pool = BufPool::new();
+        let bufs: Vec<IoBuf> = (0..8).map(|_| pool.alloc(1 << 20)).collect();
+        drop(bufs);
+        assert_eq!(pool.cached_bytes(), 8 << 20);
+        pool.trim(2 << 20);
+        assert_eq!(pool.cached_bytes(), 2 << 20, "two 1 MiB buffers kept");
+        pool.trim(0);
+        assert_eq!(pool.cached_bytes(), 0);
+        let again = pool.alloc(1 << 20);
+        assert_eq!(
+            again.len(),
+            1 << 20,
+            "the pool still allocates after a trim"
+        );
     }
 
     #[test]

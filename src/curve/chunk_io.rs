@@ -1366,14 +1366,23 @@ impl<R: AsMut<[u8]>, W: AsRef<[u8]> + Clone> ChunkIo<R, W> {
                         "chunk server {addr} answered BACKWARD to sn {sn} (a snapshot was taken)"
                     ),
                 );
-                if let Some(piece) = self.piece_mut(p) {
+                let retried = self.piece_mut(p).is_some_and(|piece| {
                     piece.attempts += 1;
+                    piece.attempts > 1
+                });
+                let newer = self.layout.as_ref().is_some_and(|l| l.seq_num > sn);
+                if !newer {
+                    self.need(LayoutNeed::SeqNum);
                 }
-                if self.layout.as_ref().is_some_and(|l| l.seq_num > sn) {
+                if retried {
+                    // A server that keeps answering BACKWARD, even to the sequence number
+                    // just fetched, gets backoff, not a tight loop of RPCs (and MDS calls)
+                    // until the deadline.
+                    self.delay(now, p, false);
+                } else if newer {
                     self.set_where(p, Where::Ready);
                     self.ready.push_back(p);
                 } else {
-                    self.need(LayoutNeed::SeqNum);
                     self.park(p);
                 }
             }

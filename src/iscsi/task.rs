@@ -1,7 +1,8 @@
 //! A SCSI task as the iSCSI layer tracks it between its command PDU and its final status:
 //! where its Data-Out stands (unsolicited window, outstanding R2Ts) and whether it may run.
 //!
-//! Tasks live in a fixed-capacity slab sized from the session's command window at login, so
+//! Tasks live in a slab whose capacity is the session's command window at login; it grows
+//! to that capacity as the queue deepens (an idle session holds no full-depth table) and then
 //! the hot path never allocates a task; an R2T's Target Transfer Tag names the slab slot plus
 //! a generation, so a stale tag can never reach a reused slot.
 
@@ -126,7 +127,7 @@ pub struct TaskRef {
     pub generation: u16,
 }
 
-/// The session's tasks: a fixed-capacity slab indexed by slot, and an ITT index.
+/// The session's tasks: a bounded slab indexed by slot, and an ITT index.
 #[derive(Debug)]
 pub struct TaskTable {
     slots: Vec<Option<Task>>,
@@ -136,17 +137,21 @@ pub struct TaskTable {
     /// Emptied R2T lists of finished tasks, reused so a write that needs R2Ts does not
     /// allocate (at most one per slot).
     spare_r2ts: Vec<Vec<R2t>>,
+    /// Most slots: `slots` grows up to this as the queue deepens, so an idle session does
+    /// not hold a full-depth table (about 70 KiB at the default depth).
+    capacity: usize,
 }
 
 impl TaskTable {
     /// A table for at most `capacity` live tasks.
     pub fn new(capacity: usize) -> TaskTable {
         TaskTable {
-            slots: (0..capacity).map(|_| None).collect(),
-            generations: vec![0; capacity],
-            free: (0..capacity as u32).rev().collect(),
-            by_itt: HashMap::with_capacity(capacity * 2),
+            slots: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            by_itt: HashMap::new(),
             spare_r2ts: Vec::new(),
+            capacity,
         }
     }
 
@@ -167,7 +172,15 @@ impl TaskTable {
 
     /// Inserts a task; `None` when the table is full.
     pub fn insert(&mut self, mut task: Task) -> Option<TaskRef> {
-        let slot = self.free.pop()?;
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None if self.slots.len() < self.capacity => {
+                self.slots.push(None);
+                self.generations.push(0);
+                (self.slots.len() - 1) as u32
+            }
+            None => return None,
+        };
         let generation = self.generations[slot as usize].wrapping_add(1);
         self.generations[slot as usize] = generation;
         task.generation = generation;

@@ -89,6 +89,10 @@ pub fn login(peer: SocketAddr, o: &LoginOutcome, cfg: &ConfigSnapshot) {
             tracing::info!("discovery login: initiator {initiator} from {peer}")
         }
     }
+    tracing::debug!(
+        "session {tsih:#06x} of {initiator}: negotiated {:?}",
+        o.params
+    );
     if let Some((_, tid, old)) = o.reinstate {
         tracing::info!(
             "session reinstatement: initiator {initiator} from {peer} on tid {tid}: session {:#06x} replaced by {tsih:#06x}",
@@ -152,6 +156,23 @@ pub fn backing_open_failed(tid: i32, lun: u64, path: &str, why: &BackingError) {
     );
 }
 
+/// A logical unit could not be created for another reason (its size, block size, ...).
+pub fn lu_refused(tid: i32, lun: u64, why: &dyn Display) {
+    tracing::warn!(
+        "logical unit {lun} of tid {tid} not created: {}",
+        Untrusted(&why.to_string())
+    );
+}
+
+/// A logical unit update (`--op update --mode logicalunit --params`) was refused; the
+/// request line that follows names the LU.
+pub fn lu_update_refused(why: &dyn Display) {
+    tracing::warn!(
+        "logical unit update refused: {}",
+        Untrusted(&why.to_string())
+    );
+}
+
 fn op_name(op: Option<Op>) -> &'static str {
     match op {
         Some(Op::New) => "new",
@@ -197,11 +218,12 @@ fn redacted(payload: &str) -> String {
 }
 
 /// One tgtadm request, after it ran: a line for each change (new, delete, bind, unbind,
-/// update, start, stop) and for each refusal, with tgtadm's reason; nothing for show and stat.
+/// update, start, stop) and for each refusal, with tgtadm's reason; show and stat only as
+/// debugging lines.
 pub fn admin_request<T>(req: &Request, result: &Result<T, TgtadmError>) {
     let op = Op::from_wire(req.hdr.op);
     let changes = !matches!(op, Some(Op::Show) | Some(Op::Stats));
-    if result.is_ok() && !changes {
+    if result.is_ok() && !changes && !super::debug() {
         return;
     }
     let h = &req.hdr;
@@ -227,6 +249,7 @@ pub fn admin_request<T>(req: &Request, result: &Result<T, TgtadmError>) {
         what += &format!(" params={}", Untrusted(&redacted(&req.payload)));
     }
     match result {
+        Ok(_) if !changes => tracing::debug!("{what}: done"),
         Ok(_) => tracing::info!("{what}: done"),
         Err(e) => tracing::warn!("{what}: refused: {e}"),
     }

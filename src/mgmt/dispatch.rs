@@ -331,7 +331,10 @@ fn lu_new(cfg: &mut Config, req: &Request, plane: &dyn DataPlane) -> Result<Repl
         backing,
         block_size: block_size(args.blocksize),
     })
-    .map_err(|_| TgtadmError::InvalidRequest)?;
+    .map_err(|e| {
+        crate::log::event::lu_refused(tid, lun, &e);
+        TgtadmError::InvalidRequest
+    })?;
     let pathless = args.path.is_none().then_some(bstype);
     let effects = cfg.lu_insert(tid, Arc::new(lu), pathless)?;
     apply(plane, effects);
@@ -339,6 +342,7 @@ fn lu_new(cfg: &mut Config, req: &Request, plane: &dyn DataPlane) -> Result<Repl
 }
 
 fn lu_param_error(e: LuParamError) -> TgtadmError {
+    crate::log::event::lu_update_refused(&e);
     match e {
         LuParamError::InvalidRequest(_) => TgtadmError::InvalidRequest,
         LuParamError::UnknownParam(_) => TgtadmError::UnknownParam,

@@ -34,6 +34,8 @@ const SUN_PATH_MAX: usize = 107;
 /// A client that stalls mid-request is dropped after this long, so it cannot wedge the
 /// control thread.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest the control thread leaves the shards' session events unread.
+const EVENT_FOLD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the control thread needs from the shards. Implemented by tgtd's shard set; every
 /// call only sends a message and returns.
@@ -235,6 +237,15 @@ impl ControlSocket {
         let mut cfg = Config::new(opts.portals.clone(), opts.nop_interval, opts.nop_count);
         plane.publish(Arc::new(cfg.snapshot()));
         loop {
+            // Shards report sessions coming and going whether or not anyone runs tgtadm: fold
+            // their events in at least once a second, or a daemon nobody manages queues them
+            // (a few hundred bytes per login) for ever.
+            if !readable_within(&self.listener, EVENT_FOLD_INTERVAL) {
+                while let Ok(ev) = events.try_recv() {
+                    apply_event(&mut cfg, ev);
+                }
+                continue;
+            }
             let stream = match self.listener.accept() {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -292,6 +303,19 @@ pub fn apply_event(cfg: &mut Config, ev: ControlEvent) {
         ),
         ControlEvent::SessionDown { tid, tsih } => cfg.session_down(tid, tsih),
     }
+}
+
+/// Whether `listener` has a connection to accept within `wait` (true on a poll error, so the
+/// caller's accept reports it).
+fn readable_within(listener: &UnixListener, wait: Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut p, 1, wait.as_millis() as libc::c_int) };
+    n != 0
 }
 
 /// tgt's `ipc_perm`: the peer's uid and gid must both be ours.

@@ -13,8 +13,16 @@ use crate::iscsi::tx::TxPdu;
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpStream};
 
-/// Receive buffer size: room for several PDUs, and at least two maximum-size PDUs.
-pub const RX_BUF_MIN: usize = 256 * 1024;
+/// Receive buffer of a new or idle connection: a login PDU, or a few small commands. An idle
+/// connection holds no more than this (plus what a partly received PDU needs), so thousands of
+/// idle sessions or half-open health checks cost little memory.
+pub const RX_BUF_MIN: usize = 2 * 1024;
+/// A receive buffer that keeps filling up is doubled up to this size (room for many PDUs per
+/// receive on a busy connection); a PDU larger than this still gets the room it needs.
+pub const RX_BUF_BUSY: usize = 256 * 1024;
+/// A receive buffer larger than `RX_BUF_MIN` is shrunk back when a receive is armed with
+/// nothing buffered and the previous receive used less than 1/`RX_SHRINK_RATIO` of the room.
+const RX_SHRINK_RATIO: usize = 16;
 /// Most PDUs gathered into one sendmsg.
 pub const TX_BATCH_PDUS: usize = 512;
 /// Most iovecs in one sendmsg (the kernel's UIO_MAXIOV).
@@ -39,6 +47,9 @@ pub struct Conn {
     /// Received bytes; `rx_len` of them are valid.
     pub rx: Vec<u8>,
     pub rx_len: usize,
+    /// Bytes the latest receive returned, and the room it was offered (sizes `rx`).
+    rx_last: usize,
+    rx_offered: usize,
     pub recv_inflight: bool,
     /// The PDUs of the send in flight, and how many of their bytes already went out.
     pub tx_batch: Vec<TxPdu>,
@@ -96,10 +107,13 @@ impl Conn {
             login_out: VecDeque::new(),
             rx: vec![0u8; RX_BUF_MIN],
             rx_len: 0,
+            rx_last: 0,
+            rx_offered: 0,
             recv_inflight: false,
-            tx_batch: Vec::with_capacity(TX_BATCH_PDUS),
+            // Both grow with the first sends and shrink again when the connection idles.
+            tx_batch: Vec::new(),
             tx_sent: 0,
-            iov: Vec::with_capacity(TX_BATCH_PDUS * 3),
+            iov: Vec::new(),
             msg,
             send_inflight: false,
             zc,
@@ -115,6 +129,41 @@ impl Conn {
             hold_deadline: None,
             rx_bytes: 0,
             tx_bytes: 0,
+        }
+    }
+
+    /// Accounts a completed receive of `n` bytes into `rx`.
+    pub fn received(&mut self, n: usize) {
+        self.rx_len += n;
+        self.rx_bytes += n as u64;
+        self.rx_last = n;
+    }
+
+    /// Sizes the receive buffer for the next receive and returns the free room in it (never
+    /// empty). A receive that filled all the room it was offered doubles the buffer (up to
+    /// `RX_BUF_BUSY`, or more when a PDU needs it); with nothing buffered after a receive that
+    /// used little of the room, the buffer (and the send batch's vectors) shrink back, so an
+    /// idle connection holds only `RX_BUF_MIN`. Call only with no receive in flight.
+    pub fn rx_room(&mut self) -> &mut [u8] {
+        let cap = self.rx.len();
+        let filled = self.rx_offered > 0 && self.rx_last == self.rx_offered;
+        if self.rx_len == cap || (filled && cap < RX_BUF_BUSY) {
+            self.rx.resize((cap * 2).max(RX_BUF_MIN), 0);
+        } else if self.rx_len == 0 && cap > RX_BUF_MIN && self.rx_last < cap / RX_SHRINK_RATIO {
+            self.rx = vec![0u8; RX_BUF_MIN];
+            if !self.send_inflight && self.tx_batch.is_empty() {
+                self.tx_batch = Vec::new();
+                self.iov = Vec::new();
+            }
+        }
+        self.rx_offered = self.rx.len() - self.rx_len;
+        &mut self.rx[self.rx_len..]
+    }
+
+    /// Makes room for a PDU of `need` bytes at the start of `rx` (the framer asked for it).
+    pub fn rx_reserve(&mut self, need: usize) {
+        if need > self.rx.len() {
+            self.rx.resize(need.next_power_of_two(), 0);
         }
     }
 

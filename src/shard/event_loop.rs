@@ -15,6 +15,7 @@ use super::backend::Backends;
 use super::conn::{Conn, Phase};
 use super::msg::{ControlEvent, ShardMsg};
 use super::owners::{ConnOp, Cqe, Owner};
+use super::reclaim::Reclaim;
 use super::ring::{clock, Ring, Wait};
 use super::slots::{Slab, SlotKey};
 use super::stats::{
@@ -76,6 +77,8 @@ pub struct Shard {
     nop_timer: Option<TimerKey>,
     /// Per-LU read/write latency histograms (`tgtadm --op stat`).
     pub(super) latency: LatencyTable,
+    /// Memory to give back after connections leave.
+    reclaim: Reclaim,
     /// Scratch: this turn's completions and expired timers.
     cqes: Vec<Cqe>,
     expired: Vec<TimerOwner>,
@@ -115,6 +118,7 @@ impl Shard {
             hold_deadline: None,
             nop_timer: None,
             latency: LatencyTable::default(),
+            reclaim: Reclaim::new(),
             spin_ns: std::env::var("CURVE_TGT_POLL_US")
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())
@@ -142,12 +146,13 @@ impl Shard {
         self.arm_wake();
         let mut cqes = std::mem::take(&mut self.cqes);
         loop {
-            if self.shutting_down && self.conns.is_empty() {
+            if self.shutting_down && (self.conns.is_empty() || self.shutdown_expired) {
                 // Engines may still have submissions in the kernel (a remote store's
                 // sockets): retire them and wait, bounded, until nothing points into them.
                 self.backends
                     .prune(&mut self.ring, &mut self.timers, &self.pool, |_| false);
                 if self.backends.is_empty() || self.shutdown_expired {
+                    self.abandon_at_shutdown();
                     break;
                 }
             }
@@ -212,6 +217,23 @@ impl Shard {
         }
     }
 
+    /// Past the shutdown bound, connections still busy (a zero-copy notification that never
+    /// came keeps its slot for good; an engine that never completes a cancelled operation)
+    /// and engines with submissions outstanding must not stop the shard from ending, nor be
+    /// freed while the kernel may still read or write their buffers: they are leaked.
+    fn abandon_at_shutdown(&mut self) {
+        if self.conns.is_empty() && self.backends.is_empty() {
+            return;
+        }
+        tracing::error!(
+            shard = self.id,
+            connections = self.conns.len(),
+            "shutdown: connections or engines still busy past the drain bound, leaving them"
+        );
+        std::mem::forget(std::mem::take(&mut self.conns));
+        std::mem::forget(std::mem::take(&mut self.backends));
+    }
+
     fn wait_mode(&self) -> Wait {
         match self.hold_deadline {
             Some(deadline) => Wait::Until {
@@ -235,6 +257,7 @@ impl Shard {
                     self.arm_nop();
                 }
                 TimerOwner::LoginDeadline { conn } => self.login_deadline(conn),
+                TimerOwner::Reclaim => self.reclaim.run(self.conns.len(), &self.pool),
                 TimerOwner::ShutdownDeadline => self.shutdown_expired = true,
                 TimerOwner::ZcDrainTick => self.zc_drain_tick(),
                 other => {
@@ -516,8 +539,7 @@ impl Shard {
             self.mark(k);
             return;
         }
-        c.rx_len += res as usize;
-        c.rx_bytes += res as u64;
+        c.received(res as usize);
         self.parse_pdus(k);
         self.mark(k);
     }
@@ -620,15 +642,10 @@ impl Shard {
         if c.recv_inflight || c.closing || c.close_after_flush || c.callback_running {
             return;
         }
-        if c.rx_len == c.rx.len() {
-            let n = c.rx.len() * 2;
-            c.rx.resize(n, 0);
-        }
+        let room = c.rx_room();
+        let (ptr, len) = (room.as_mut_ptr(), room.len() as u32);
         c.recv_inflight = true;
         let fd = c.stream.as_raw_fd();
-        // SAFETY: rx_len < rx.len(), so the pointer is inside the buffer.
-        let ptr = unsafe { c.rx.as_mut_ptr().add(c.rx_len) };
-        let len = (c.rx.len() - c.rx_len) as u32;
         let e = opcode::Recv::new(types::Fd(fd), ptr, len).build();
         let owner = Owner::Conn {
             conn: k,
@@ -702,6 +719,7 @@ impl Shard {
         }
         self.shared.shard_conns[self.id].fetch_sub(1, Ordering::Relaxed);
         self.holding.retain(|x| *x != k);
+        self.reclaim.conn_freed(&mut self.timers);
     }
 
     /// What must hold at the end of every loop turn (checked when `check` is set). A failure is a bug in the
@@ -791,5 +809,59 @@ impl Shard {
         assert!(self.backends.done.is_empty(), "completions left unapplied");
         // Held responses belong to live connections.
         assert!(self.holding.iter().all(|k| self.conns.get(*k).is_some()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::callback::CallbackRunner;
+    use super::super::zerocopy::Engine as ZcEngine;
+    use super::super::{ShardHandle, Shared};
+    use super::*;
+    use std::os::fd::FromRawFd;
+    use std::time::Duration;
+
+    /// Shutdown ends within its bound (SHUTDOWN_DRAIN_NS) even when a connection never
+    /// becomes free: here a `MSG_ZEROCOPY` send whose notification never comes, which keeps
+    /// the slot for good once the drain gives up. Before, the shard waited for every
+    /// connection to be freed, and tgtd's shutdown (which joins the shards) hung for ever.
+    #[test]
+    fn shutdown_is_bounded_when_a_connection_never_frees() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        // SAFETY: eventfd returns a new descriptor or -1 (checked).
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: `fd` is a fresh descriptor we own.
+        let wake = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let (ctl, _ctl_rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            handles: vec![ShardHandle { tx, wake }],
+            shard_conns: vec![std::sync::atomic::AtomicUsize::new(0)],
+            registry: Default::default(),
+            control: ctl,
+            callbacks: CallbackRunner::new(1, Duration::from_secs(1)),
+            options: Default::default(),
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let sh = shared.clone();
+        std::thread::spawn(move || {
+            let zc = ZcConfig {
+                engine: ZcEngine::Msg,
+                ..ZcConfig::default()
+            };
+            let mut shard = Shard::new(0, rx, fd, sh.clone(), zc).unwrap();
+            let stream = std::net::TcpStream::connect(addr).unwrap();
+            shard.add_conn(stream, addr, addr);
+            let k = shard.conns.keys()[0];
+            shard.conns.get_mut(k).unwrap().zc.inflight.issue();
+            sh.send(0, ShardMsg::Shutdown);
+            shard.run();
+            let _ = done_tx.send(());
+        });
+        let stopped = done_rx.recv_timeout(Duration::from_secs(20));
+        assert!(stopped.is_ok(), "the shard did not stop within 20 s");
+        drop(listener);
     }
 }

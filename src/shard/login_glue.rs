@@ -42,9 +42,7 @@ impl Shard {
             };
             match next_pdu(&c.rx[consumed..c.rx_len], lim) {
                 RxStep::Incomplete { need } => {
-                    if need > c.rx.len() {
-                        c.rx.resize(need.next_power_of_two(), 0);
-                    }
+                    c.rx_reserve(need);
                     break;
                 }
                 RxStep::Fatal { error, bhs } => {

@@ -13,6 +13,7 @@ mod login_glue;
 pub mod msg;
 pub mod owners;
 pub mod plane;
+pub mod reclaim;
 pub mod ring;
 mod scsi_glue;
 pub mod slots;

@@ -30,6 +30,8 @@ pub enum TimerOwner {
     Engine { engine: u16, tag: u64 },
     /// An engine's outbound connect (ring token `token`) must have finished by now.
     ConnectDeadline { token: u64 },
+    /// Time to give memory back after connections left ([`super::reclaim`]).
+    Reclaim,
 }
 
 /// The heap.

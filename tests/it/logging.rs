@@ -65,6 +65,25 @@ fn admin_changes_and_refusals_are_logged_with_their_reasons() {
         "tgtadm --op new --mode logicalunit tid=1 lun=1",
         "refused: invalid request",
     ]);
+    // An LU update with a bad parameter: the reason, then the request.
+    let lu = t.sparse_file("lu.img", 1 << 20);
+    t.add_lun(1, 2, "rdwr", &lu);
+    let o = t.tgtadm(&[
+        "--lld",
+        "iscsi",
+        "--op",
+        "update",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "2",
+        "--params",
+        "no_such_param=1",
+    ]);
+    assert!(!o.status.success());
+    t.wait_log_line(&["logical unit update refused", "no_such_param"]);
 
     // Accounts: the change is logged, the password is not.
     t.tgtadm_ok(&[
@@ -106,6 +125,20 @@ fn admin_changes_and_refusals_are_logged_with_their_reasons() {
         "--lld", "iscsi", "--op", "delete", "--mode", "portal", "--param", &p,
     ]);
     t.wait_log_line(&[&format!("portal 127.0.0.1:{extra} down")]);
+
+    // Debugging lines (here: show requests) only once debug is switched on, at run time as
+    // tgt's `--name debug --value on`.
+    t.tgtadm_ok(&["--lld", "iscsi", "--op", "show", "--mode", "target"]);
+    t.tgtadm_ok(&[
+        "--op", "update", "--mode", "sys", "--name", "debug", "--value", "on",
+    ]);
+    t.wait_log_line(&["tgtadm --op update --mode system", "debug=on", "done"]);
+    assert!(
+        !t.log().contains("tgtadm --op show --mode target"),
+        "no debugging lines before debug is on"
+    );
+    t.tgtadm_ok(&["--lld", "iscsi", "--op", "show", "--mode", "target"]);
+    t.wait_log_line(&["DEBUG", "tgtadm --op show --mode target: done"]);
 
     let log = t.log();
     assert!(!log.contains("Secret-Pass-42"), "{log}");

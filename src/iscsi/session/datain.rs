@@ -70,8 +70,9 @@ impl Session {
         if resp.status == ScsiStatus::CheckCondition && !t.read {
             send_len = 0;
         }
+        let mut data_in_pdus = 0;
         if send_len > 0 {
-            self.queue_data_in(
+            data_in_pdus = self.queue_data_in(
                 &t,
                 resp.data,
                 send_len,
@@ -84,8 +85,10 @@ impl Session {
         }
         if !collapse {
             let mut bhs = Bhs::scsi_response(t.itt, status, residual);
-            bhs.0[36..40]
-                .copy_from_slice(&(data_pdus(send_len, self.params.max_xmit_data)).to_be_bytes());
+            // ExpDataSN: the Data-In PDUs this task took (RFC 7143 §11.4.8), as cut above:
+            // at burst ends too, so not len / MaxRecvDataSegmentLength when MaxBurstLength
+            // is not a multiple of it.
+            bhs.0[36..40].copy_from_slice(&data_in_pdus.to_be_bytes());
             let payload = if resp.sense.is_empty() {
                 Payload::None
             } else {
@@ -103,7 +106,14 @@ impl Session {
         Some(t)
     }
 
-    fn queue_data_in(&mut self, t: &Task, data: DataIn, len: usize, status: Option<(u8, i64)>) {
+    /// Queues the Data-In PDUs of `len` bytes; returns how many.
+    fn queue_data_in(
+        &mut self,
+        t: &Task,
+        data: DataIn,
+        len: usize,
+        status: Option<(u8, i64)>,
+    ) -> u32 {
         let seg_max = self.params.max_xmit_data.max(512) as usize;
         let burst = self.params.max_burst.max(512) as usize;
         let mut off = 0usize;
@@ -146,10 +156,6 @@ impl Session {
             off += seg;
             sn += 1;
         }
+        sn
     }
-}
-
-/// How many Data-In PDUs a response of `len` bytes took (ExpDataSN in the SCSI Response).
-fn data_pdus(len: usize, seg: u32) -> u32 {
-    len.div_ceil(seg.max(512) as usize) as u32
 }

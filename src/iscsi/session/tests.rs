@@ -629,3 +629,72 @@ mod prop {
         }
     }
 }
+
+/// A write waiting for room in the write budget gets its R2T when an aborted task gives its
+/// buffer back, not only when a task finishes: otherwise the writer waits for ever (its
+/// session may have nothing else running to finish).
+#[test]
+fn aborting_a_write_admits_the_write_waiting_for_its_room() {
+    let mut s = session(FfpParams {
+        max_burst: 8192,
+        ..Default::default()
+    });
+    let budget = WriteBudget::new(8192);
+    s.set_write_budget(budget.clone());
+    feed(&mut s, &cmd_pdu(1, 10, false, true, 8192, &[]));
+    assert_eq!(s.out.pop_front().expect("A's R2T").bhs()[0], op::R2T);
+    feed(&mut s, &cmd_pdu(2, 11, false, true, 4096, &[]));
+    assert!(s.writes_waiting(), "B waits for room");
+    assert!(s.out.is_empty());
+    // ABORT TASK A (immediate).
+    let mut tmf = vec![0u8; BHS_LEN];
+    tmf[0] = 0x40 | op::TASK_MGMT;
+    tmf[1] = 0x80 | 1;
+    tmf[9] = 1;
+    tmf[16..20].copy_from_slice(&20u32.to_be_bytes());
+    tmf[20..24].copy_from_slice(&1u32.to_be_bytes());
+    tmf[24..28].copy_from_slice(&12u32.to_be_bytes());
+    tmf[32..36].copy_from_slice(&10u32.to_be_bytes());
+    feed(&mut s, &tmf);
+    assert!(!s.writes_waiting(), "B admitted once A's buffer is back");
+    assert_eq!(budget.used_bytes(), 4096, "only B's buffer is held");
+    let r2t = s
+        .out
+        .iter()
+        .find(|p| p.bhs()[0] == op::R2T)
+        .expect("B's R2T after A was aborted");
+    assert_eq!(be32(r2t.bhs(), 16), 2);
+    let rsp = s
+        .out
+        .iter()
+        .find(|p| p.bhs()[0] == op::TASK_MGMT_RSP)
+        .expect("TMF response");
+    assert_eq!(rsp.bhs()[2], 0, "function complete");
+}
+
+/// RFC 7143 §11.4.8: a SCSI Response after Data-In carries ExpDataSN, the number of Data-In
+/// PDUs sent. PDUs are also cut at every MaxBurstLength boundary, so when MaxBurstLength is
+/// not a multiple of the initiator's MaxRecvDataSegmentLength there are more of them than
+/// len / MaxRecvDataSegmentLength.
+#[test]
+fn exp_data_sn_counts_the_data_in_pdus_sent() {
+    let mut s = session(FfpParams {
+        max_xmit_data: 8192,
+        max_burst: 12288,
+        ..Default::default()
+    });
+    feed(&mut s, &cmd_pdu(1, 10, true, false, 24576, &[]));
+    let r = s.next_ready().expect("read is ready at once");
+    let resp = Response {
+        status: ScsiStatus::CheckCondition,
+        sense: vec![0x70, 0, 3, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x11, 0, 0, 0, 0, 0],
+        data: DataIn::Bytes(vec![5u8; 24576]),
+        effects: Vec::new(),
+    };
+    s.finish(r, resp, None);
+    let data_ins = s.out.iter().filter(|p| p.bhs()[0] == op::DATA_IN).count();
+    assert_eq!(data_ins, 4, "8192 + 4096 (burst end) + 8192 + 4096");
+    let rsp = s.out.back().expect("SCSI Response");
+    assert_eq!(rsp.bhs()[0], op::SCSI_RSP);
+    assert_eq!(be32(rsp.bhs(), 36), 4, "ExpDataSN");
+}

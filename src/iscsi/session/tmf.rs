@@ -37,6 +37,12 @@ impl Session {
             TmfFunction::Other(_) => 5,
         };
         self.queue(Bhs::tmf_response(t.itt, response), Payload::None);
+        if self.writes_waiting() {
+            // Aborted tasks gave their write buffers back to the budget: a write waiting for
+            // room may go now (only `finish` admitted them before, so a session whose
+            // buffer-holding writes were all aborted never sent its waiting writes an R2T).
+            self.admit_waiting_writes();
+        }
         if t.function == TmfFunction::TargetColdReset {
             self.close = Some(CloseAfter::Flush);
         }

@@ -3,7 +3,9 @@
 //! with our `tgtadm`, and stopped by PID when the test ends.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod initiator;
+pub mod procfs;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -207,6 +209,11 @@ impl Tgtd {
             std::thread::sleep(Duration::from_millis(20));
         }
         t
+    }
+
+    /// The tgtd process id (for /proc figures).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Starts tgtd with one shard.
