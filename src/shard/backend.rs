@@ -449,6 +449,14 @@ mod tests {
     use crate::backing::{BackingCaps, BsOFlags};
     use std::io;
 
+    /// Waits for a completion as the shard does: EINTR and EBUSY mean "look again".
+    fn wait_one(ring: &mut Ring) {
+        if let Err(e) = ring.wait(crate::shard::ring::Wait::One) {
+            let again = [Some(libc::EINTR), Some(libc::EBUSY)].contains(&e.raw_os_error());
+            assert!(again, "io_uring wait: {e}");
+        }
+    }
+
     /// A store whose engine, when shut down, still has one ring submission and one timer
     /// outstanding (as a remote store closing its sockets would).
     #[derive(Debug)]
@@ -518,7 +526,7 @@ mod tests {
         // Its index is not handed to another store meanwhile.
         let other: Arc<dyn BackingStore> = Arc::new(Lingering);
         assert_ne!(b.engine_for(0, &other), e);
-        ring.wait(crate::shard::ring::Wait::One).unwrap();
+        wait_one(&mut ring);
         let mut cqes = Vec::new();
         ring.completions(&mut cqes);
         assert_eq!(cqes.len(), 1);
@@ -638,7 +646,7 @@ mod tests {
         while result.get().is_none() {
             assert!(clock() < end, "no connect result");
             ring.arm_timer(timers.next_deadline());
-            ring.wait(crate::shard::ring::Wait::One).unwrap();
+            wait_one(&mut ring);
             cqes.clear();
             ring.completions(&mut cqes);
             for c in &cqes {
@@ -826,5 +834,99 @@ mod tests {
             Box::new(9u32),
         );
         assert_eq!(*got.lock().unwrap(), vec![7]);
+    }
+
+    #[test]
+    fn cancelled_write_same_stops_submitting_steps() {
+        use std::os::unix::fs::FileExt;
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(16 << 20).unwrap();
+        let store: Arc<dyn BackingStore> = Arc::new(
+            crate::backing::file::FileStore::open(
+                "rdwr",
+                f.path().to_str().unwrap(),
+                BsOFlags::default(),
+            )
+            .unwrap(),
+        );
+        let mut ring = Ring::new().unwrap();
+        let mut timers = Timers::default();
+        let pool = BufPool::new();
+        let mut b = Backends::default();
+        let e = b.engine_for(0, &store);
+        let op = OpId {
+            index: 3,
+            generation: 1,
+        };
+        let req = OpRequest {
+            // 16 MiB of one 512-byte block: 16 steps of 1 MiB.
+            io: BlockIo::WriteSame {
+                offset: 0,
+                len: 16 << 20,
+                block: 0..512,
+                unmap: false,
+                block_size: 512,
+            },
+            data: Some(pool.from_slice(&[0xab; 512])),
+        };
+        b.with_engine(e, &mut ring, &mut timers, &pool, |en, r| {
+            en.start(op, req, r)
+        });
+        let mut cqes = Vec::new();
+        let mut steps = 0;
+        for _ in 0..64 {
+            if !b.done.is_empty() {
+                break;
+            }
+            wait_one(&mut ring);
+            cqes.clear();
+            ring.completions(&mut cqes);
+            for c in &cqes {
+                if let Owner::Engine { engine, tag } = c.owner {
+                    steps += 1;
+                    b.on_cqe(
+                        &mut ring,
+                        &mut timers,
+                        &pool,
+                        engine,
+                        tag,
+                        c.token,
+                        c.res,
+                        c.flags,
+                    );
+                    if steps == 1 {
+                        // The initiator aborts after the first chunk was written.
+                        b.with_engine(e, &mut ring, &mut timers, &pool, |en, r| en.cancel(op, r));
+                    }
+                }
+            }
+        }
+        let done = b.done.pop().expect("the operation completed");
+        assert_eq!(done.op, op);
+        assert!(
+            matches!(done.result, crate::backing::IoResult::Cancelled),
+            "{:?}",
+            done.result
+        );
+        assert!(steps <= 3, "no more steps after the cancel: {steps}");
+        assert_eq!(
+            b.engines[usize::from(e)].as_ref().unwrap().outstanding.ring,
+            0
+        );
+        // The tail of the range was never written.
+        let mut tail = vec![0u8; 4096];
+        f.as_file()
+            .read_exact_at(&mut tail, (16 << 20) - 4096)
+            .unwrap();
+        assert!(
+            tail.iter().all(|b| *b == 0),
+            "WRITE SAME went on after its cancel"
+        );
+        let mut head = vec![0u8; 512];
+        f.as_file().read_exact_at(&mut head, 0).unwrap();
+        assert!(
+            head.iter().all(|b| *b == 0xab),
+            "the first chunk was written"
+        );
     }
 }

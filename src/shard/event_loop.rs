@@ -63,6 +63,10 @@ pub struct Shard {
     shutting_down: bool,
     /// The bound on waiting for engines to go idle at shutdown has passed.
     shutdown_expired: bool,
+    /// Check the loop's invariants at the end of every turn: debug builds, and any build
+    /// run with `CURVE_TGT_CHECK_INVARIANTS=1` (the integration tests set it, so release
+    /// test runs check them too).
+    check: bool,
     /// Connections holding responses back, and the earliest of their deadlines.
     pub(super) holding: Vec<SlotKey>,
     pub(super) hold_deadline: Option<u64>,
@@ -110,6 +114,8 @@ impl Shard {
             timers: Timers::default(),
             shutting_down: false,
             shutdown_expired: false,
+            check: cfg!(debug_assertions)
+                || std::env::var("CURVE_TGT_CHECK_INVARIANTS").is_ok_and(|v| v == "1"),
             holding: Vec::new(),
             hold_deadline: None,
             nop_timer: None,
@@ -200,7 +206,7 @@ impl Shard {
                         c.res,
                         c.flags,
                     ),
-                    Owner::LinkTimeout | Owner::Cancel => {}
+                    Owner::Cancel => {}
                 }
             }
             self.expire_timers();
@@ -208,8 +214,9 @@ impl Shard {
             self.service_dirty();
             self.backends.reap();
             self.ring.arm_timer(self.timers.next_deadline());
-            #[cfg(debug_assertions)]
-            self.check_invariants();
+            if self.check {
+                self.check_invariants();
+            }
         }
     }
 
@@ -730,10 +737,9 @@ impl Shard {
         self.reclaim.conn_freed(&mut self.timers);
     }
 
-    /// Debug builds: what must hold at the end of every loop turn. A failure is a bug in the
+    /// What must hold at the end of every loop turn (checked when `check` is set). A failure is a bug in the
     /// shard (never peer input), so it panics where it is found rather than later in the
     /// kernel's hands.
-    #[cfg(debug_assertions)]
     fn check_invariants(&self) {
         use std::collections::HashMap;
         // Ring submissions per connection; none for a connection that is gone (a stale

@@ -31,10 +31,7 @@ pub enum Owner {
     /// An operation a backend engine submitted (file I/O, or I/O on a socket the engine owns,
     /// such as a Curve chunk-server connection): routed to engine `engine` with its `tag`.
     Engine { engine: u16, tag: u64 },
-    /// A linked timeout guarding an operation (outbound connect deadline): its CQE only says
-    /// whether it fired, which the guarded operation's own result (-ECANCELED) also says.
-    LinkTimeout,
-    /// A cancel request's own completion.
+    /// The own completion of a request about another submission (cancel, timeout update).
     Cancel,
 }
 

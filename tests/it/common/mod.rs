@@ -181,6 +181,8 @@ impl Tgtd {
         };
         let child = cmd
             .env("TGT_IPC_SOCKET", dir.path().join("socket"))
+            // The shard checks its loop invariants every turn (release test runs too).
+            .env("CURVE_TGT_CHECK_INVARIANTS", "1")
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
