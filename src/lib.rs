@@ -15,6 +15,7 @@
 pub mod backing;
 pub mod buf;
 pub mod config;
+pub mod curve;
 pub mod iscsi;
 pub mod log;
 pub mod mgmt;

@@ -7,6 +7,7 @@
 //! session, with no thread hop. There is no other way to serve a store: a store that cannot
 //! do something says so ([`IoResult::Unsupported`]), it is never quietly served as `null`.
 
+pub mod curve;
 pub mod delay;
 pub mod engine;
 pub mod file;
@@ -93,6 +94,15 @@ pub trait BackingStore: Send + Sync + std::fmt::Debug {
     /// The engine that serves this store's operations on shard `shard` (called once per shard
     /// that uses the LU, on that shard's thread).
     fn engine(&self, shard: usize) -> Box<dyn engine::Engine>;
+    /// The store's own logical block size, when it has one (a Curve volume's): an LU created
+    /// without `--blocksize` uses it, and a smaller one is refused.
+    fn block_size(&self) -> Option<u32> {
+        None
+    }
+    /// Lines `tgtadm --op stat` prints for the LU after tgt's own (empty or none when idle).
+    fn stat_lines(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Opens a store by tgt type name: `rdwr` and `aio` are files or block devices through
@@ -108,13 +118,35 @@ pub fn open(
         "null" => Ok(Arc::new(null::NullStore::new(path, oflags)?)),
         "rdwr" | "aio" => Ok(Arc::new(file::FileStore::open(bstype, path, oflags)?)),
         "delay" if delay::enabled() => Ok(Arc::new(delay::DelayStore::open(path, oflags)?)),
+        "curve" => open_with_opts(bstype, path, oflags, ""),
         other => Err(BackingError::UnknownType(other.to_string())),
+    }
+}
+
+/// [`open`] with tgtadm's `--bsopts` (only `curve` takes any: `mds=ip:port[,...]`,
+/// `conf=/path`).
+pub fn open_with_opts(
+    bstype: &str,
+    path: &str,
+    oflags: BsOFlags,
+    bsopts: &str,
+) -> Result<Arc<dyn BackingStore>, BackingError> {
+    match bstype {
+        "curve" => Ok(Arc::new(crate::curve::engine_store::CurveStore::open(
+            path, oflags, bsopts,
+        )?)),
+        other => open(other, path, oflags),
     }
 }
 
 /// Backing-store types this build supports, in the order `tgtadm --mode sys --op show` lists
 /// them, with the flags each accepts.
-pub const SUPPORTED_TYPES: &[(&str, bool)] = &[("null", false), ("rdwr", true), ("aio", true)];
+pub const SUPPORTED_TYPES: &[(&str, bool)] = &[
+    ("curve", true),
+    ("null", false),
+    ("rdwr", true),
+    ("aio", true),
+];
 
 /// One block-level operation the SCSI layer asks of a backing store, in bytes.
 ///

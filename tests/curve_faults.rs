@@ -1,0 +1,354 @@
+//! Faults the real cluster cannot make on cue, from a fixture of our own: a fake MDS and a fake
+//! chunk server speaking baidu_std over real sockets, driven by a script of faults (OVERLOAD,
+//! garbage frames, slow replies, truncated attachments, replies to unknown correlation ids).
+//! Our blocking client must ride through each one without an I/O error and without corrupting
+//! data, or, when the fault never ends, fail the op at its deadline saying why.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message;
+
+use curve_tgt::curve::auth::Credentials;
+use curve_tgt::curve::blocking::BlockingClient;
+use curve_tgt::curve::config::ClientConfig;
+use curve_tgt::curve::error::IoError;
+use curve_tgt::curve::frame::{encode_frame, DecodeEvent, FrameDecoder, FrameHead, FrameLimits};
+use curve_tgt::curve::pattern;
+use curve_tgt::curve::proto::{common, cs, mds as pb, topology, RpcMeta, RpcResponseMeta};
+
+const CHUNK: u64 = 16 << 20;
+
+/// What the fake chunk server does with the next data RPC.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Overload,
+    Garbage,
+    Slow(u64),
+    Truncate,
+    UnknownCid,
+}
+
+/// What a handler wants done with a request.
+enum Out {
+    /// Send these bytes.
+    Send(Vec<u8>),
+    /// Send these bytes, then hang up.
+    SendAndClose(Vec<u8>),
+}
+
+type Handler = Arc<dyn Fn(FrameHead, Vec<u8>) -> Out + Send + Sync>;
+
+/// Calls `handle` for each request frame on each connection.
+fn serve(listener: TcpListener, handle: Handler) {
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            let handle = handle.clone();
+            thread::spawn(move || {
+                let mut dec = FrameDecoder::new(FrameLimits::default());
+                let mut buf = vec![0u8; 1 << 20];
+                let mut head: Option<FrameHead> = None;
+                let mut att = Vec::new();
+                loop {
+                    let n = match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let mut input = &buf[..n];
+                    loop {
+                        match dec.decode(&mut input) {
+                            Ok(Some(DecodeEvent::Head(h))) => head = Some(h),
+                            Ok(Some(DecodeEvent::Attachment(a))) => att.extend_from_slice(a),
+                            Ok(Some(DecodeEvent::End)) => {
+                                let h = head.take().unwrap();
+                                match handle(h, std::mem::take(&mut att)) {
+                                    Out::Send(out) => {
+                                        if s.write_all(&out).is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Out::SendAndClose(out) => {
+                                        let _ = s.write_all(&out);
+                                        return;
+                                    }
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(_) => return,
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn reply(cid: i64, body: &impl Message, attachment: &[u8]) -> Vec<u8> {
+    let meta = RpcMeta {
+        response: Some(RpcResponseMeta {
+            error_code: Some(0),
+            error_text: None,
+        }),
+        compress_type: Some(0),
+        correlation_id: Some(cid),
+        attachment_size: (!attachment.is_empty()).then_some(attachment.len() as i32),
+        ..Default::default()
+    };
+    let mut f = encode_frame(&meta, body, attachment.len());
+    f.extend_from_slice(attachment);
+    f
+}
+
+struct Fixture {
+    mds: SocketAddr,
+    faults: Arc<Mutex<VecDeque<Fault>>>,
+    always_overload: Arc<Mutex<bool>>,
+}
+
+fn fixture() -> Fixture {
+    let cs_l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let cs_addr = cs_l.local_addr().unwrap();
+    let mds_l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mds = mds_l.local_addr().unwrap();
+    let faults: Arc<Mutex<VecDeque<Fault>>> = Arc::default();
+    let always_overload: Arc<Mutex<bool>> = Arc::default();
+    let store: Arc<Mutex<HashMap<u64, Vec<u8>>>> = Arc::default();
+
+    let info = pb::FileInfo {
+        id: Some(9),
+        file_name: Some("f".into()),
+        owner: Some("u".into()),
+        chunk_size: Some(CHUNK as u32),
+        segment_size: Some(1 << 30),
+        length: Some(10 << 30),
+        seq_num: Some(1),
+        blocksize: Some(4096),
+        ..Default::default()
+    };
+    serve(
+        mds_l,
+        Arc::new(move |h: FrameHead, _att| {
+            let cid = h.meta.correlation_id.unwrap();
+            let method = h.meta.request.as_ref().unwrap().method_name.clone();
+            Out::Send(match method.as_str() {
+                "OpenFile" => reply(
+                    cid,
+                    &pb::OpenFileResponse {
+                        status_code: 0,
+                        proto_session: Some(pb::ProtoSession {
+                            session_id: String::new(),
+                            lease_time: 5_000_000,
+                            create_time: 0,
+                            session_status: 0,
+                        }),
+                        file_info: Some(info.clone()),
+                    },
+                    &[],
+                ),
+                "RefreshSession" => reply(
+                    cid,
+                    &pb::ReFreshSessionResponse {
+                        status_code: 0,
+                        session_id: String::new(),
+                        file_info: Some(info.clone()),
+                        proto_session: None,
+                    },
+                    &[],
+                ),
+                "CloseFile" => reply(cid, &pb::CloseFileResponse { status_code: 0 }, &[]),
+                "GetOrAllocateSegment" => {
+                    let r = pb::GetOrAllocateSegmentRequest::decode(&h.payload[..]).unwrap();
+                    reply(
+                        cid,
+                        &pb::GetOrAllocateSegmentResponse {
+                            status_code: 0,
+                            page_file_segment: Some(pb::PageFileSegment {
+                                logical_pool_id: 1,
+                                start_offset: r.offset,
+                                segment_size: 1 << 30,
+                                chunk_size: CHUNK as u32,
+                                chunks: (0..64)
+                                    .map(|i| pb::PageFileChunkInfo {
+                                        copyset_id: 1,
+                                        chunk_id: r.offset / CHUNK + i + 1,
+                                    })
+                                    .collect(),
+                                origin_file_id: None,
+                            }),
+                        },
+                        &[],
+                    )
+                }
+                "GetChunkServerListInCopySets" => reply(
+                    cid,
+                    &topology::GetChunkServerListInCopySetsResponse {
+                        status_code: 0,
+                        cs_info: vec![topology::CopySetServerInfo {
+                            copyset_id: 1,
+                            cs_locs: vec![common::ChunkServerLocation {
+                                chunk_server_id: 1,
+                                host_ip: "127.0.0.1".into(),
+                                port: u32::from(cs_addr.port()),
+                                external_ip: None,
+                            }],
+                        }],
+                    },
+                    &[],
+                ),
+                _ => return Out::SendAndClose(Vec::new()),
+            })
+        }),
+    );
+
+    let (f2, o2) = (faults.clone(), always_overload.clone());
+    serve(
+        cs_l,
+        Arc::new(move |h: FrameHead, att: Vec<u8>| {
+            let cid = h.meta.correlation_id.unwrap();
+            let method = h.meta.request.as_ref().unwrap().method_name.clone();
+            if method == "GetLeader" {
+                let r = cs::GetLeaderResponse2 {
+                    leader: common::Peer {
+                        id: None,
+                        address: Some(format!("{cs_addr}:0")),
+                    },
+                };
+                return Out::Send(reply(cid, &r, &[]));
+            }
+            let ok = |status: cs::ChunkOpStatus, a: &[u8]| {
+                reply(
+                    cid,
+                    &cs::ChunkResponse {
+                        status: status as i32,
+                        redirect: None,
+                        applied_index: None,
+                    },
+                    a,
+                )
+            };
+            if *o2.lock().unwrap() {
+                return Out::Send(ok(cs::ChunkOpStatus::Overload, &[]));
+            }
+            let fault = f2.lock().unwrap().pop_front();
+            let req = cs::ChunkRequest::decode(&h.payload[..]).unwrap();
+            let base = (req.chunk_id - 1) * CHUNK + u64::from(req.offset.unwrap());
+            let size = req.size.unwrap() as usize;
+            let perform = || -> Vec<u8> {
+                let mut st = store.lock().unwrap();
+                if method == "WriteChunk" {
+                    for (i, b) in att.iter().enumerate() {
+                        st.insert(base + i as u64, vec![*b]);
+                    }
+                    Vec::new()
+                } else {
+                    (0..size as u64)
+                        .map(|i| st.get(&(base + i)).map_or(0, |v| v[0]))
+                        .collect()
+                }
+            };
+            match fault {
+                None => {
+                    let data = perform();
+                    Out::Send(ok(cs::ChunkOpStatus::Success, &data))
+                }
+                Some(Fault::Overload) => Out::Send(ok(cs::ChunkOpStatus::Overload, &[])),
+                Some(Fault::Garbage) => Out::Send(b"GARBAGE GARBAGE GARBAGE".to_vec()),
+                Some(Fault::Slow(ms)) => {
+                    thread::sleep(Duration::from_millis(ms));
+                    let data = perform();
+                    Out::Send(ok(cs::ChunkOpStatus::Success, &data))
+                }
+                Some(Fault::Truncate) => {
+                    // Announce the data (wrong bytes), send half of it, then hang up: none of
+                    // it may reach the caller's buffer.
+                    let data = vec![0xEE; size.max(2)];
+                    let mut f = ok(cs::ChunkOpStatus::Success, &data);
+                    f.truncate(f.len() - data.len() / 2);
+                    Out::SendAndClose(f)
+                }
+                Some(Fault::UnknownCid) => {
+                    let data = perform();
+                    let r = cs::ChunkResponse {
+                        status: 0,
+                        redirect: None,
+                        applied_index: None,
+                    };
+                    Out::Send(reply(cid + 1_000_000, &r, &data))
+                }
+            }
+        }),
+    );
+    Fixture {
+        mds,
+        faults,
+        always_overload,
+    }
+}
+
+fn client(f: &Fixture, deadline: Duration) -> BlockingClient {
+    let cfg = ClientConfig {
+        mds_addrs: vec![f.mds],
+        op_deadline: deadline,
+        ..ClientConfig::default()
+    };
+    BlockingClient::new(cfg, Credentials::user("u"))
+}
+
+#[test]
+fn io_rides_through_overload_garbage_slow_truncated_and_misaddressed_replies() {
+    let f = fixture();
+    let mut c = client(&f, Duration::from_secs(15));
+    c.open("/f").unwrap();
+    let off = CHUNK - 65536;
+    let len = 4 * 65536u64;
+    let mut data = vec![0u8; len as usize];
+    pattern::fill(&mut data, off, 3);
+    f.faults.lock().unwrap().extend([
+        Fault::Overload,
+        Fault::Overload,
+        Fault::Garbage,
+        Fault::Slow(1500),
+        Fault::UnknownCid,
+    ]);
+    c.write(off, Bytes::from(data.clone())).unwrap();
+    f.faults
+        .lock()
+        .unwrap()
+        .extend([Fault::Truncate, Fault::Overload, Fault::Garbage]);
+    let got = c.read(off, len as usize).unwrap();
+    assert_eq!(pattern::first_mismatch(&got, off, 3), None, "data intact");
+    let s = c.stats().clone();
+    eprintln!("{s:?}");
+    assert!(s.retries_overload >= 3, "{s:?}");
+    assert!(s.bad_replies >= 3, "garbage x2 + unknown cid: {s:?}");
+    assert!(
+        s.retries_rpc >= 2,
+        "slow reply timed out, truncated reply lost: {s:?}"
+    );
+    c.close().unwrap();
+}
+
+#[test]
+fn endless_overload_fails_the_op_at_its_deadline_saying_why() {
+    let f = fixture();
+    let mut c = client(&f, Duration::from_secs(3));
+    c.open("/f").unwrap();
+    *f.always_overload.lock().unwrap() = true;
+    let t = Instant::now();
+    let e = c.write(0, Bytes::from(vec![1u8; 4096])).unwrap_err();
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    match e {
+        IoError::Deadline { last, .. } => assert!(last.contains("overloaded"), "{last}"),
+        other => panic!("{other}"),
+    }
+}
