@@ -534,11 +534,8 @@ impl CurveEngine {
         if s.state == SockState::Closing {
             return;
         }
-        if s.state == SockState::Open {
-            self.stats.connects_add(self.shard, -1);
-        } else {
-            self.stats.connects_add(self.shard, -1);
-        }
+        // Counted from connect on, so a failed connect is uncounted here too.
+        self.stats.connects_add(self.shard, -1);
         s.state = SockState::Closing;
         s.queue.clear();
         if let Some(sock) = &s.sock {

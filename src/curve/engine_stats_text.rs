@@ -22,7 +22,7 @@ pub fn render(s: &EngineStats) -> String {
     }
     let failed = s.failed.load(Ordering::Relaxed);
     let lat = s.latency_us.load(Ordering::Relaxed);
-    let avg = if ops == 0 { 0 } else { lat / ops };
+    let avg = lat.checked_div(ops).unwrap_or(0);
     let _ = writeln!(out, "            Operations: {ops}, failed: {failed}");
     let _ = writeln!(
         out,

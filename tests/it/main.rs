@@ -15,6 +15,7 @@ mod admin_interop;
 mod admin_live;
 mod admin_resize;
 mod admin_tgt_admin;
+mod curve_lu;
 mod delay_engine;
 mod e2e_libiscsi;
 mod hostile;
