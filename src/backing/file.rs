@@ -95,6 +95,7 @@ impl BackingStore for FileStore {
             unmap: !self.is_block,
             unmap_reads_zero: !self.is_block,
             lba_status: !self.is_block,
+            max_write_same_bytes: None,
         }
     }
     fn engine(&self, _shard: usize) -> Box<dyn Engine> {

@@ -62,6 +62,10 @@ pub struct BackingCaps {
     pub unmap_reads_zero: bool,
     /// GET LBA STATUS can report mapped/deallocated extents.
     pub lba_status: bool,
+    /// Largest WRITE SAME the store serves in one command, in bytes (a remote store writes
+    /// every block). Advertised as VPD B0h MAXIMUM WRITE SAME LENGTH with WSNZ set, so "to the
+    /// last block" (NUMBER OF LOGICAL BLOCKS 0) is refused (SBC-3 §6.6.3). None: no limit.
+    pub max_write_same_bytes: Option<u64>,
 }
 
 /// Why a backing store could not be opened: tgtadm reports these as its error codes.

@@ -449,6 +449,7 @@ impl CurveEngine {
             self.flush(i, r);
         }
         self.rearm_timer(r);
+        self.stats.publish(self.shard, self.io.stats());
     }
 
     fn rearm_timer(&mut self, r: &mut dyn Reactor) {

@@ -8,10 +8,25 @@ use std::time::Duration;
 /// Largest shard count the per-shard counters keep apart (more share the last slot).
 pub const MAX_SHARDS: usize = 64;
 
+/// Names of the chunk-client counters each shard publishes, in [`EngineStats::client`] order.
+pub const CLIENT_COUNTERS: [&str; 9] = [
+    "rpcs",
+    "get_leader",
+    "retry_redirect",
+    "retry_overload",
+    "retry_backward",
+    "retry_rpc",
+    "retry_other",
+    "deadline_failures",
+    "bad_replies",
+];
+
 /// The counters of one curve LU.
 #[derive(Debug)]
 pub struct EngineStats {
     conns: Vec<AtomicI64>,
+    /// Per shard, the chunk client's counters ([`CLIENT_COUNTERS`]), copied after each event.
+    client: Vec<[AtomicU64; 9]>,
     /// SCSI operations completed.
     pub ops: AtomicU64,
     /// Of those, failed (deadline, refused, cancelled).
@@ -26,6 +41,9 @@ impl Default for EngineStats {
     fn default() -> Self {
         EngineStats {
             conns: (0..MAX_SHARDS).map(|_| AtomicI64::new(0)).collect(),
+            client: (0..MAX_SHARDS)
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
             ops: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             latency_us: AtomicU64::new(0),
@@ -49,6 +67,29 @@ impl EngineStats {
         }
         self.latency_us.fetch_add(us, Ordering::Relaxed);
         self.max_latency_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// Shard `shard` publishes its chunk client's counters.
+    pub fn publish(&self, shard: usize, s: &crate::curve::chunk_io::IoStats) {
+        let v = [
+            s.rpcs,
+            s.get_leader_rpcs,
+            s.retries_redirect,
+            s.retries_overload,
+            s.retries_backward,
+            s.retries_rpc,
+            s.retries_other,
+            s.deadline_failures,
+            s.bad_replies,
+        ];
+        for (a, x) in self.client[shard.min(MAX_SHARDS - 1)].iter().zip(v) {
+            a.store(x, Ordering::Relaxed);
+        }
+    }
+
+    /// A shard's published client counters.
+    pub fn client(&self, shard: usize) -> [u64; 9] {
+        std::array::from_fn(|i| self.client[shard.min(MAX_SHARDS - 1)][i].load(Ordering::Relaxed))
     }
 
     /// Connections per shard, for the shards that have any.

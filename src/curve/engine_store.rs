@@ -30,6 +30,9 @@ pub const CLIENT_CONF_ENV: &str = "CURVE_TGT_CLIENT_CONF";
 /// tgtadm waits for the answer.
 const MDS_DEADLINE: Duration = Duration::from_secs(5);
 
+/// Largest WRITE SAME served (written block by block through the chunk servers).
+const MAX_WRITE_SAME_BYTES: u64 = 64 << 20;
+
 /// Tells engines of successive stores apart in their ring tags.
 static INSTANCES: AtomicU64 = AtomicU64::new(1);
 
@@ -107,7 +110,11 @@ impl BackingStore for CurveStore {
             .map_err(io::Error::other)
     }
     fn caps(&self) -> BackingCaps {
-        BackingCaps::default()
+        // No discard (UNMAP not advertised); WRITE SAME writes every block, so it is bounded.
+        BackingCaps {
+            max_write_same_bytes: Some(MAX_WRITE_SAME_BYTES),
+            ..BackingCaps::default()
+        }
     }
     fn block_size(&self) -> Option<u32> {
         Some(self.vol.info.blocksize.unwrap_or(4096))

@@ -3,7 +3,11 @@
 # `iscsi-test-cu --dataloss` (all tests, both initiator names, and the same URL again as the
 # MultipathIO second path), then compare the per-test results with expected.tsv.
 #
-#   tests/conformance/run-matrix.sh [LU...]        LU: thick thin thin512 readonly null (default: all)
+#   tests/conformance/run-matrix.sh [LU...]        LU: thick thin thin512 readonly null curve
+#                                                   (default: all; curve when the cluster kit exists)
+#
+# The curve LU is a 10 GiB volume of a private CurveBS cluster (../shared/curve/cluster.sh on
+# free loopback ports, its own CURVE_RUN) that this script starts before and stops after.
 #
 # Environment:
 #   TARGET=ours|tgt   which tgtd to test (default ours: target/release/tgtd, built beforehand)
@@ -13,6 +17,7 @@
 #   CU_STALL=S        stop iscsi-test-cu when its output has not grown for S s (default 60)
 #   CU_TEST=REGEX     iscsi-test-cu --test value (default ALL)
 #   LU_SIZE=SIZE      backing file size (default 128M)
+#   CURVE_CLUSTER_SH=FILE  the Curve cluster kit (default ../shared/curve/cluster.sh)
 # Exit status: 0 when no test FAILED and every expected pass passed; 1 otherwise; 2 on a
 # harness error (target did not start, iscsi-test-cu missing, ...).
 set -euo pipefail
@@ -33,9 +38,13 @@ I2=${I2:-iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2}
 IQN_BASE=iqn.2026-11.io.curve-tgt:conformance
 CTRL=${CTRL:-43}
 
-if [ $# -gt 0 ]; then LUS=("$@"); else LUS=(thick thin thin512 readonly null); fi
+CURVE_CLUSTER_SH=${CURVE_CLUSTER_SH:-$REPO/../shared/curve/cluster.sh}
+if [ $# -gt 0 ]; then LUS=("$@"); else
+  LUS=(thick thin thin512 readonly null)
+  if [ -f "$CURVE_CLUSTER_SH" ]; then LUS+=(curve); else echo "no Curve cluster kit ($CURVE_CLUSTER_SH): curve LU not run" >&2; fi
+fi
 for lu in "${LUS[@]}"; do
-  case $lu in thick|thin|thin512|readonly|null) ;; *) echo "unknown LU kind '$lu' (thick thin thin512 readonly null)" >&2; exit 2;; esac
+  case $lu in thick|thin|thin512|readonly|null|curve) ;; *) echo "unknown LU kind '$lu' (thick thin thin512 readonly null curve)" >&2; exit 2;; esac
 done
 command -v iscsi-test-cu >/dev/null || { echo "iscsi-test-cu missing: run scripts/install-deps.sh (package libiscsi-bin)" >&2; exit 2; }
 command -v ss >/dev/null || { echo "ss missing: apt-get install -y iproute2" >&2; exit 2; }
@@ -45,6 +54,35 @@ export LIB_LOG_DIR=$RESULTS
 LIB_DIE_STATUS=2   # a harness error (target did not start, ...) is not a test result
 lib_init
 log "conformance: target=$TARGET LUs=${LUS[*]} results=$RESULTS"
+
+# The curve LU's cluster: started on first use, stopped (by cluster.sh, by PID) before the
+# run directory it lives in is removed.
+CURVE_UP=
+curve_stop() {
+  [ -n "$CURVE_UP" ] || return 0
+  bash "$CURVE_CLUSTER_SH" stop >>"$RESULTS/curve-cluster.log" 2>&1 || true
+  rm -rf -- "$CURVE_RUN"
+  CURVE_UP=
+}
+trap 'curve_stop; lib_cleanup' EXIT
+curve_start() { # sets CURVE_MDS
+  local base i p ok=0
+  [ -f "$CURVE_CLUSTER_SH" ] || die "curve LU: no Curve cluster kit at $CURVE_CLUSTER_SH"
+  for ((i = 0; i < 200 && ok == 0; i++)); do
+    base=$(( 20000 + RANDOM % 12000 )); ok=1
+    for ((p = base; p < base + 8; p++)); do port_is_listening "$p" && { ok=0; break; }; done
+  done
+  [ "$ok" = 1 ] || die "curve LU: no 8 consecutive free ports"
+  # On disk, not in the run directory (tmpfs): the chunk servers' files take gigabytes.
+  CURVE_RUN=$(mktemp -d "${TMPDIR:-/tmp}/curve-conformance.XXXXXX")
+  export CURVE_RUN CURVE_ETCD_PORT=$base CURVE_MDS_PORT=$((base + 3)) CURVE_CS_PORT=$((base + 5))
+  CURVE_MDS=127.0.0.1:$CURVE_MDS_PORT
+  log "[curve] starting a CurveBS cluster (MDS $CURVE_MDS, CURVE_RUN=$CURVE_RUN)"
+  CURVE_UP=1
+  bash "$CURVE_CLUSTER_SH" start >>"$RESULTS/curve-cluster.log" 2>&1 || die "curve LU: cluster start failed (see $RESULTS/curve-cluster.log)"
+  bash "$CURVE_CLUSTER_SH" vol create /conformance ctest 10 >>"$RESULTS/curve-cluster.log" 2>&1 \
+    || die "curve LU: volume create failed (see $RESULTS/curve-cluster.log)"
+}
 
 run_one_lu() {
   local lu=$1 port iqn url out rc=0 start end
@@ -59,6 +97,12 @@ run_one_lu() {
     thin512)  setup_single_lu "$CTRL" 1 "$iqn" thin512 "$LIB_RUN_DIR/$lu.img" "$LU_SIZE" ;;
     readonly) setup_single_lu "$CTRL" 1 "$iqn" readonly "$LIB_RUN_DIR/$lu.img" "$LU_SIZE" ;;
     null)     setup_single_lu "$CTRL" 1 "$iqn" null ;;
+    curve)
+      curve_start
+      tgt_new_target "$CTRL" 1 "$iqn"
+      tadm "$CTRL" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 --bstype curve \
+        --backing-store cbd:pool//conformance_ctest_ --bsopts "mds=$CURVE_MDS"
+      tgt_bind_all "$CTRL" 1 ;;
   esac
   tadm "$CTRL" --op show --mode target > "$RESULTS/$lu.show.txt"
   {
@@ -93,6 +137,7 @@ run_one_lu() {
   fi
   log "[$lu] done in $((end - start))s (iscsi-test-cu status $rc)"
   stop_target "$CTRL"
+  [ "$lu" != curve ] || curve_stop
 }
 
 for lu in "${LUS[@]}"; do

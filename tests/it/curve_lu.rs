@@ -466,6 +466,40 @@ fn curve_lu_serves_a_real_volume_both_ways_through_faults() {
     );
 
     faults(&c, &mut s);
+
+    // tgtadm --op stat: after tgt's lines, the curve LU's connections, RPCs and retries.
+    let stat = t.tgtadm_ok(&[
+        "--lld",
+        "iscsi",
+        "--op",
+        "stat",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "1",
+    ]);
+    let block = stat
+        .split("\nLUN 1/1 curve:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no curve block in stat:\n{stat}"));
+    let shard0 = block
+        .lines()
+        .find(|l| l.starts_with("    Shard 0: connections="))
+        .unwrap_or_else(|| panic!("no shard line:\n{stat}"));
+    let field = |name: &str| -> u64 {
+        shard0
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {shard0}"))
+    };
+    assert!(field("connections") >= 1, "{shard0}");
+    assert!(field("rpcs") > 100, "{shard0}");
+    assert_eq!(field("bad_replies"), 0, "{shard0}");
+    assert!(block.contains("Operations: "), "{block}");
+    eprintln!("stat after the faults:\n{block}");
 }
 
 /// Writes and read-backs over every copyset while leaders move and a chunk server is killed
