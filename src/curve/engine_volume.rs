@@ -370,6 +370,22 @@ impl Thread {
 
     /// Moves completions, snapshots and failures to whoever waits for them.
     fn route(&mut self) {
+        // Snapshots first: a shard attached once OpenFile is answered must find the layout.
+        if let Some(l) = self.mds.take_layout() {
+            self.published_length = l.geometry.length;
+            *self.shared.layout.lock().unwrap_or_else(|p| p.into_inner()) = Some(l.clone());
+            let boxes = self
+                .shared
+                .mailboxes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            for b in boxes {
+                b.deliver(ToShard::Layout(l.clone()));
+            }
+            // A snapshot answers every outstanding need.
+            self.needs.clear();
+        }
         while let Some(c) = self.mds.poll_completion() {
             let Some(w) = self.waiting.remove(&c.op) else {
                 continue;
@@ -409,21 +425,6 @@ impl Thread {
                     }
                 }
             }
-        }
-        if let Some(l) = self.mds.take_layout() {
-            self.published_length = l.geometry.length;
-            *self.shared.layout.lock().unwrap_or_else(|p| p.into_inner()) = Some(l.clone());
-            let boxes = self
-                .shared
-                .mailboxes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            for b in boxes {
-                b.deliver(ToShard::Layout(l.clone()));
-            }
-            // A snapshot answers every outstanding need.
-            self.needs.clear();
         }
         while let Some((need, why)) = self.mds.poll_need_failure() {
             let who = self.needs.remove(&need).unwrap_or_default();
