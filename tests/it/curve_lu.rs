@@ -500,6 +500,53 @@ fn curve_lu_serves_a_real_volume_both_ways_through_faults() {
     assert_eq!(field("bad_replies"), 0, "{shard0}");
     assert!(block.contains("Operations: "), "{block}");
     eprintln!("stat after the faults:\n{block}");
+
+    backend_down_fails_within_the_deadline(&c, &t, &mut s);
+}
+
+/// Every chunk server down: a READ fails (MEDIUM ERROR / READ ERROR) within the client's
+/// deadline instead of hanging as libcurve does, the log says why, and I/O works again once
+/// they are back.
+fn backend_down_fails_within_the_deadline(c: &Cluster, t: &common::Tgtd, s: &mut Session) {
+    for n in ["0", "1", "2"] {
+        let (ok, out) = c.sh(&["kill-cs", n]);
+        assert!(ok, "kill-cs {n}: {out}");
+    }
+    // A chunk never written in an allocated segment (the faults wrote chunks 0..10 of
+    // segment 3): reading it needs a chunk server (an unallocated segment reads as zeros
+    // without one).
+    let off = 3 * GIB + 11 * CHUNK;
+    let started = Instant::now();
+    let o = s
+        .read(off, 4096)
+        .expect_err("a read with every chunk server down succeeded");
+    let took = started.elapsed();
+    assert_eq!((o.status, o.sense), (2, Some((0x3, 0x11, 0x00))), "{o:?}");
+    assert!(took < Duration::from_secs(30), "the failure took {took:?}");
+    let line = t.wait_log_line(&["curve I/O failed"]);
+    assert!(
+        line.contains("gave up after") || line.contains("refused"),
+        "{line}"
+    );
+    for n in ["0", "1", "2"] {
+        let (ok, out) = c.sh(&["start-cs", n]);
+        assert!(ok, "start-cs {n}: {out}");
+    }
+    // Back: the same read works (bounded retries while the copysets elect leaders).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        match s.read(off, 4096) {
+            Ok(d) => {
+                assert!(d.iter().all(|b| *b == 0), "unwritten blocks read as zeros");
+                break;
+            }
+            Err(o) => assert!(
+                Instant::now() < deadline,
+                "reads still fail after the chunk servers returned: {o:?}"
+            ),
+        }
+    }
+    eprintln!("backend down: READ failed after {took:?}");
 }
 
 /// Writes and read-backs over every copyset while leaders move and a chunk server is killed
