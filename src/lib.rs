@@ -6,6 +6,7 @@
 //! - [`backing`]: the backing-store trait and its null and file implementations;
 //! - [`buf`]: per-shard pooled, page-aligned, reference-counted I/O buffers;
 //! - [`config`]: the configuration snapshot the shards read, and per-target iSCSI key defaults;
+//! - [`curve`]: the native Curve client (baidu_std RPC, MDS session, chunk I/O), sans-IO;
 //! - [`shard`]: the per-core io_uring event loops that own connections and backend I/O;
 //! - [`mgmt`]: the control thread, tgt's management IPC, the configuration model and `show` text.
 //! - [`log`]: where log lines go (stderr or syslog), escaping of peer text, per-peer rate limits.

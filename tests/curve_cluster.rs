@@ -132,7 +132,11 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         let (_, out) = self.sh(&["stop"]);
         eprintln!("{out}");
-        let _ = std::fs::remove_dir_all(&self.run);
+        if std::thread::panicking() {
+            eprintln!("cluster logs kept in {}", self.run.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.run);
+        }
     }
 }
 
@@ -152,6 +156,110 @@ fn real_cluster() {
     bad_requests_fail_cleanly(&cluster);
     leader_transfers_and_chunk_server_restart(&cluster);
     snapshot_mid_write(&cluster);
+    mds_away_longer_than_the_lease(&cluster);
+}
+
+/// A TCP proxy in front of the MDS that can cut the client off (drop its connections and
+/// refuse new ones) and let it back, so the MDS stays healthy (a paused MDS loses its etcd
+/// session after 5 s and exits) while the client cannot reach it.
+struct MdsProxy {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl MdsProxy {
+    fn start(target: SocketAddr) -> MdsProxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let conns: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let (cut2, conns2) = (cut.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in l.incoming() {
+                let Ok(client) = client else { return };
+                if cut2.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close at once
+                }
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                let pipe = |mut a: std::net::TcpStream, mut b: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut a, &mut b);
+                        let _ = b.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                let mut held = conns2.lock().unwrap();
+                held.push(client.try_clone().unwrap());
+                held.push(server.try_clone().unwrap());
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        MdsProxy { addr, cut, conns }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::SeqCst);
+        if cut {
+            for s in self.conns.lock().unwrap().drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// The MDS is out of reach for longer than the 5 s lease: I/O goes on while the lease holds,
+/// then fails within its deadline saying the lease expired, and works again once the MDS is
+/// reachable and a refresh succeeds.
+fn mds_away_longer_than_the_lease(c: &Cluster) {
+    let proxy = MdsProxy::start(c.mds);
+    let mut cl = BlockingClient::new(
+        ClientConfig {
+            mds_addrs: vec![proxy.addr],
+            op_deadline: Duration::from_secs(6),
+            ..ClientConfig::default()
+        },
+        Credentials::user(OWNER),
+    );
+    cl.open("/v1").unwrap();
+    let off = 4 * CHUNK;
+    cl.write(off, pattern_bytes(off, 65536, 61)).unwrap(); // segment and leader now cached
+    proxy.set_cut(true);
+    let t = Instant::now();
+    let failure = loop {
+        match cl.write(off, pattern_bytes(off, 65536, 61)) {
+            Ok(()) => assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "writes still succeed 30 s after the MDS went away"
+            ),
+            Err(e) => break e,
+        }
+    };
+    let waited = t.elapsed();
+    proxy.set_cut(false);
+    let t2 = Instant::now();
+    let resumed = loop {
+        match cl.write(off, pattern_bytes(off, 65536, 62)) {
+            Ok(()) => break t2.elapsed(),
+            Err(e) => assert!(
+                t2.elapsed() < Duration::from_secs(30),
+                "no recovery after the MDS came back: {e}"
+            ),
+        }
+    };
+    eprintln!("MDS away: first failure after {waited:?}: {failure}; recovered {resumed:?} after it came back");
+    assert!(
+        waited >= Duration::from_secs(4),
+        "failed while the lease still held: {failure}"
+    );
+    match failure {
+        IoError::Deadline { last, .. } => assert!(last.contains("lease expired"), "{last}"),
+        other => panic!("unexpected {other}"),
+    }
+    cl.close().unwrap();
+    assert!(c.curve_smoke("verify", "/v1", off, 65536, 62));
 }
 
 /// Our tool (the binary) and our admin calls create, extend and stat volumes.
@@ -375,6 +483,14 @@ fn leader_transfers_and_chunk_server_restart(c: &Cluster) {
     assert!(
         transfers.load(Ordering::Relaxed) > 0,
         "no leader transfer succeeded"
+    );
+    assert!(
+        stats.retries_redirect > 0,
+        "no REDIRECTED seen: the transfers did not reach us"
+    );
+    assert!(
+        stats.conns_lost > 0,
+        "the killed chunk server's connection was never lost"
     );
     assert!(i > 20, "too little I/O ran during the chaos: {i}");
     for s in 0..SLOTS.min(i) {

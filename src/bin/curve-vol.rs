@@ -280,7 +280,19 @@ fn run(cli: Cli) -> Result<(), String> {
                     cpu * 1e6 / count as f64
                 );
             }
-            println!("{:?}", c.stats());
+            let st = c.stats();
+            println!(
+                "chunk RPCs {} (GetLeader {}), retries: redirect {} overload {} backward {} rpc {} other {}; RPC latency p50 < {} us, p99 < {} us",
+                st.rpcs,
+                st.get_leader_rpcs,
+                st.retries_redirect,
+                st.retries_overload,
+                st.retries_backward,
+                st.retries_rpc,
+                st.retries_other,
+                st.latency_us_quantile(500).unwrap_or(0),
+                st.latency_us_quantile(990).unwrap_or(0)
+            );
             c.close().map_err(|e| e.to_string())?;
         }
     }

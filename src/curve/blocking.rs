@@ -190,6 +190,8 @@ impl BlockingClient {
             }
         }
         while let Some(t) = self.core.poll_transmit() {
+            // This driver copies into one output buffer per socket (simple, and it batches
+            // many RPCs into few writes); the shard glue sends head and attachment by writev.
             if let Some(s) = self.socks.get_mut(&t.peer) {
                 s.out.extend_from_slice(&t.head);
                 s.out.extend_from_slice(t.attachment_bytes());

@@ -70,6 +70,40 @@ pub struct IoStats {
     pub deadline_failures: u64,
     /// Replies that broke the protocol (connection dropped).
     pub bad_replies: u64,
+    /// Chunk-server connections lost, dropped or refused.
+    pub conns_lost: u64,
+    /// Successful chunk RPC latency: bucket `i` counts replies that took [2^i, 2^(i+1)) µs
+    /// (bucket 0 also takes faster ones, the last also slower ones).
+    pub rpc_latency_us_log2: [u64; LATENCY_BUCKETS],
+}
+
+/// Buckets in [`IoStats::rpc_latency_us_log2`]: up to 2^23 µs (8 s, the largest RPC timeout).
+pub const LATENCY_BUCKETS: usize = 24;
+
+impl IoStats {
+    fn record_latency(&mut self, d: Duration) {
+        let us = d.as_micros().max(1) as u64;
+        let bucket = (63 - us.leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
+        self.rpc_latency_us_log2[bucket] += 1;
+    }
+
+    /// The latency below which `permille`/1000 of successful RPCs finished, as a bucket's
+    /// upper bound in µs (None before any RPC).
+    pub fn latency_us_quantile(&self, permille: u64) -> Option<u64> {
+        let total: u64 = self.rpc_latency_us_log2.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let want = (total * permille).div_ceil(1000).max(1);
+        let mut seen = 0;
+        for (i, n) in self.rpc_latency_us_log2.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return Some(1u64 << (i + 1));
+            }
+        }
+        Some(1u64 << LATENCY_BUCKETS)
+    }
 }
 
 #[derive(Debug)]
@@ -115,6 +149,7 @@ enum Where {
         peer: PeerId,
         cid: CorrelationId,
         sn: u64,
+        sent_at: Instant,
     },
 }
 
@@ -899,6 +934,7 @@ impl<R: AsMut<[u8]>, W: AsRef<[u8]> + Clone> ChunkIo<R, W> {
     fn drop_conn(&mut self, now: Instant, i: usize, why: &str, close: bool) {
         let peer = PeerId(self.peer_base + i as u32);
         let addr = self.conns[i].addr;
+        self.stats.conns_lost += 1;
         let mut tags = self.conns[i].reset(
             self.cfg.frame_limits,
             Some(now + self.cfg.reconnect_holdoff),
@@ -1062,7 +1098,15 @@ impl<R: AsMut<[u8]>, W: AsRef<[u8]> + Clone> ChunkIo<R, W> {
             if is_write { len as usize } else { 0 },
         );
         let peer = self.send(now, i, cid, CsTag::Chunk(p), head, attachment, timeout);
-        self.set_where(p, Where::InFlight { peer, cid, sn });
+        self.set_where(
+            p,
+            Where::InFlight {
+                peer,
+                cid,
+                sn,
+                sent_at: now,
+            },
+        );
         self.inflight_rpcs += 1;
         self.stats.rpcs += 1;
     }
@@ -1218,7 +1262,7 @@ impl<R: AsMut<[u8]>, W: AsRef<[u8]> + Clone> ChunkIo<R, W> {
         filled: bool,
     ) {
         let Some(piece) = self.piece(p) else { return };
-        let Where::InFlight { sn, .. } = piece.at else {
+        let Where::InFlight { sn, sent_at, .. } = piece.at else {
             return;
         };
         let (op_id, file_offset, len) = (piece.op, piece.file_offset, piece.len);
@@ -1267,6 +1311,8 @@ impl<R: AsMut<[u8]>, W: AsRef<[u8]> + Clone> ChunkIo<R, W> {
                     }
                     return self.delay(now, p, false);
                 }
+                self.stats
+                    .record_latency(now.saturating_duration_since(sent_at));
                 self.complete_piece(p);
             }
             Ok(S::Redirected) | Ok(S::CopysetNotexist) => {

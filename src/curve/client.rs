@@ -179,7 +179,7 @@ impl<R: AsMut<[u8]>, W: AsRef<[u8]> + Clone> Client<R, W> {
     }
 
     /// Moves layout requests, snapshots and failures between the two halves until quiet.
-    fn route(&mut self, now: Instant) {
+    pub fn route(&mut self, now: Instant) {
         for _ in 0..64 {
             let mut moved = false;
             while let Some(n) = self.io.poll_need() {

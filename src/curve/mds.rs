@@ -24,7 +24,7 @@ use prost::Message;
 use super::auth::{now_date_us, Credentials};
 use super::backoff::Jitter;
 use super::config::ClientConfig;
-use super::conn::{Action, Call, Conn, ConnState, Transmit};
+use super::conn::{Action, Call, Conn, ConnState, Transmit, MAX_TOMBSTONES};
 use super::error::{mds_status_name, MdsError};
 use super::frame::{encode_request, DecodeEvent, FrameHead, Method};
 use super::ids::{
@@ -180,6 +180,9 @@ pub struct Mds {
     layout: Option<Layout>,
     dirty: bool,
     copysets_inflight: HashSet<CopysetKey>,
+    /// Segment and sequence-number fetches in flight, so shards asking again (each new
+    /// layout wakes their parked pieces) do not repeat them.
+    layout_inflight: HashSet<LayoutNeed>,
     need_failures: VecDeque<(LayoutNeed, String)>,
     completions: VecDeque<MdsCompletion>,
     actions: VecDeque<Action>,
@@ -212,6 +215,7 @@ impl Mds {
             layout: None,
             dirty: false,
             copysets_inflight: HashSet::new(),
+            layout_inflight: HashSet::new(),
             need_failures: VecDeque::new(),
             completions: VecDeque::new(),
             actions: VecDeque::new(),
@@ -279,6 +283,11 @@ impl Mds {
             return;
         };
         let path = f.path.clone();
+        if !matches!(need, LayoutNeed::Copysets { .. })
+            && !self.layout_inflight.insert(need.clone())
+        {
+            return;
+        }
         let req = match &need {
             LayoutNeed::Segment { index, allocate } => {
                 let Some(l) = &self.layout else { return };
@@ -469,6 +478,11 @@ impl Mds {
                     self.retry(now, call, why, false);
                 }
             }
+            // An MDS that stays connected but silent piles up abandoned calls: start over.
+            if self.conns[i].tombstones > MAX_TOMBSTONES {
+                let why = format!("MDS {}: too many unanswered calls", self.conns[i].addr);
+                self.drop_conn(now, i, &why, true);
+            }
         }
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
             .into_iter()
@@ -650,6 +664,14 @@ impl Mds {
             self.failures = self.cfg.mds_failures_before_switch.saturating_sub(1);
             self.note_failure(now);
         }
+        // Calls still waiting for a connection learn why there is none.
+        for c in self
+            .queue
+            .iter_mut()
+            .chain(self.delayed.iter_mut().map(|d| &mut d.1))
+        {
+            c.last_error = why.to_string();
+        }
         for c in calls {
             self.retry(now, c, why.to_string(), false);
         }
@@ -705,6 +727,7 @@ impl Mds {
                 }
             }
             Purpose::Layout(need) => {
+                self.layout_inflight.remove(&need);
                 if let (LayoutNeed::Copysets { pool, ids }, Err(_)) = (&need, &result) {
                     for c in ids {
                         self.copysets_inflight.remove(&CopysetKey {
@@ -723,6 +746,9 @@ impl Mds {
     fn on_reply(&mut self, now: Instant, call: MdsCall, payload: &[u8]) {
         let method = call.req.method().method;
         let bad = |detail: String| MdsError::BadReply { method, detail };
+        if let Purpose::Layout(n) = &call.purpose {
+            self.layout_inflight.remove(n);
+        }
         match (&call.req, call.purpose.clone()) {
             (Req::Admin(a), Purpose::Admin(op)) => {
                 let r = decode_admin(a, payload).map_err(bad).and_then(|x| x);

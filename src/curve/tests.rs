@@ -238,6 +238,9 @@ fn read_asks_every_member_for_the_leader_then_reads_there() {
     let c = h.completion().unwrap();
     assert_eq!(c.result, Ok(()));
     assert_eq!(c.buf.unwrap(), data);
+    // Answered at once on synthetic time: one RPC in the fastest latency bucket.
+    assert_eq!(h.io.stats().rpc_latency_us_log2[0], 1);
+    assert_eq!(h.io.stats().latency_us_quantile(500), Some(2));
 }
 
 #[test]

@@ -422,3 +422,55 @@ fn a_garbage_mds_reply_drops_the_connection_and_the_call_is_retried() {
     assert!(answered, "the call was sent again");
     assert!(matches!(h.c.poll_completion(), Some(Completion::Mds(m)) if m.result.is_ok()));
 }
+
+#[test]
+fn a_segment_is_fetched_once_however_often_it_is_asked_for() {
+    let mut h = Mh::new(1, Credentials::user("alice"));
+    h.open();
+    h.c.read(h.now, OpId(2), 0, vec![0; 4096]);
+    h.c.read(h.now, OpId(3), 65536, vec![0; 4096]);
+    let first = h.rpcs();
+    assert_eq!(
+        first
+            .iter()
+            .filter(|r| r.method == "GetOrAllocateSegment")
+            .count(),
+        1
+    );
+    // A refresh publishes a new layout, which wakes the parked reads: still no second fetch.
+    h.advance_to_next();
+    let rpcs = h.rpcs();
+    let refresh_rpc = rpcs.iter().find(|r| r.method == "RefreshSession").unwrap();
+    let (peer, cid) = (refresh_rpc.peer, refresh_rpc.cid);
+    h.reply(
+        &Rpc {
+            peer,
+            cid,
+            method: String::new(),
+            payload: Vec::new(),
+        },
+        &refresh(pb::StatusCode::KOk, 5),
+    );
+    assert_eq!(h.c.layout().unwrap().seq_num, 5);
+    assert!(h.rpcs().iter().all(|r| r.method != "GetOrAllocateSegment"));
+}
+
+#[test]
+fn owner_auth_failure_blocks_io_until_a_refresh_succeeds() {
+    let mut h = Mh::new(1, Credentials::user("alice"));
+    h.open();
+    h.advance_to_next();
+    let rpcs = h.rpcs();
+    h.reply(&rpcs[0], &refresh(pb::StatusCode::KOwnerAuthFail, 1));
+    let gate = h.c.layout().unwrap().gate.clone();
+    assert!(
+        matches!(&gate, IoGate::Blocked(m) if m.contains("kOwnerAuthFail")),
+        "{gate:?}"
+    );
+    // Refreshing goes on; the next success reopens the gate.
+    h.advance_to_next();
+    let rpcs = h.rpcs();
+    assert_eq!(rpcs[0].method, "RefreshSession");
+    h.reply(&rpcs[0], &refresh(pb::StatusCode::KOk, 1));
+    assert_eq!(h.c.layout().unwrap().gate, IoGate::Open);
+}
