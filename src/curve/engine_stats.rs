@@ -9,7 +9,7 @@ use std::time::Duration;
 pub const MAX_SHARDS: usize = 64;
 
 /// Names of the chunk-client counters each shard publishes, in [`EngineStats::client`] order.
-pub const CLIENT_COUNTERS: [&str; 9] = [
+pub const CLIENT_COUNTERS: [&str; 12] = [
     "rpcs",
     "get_leader",
     "retry_redirect",
@@ -19,6 +19,9 @@ pub const CLIENT_COUNTERS: [&str; 9] = [
     "retry_other",
     "deadline_failures",
     "bad_replies",
+    "conns_lost",
+    "rpc_p50_us",
+    "rpc_p99_us",
 ];
 
 /// The counters of one curve LU.
@@ -26,7 +29,7 @@ pub const CLIENT_COUNTERS: [&str; 9] = [
 pub struct EngineStats {
     conns: Vec<AtomicI64>,
     /// Per shard, the chunk client's counters ([`CLIENT_COUNTERS`]), copied after each event.
-    client: Vec<[AtomicU64; 9]>,
+    client: Vec<[AtomicU64; 12]>,
     /// SCSI operations completed.
     pub ops: AtomicU64,
     /// Of those, failed (deadline, refused, cancelled).
@@ -81,6 +84,9 @@ impl EngineStats {
             s.retries_other,
             s.deadline_failures,
             s.bad_replies,
+            s.conns_lost,
+            s.latency_us_quantile(500).unwrap_or(0),
+            s.latency_us_quantile(990).unwrap_or(0),
         ];
         for (a, x) in self.client[shard.min(MAX_SHARDS - 1)].iter().zip(v) {
             a.store(x, Ordering::Relaxed);
@@ -88,7 +94,7 @@ impl EngineStats {
     }
 
     /// A shard's published client counters.
-    pub fn client(&self, shard: usize) -> [u64; 9] {
+    pub fn client(&self, shard: usize) -> [u64; 12] {
         std::array::from_fn(|i| self.client[shard.min(MAX_SHARDS - 1)][i].load(Ordering::Relaxed))
     }
 

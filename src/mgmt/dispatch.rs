@@ -605,6 +605,27 @@ mod tests {
     use crate::mgmt::ipc::ReqHeader;
     use crate::mgmt::server::NullPlane;
 
+    #[test]
+    fn lu_new_keeps_commas_inside_bsopts() {
+        let a = parse_lu_new(
+            "path=cbd:pool//v_u_,bstype=curve,bsopts=mds=127.0.0.1:1,127.0.0.1:2,bsoflags=sync,blocksize=4096",
+        );
+        assert_eq!(a.bsopts, Some("mds=127.0.0.1:1,127.0.0.1:2"));
+        assert_eq!(
+            (a.path, a.bstype, a.bsoflags, a.blocksize),
+            (
+                Some("cbd:pool//v_u_"),
+                Some("curve"),
+                Some("sync"),
+                Some("4096")
+            )
+        );
+        let a = parse_lu_new("path=/f,bsopts=,bstype=rdwr");
+        assert_eq!((a.bsopts, a.bstype), (Some(""), Some("rdwr")));
+        let a = parse_lu_new("path=/f,unknown=1");
+        assert_eq!((a.path, a.bsopts), (Some("/f"), None));
+    }
+
     fn req(mode: Mode, op: Op, tid: i32, payload: &str) -> Request {
         let mut hdr = ReqHeader::new(mode, op);
         hdr.tid = tid;
