@@ -275,6 +275,42 @@ impl Session {
         Ok(())
     }
 
+    /// Sends a READ that cannot finish (its chunk servers are down), then ABORT TASK for it;
+    /// returns how long the TMF took to answer "function complete".
+    fn abort_stuck_read(&mut self, off: u64) -> Duration {
+        self.itt += 1;
+        let (rd_itt, rd_sn) = (self.itt, self.cmd_sn);
+        let cdb = Session::rw16(0x88, off, 4096);
+        let pdu = ini::scsi_cmd(rd_itt, rd_sn, 0x40 | 1, 4096, &cdb, &[]);
+        self.cmd_sn = self.cmd_sn.wrapping_add(1);
+        self.s.write_all(&pdu).expect("send READ");
+        // Let the READ reach the engine before the abort.
+        let settle = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < settle {
+            std::thread::park_timeout(settle - Instant::now());
+        }
+        self.itt += 1;
+        let tmf_itt = self.itt;
+        let mut tmf = ini::task_mgmt(tmf_itt, self.cmd_sn, 1); // ABORT TASK
+        tmf[20..24].copy_from_slice(&rd_itt.to_be_bytes()); // Referenced Task Tag
+        tmf[32..36].copy_from_slice(&rd_sn.to_be_bytes()); // RefCmdSN
+        let started = Instant::now();
+        self.s.write_all(&tmf).expect("send ABORT TASK");
+        for _ in 0..64 {
+            let (h, _) = ini::read_pdu(&mut self.s).expect("TMF response");
+            match h[0] & 0x3f {
+                0x22 if ini::be32(&h, 16) == tmf_itt => {
+                    assert_eq!(h[2], 0, "ABORT TASK response {:#x}", h[2]);
+                    return started.elapsed();
+                }
+                // The aborted READ may be answered TASK ABORTED, never GOOD.
+                0x21 if ini::be32(&h, 16) == rd_itt => assert_eq!(h[3], 0x40, "aborted READ"),
+                _ => {}
+            }
+        }
+        panic!("no TMF response");
+    }
+
     /// TEST UNIT READY until no unit attention is left (bounded); returns those seen.
     fn drain_unit_attentions(&mut self) -> Vec<(u8, u8, u8)> {
         let mut seen = Vec::new();
@@ -528,6 +564,12 @@ fn backend_down_fails_within_the_deadline(c: &Cluster, t: &common::Tgtd, s: &mut
         line.contains("gave up after") || line.contains("refused"),
         "{line}"
     );
+    // ABORT TASK stops a READ that is retrying: answered at once, not at the deadline.
+    let took_abort = s.abort_stuck_read(off + 64 * 1024);
+    assert!(
+        took_abort < Duration::from_secs(3),
+        "ABORT TASK took {took_abort:?}"
+    );
     for n in ["0", "1", "2"] {
         let (ok, out) = c.sh(&["start-cs", n]);
         assert!(ok, "start-cs {n}: {out}");
@@ -546,7 +588,7 @@ fn backend_down_fails_within_the_deadline(c: &Cluster, t: &common::Tgtd, s: &mut
             ),
         }
     }
-    eprintln!("backend down: READ failed after {took:?}");
+    eprintln!("backend down: READ failed after {took:?}; ABORT TASK answered in {took_abort:?}");
 }
 
 /// Writes and read-backs over every copyset while leaders move and a chunk server is killed
