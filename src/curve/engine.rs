@@ -143,7 +143,9 @@ pub struct CurveEngine {
     ops: HashMap<(u32, u32), OpState>,
     by_curve: HashMap<CurveOp, OpId>,
     next_curve: u64,
-    timer: Option<(u64, TimerId)>,
+    /// The armed timer: deadline (shard clock), id, and the sequence number in its tag.
+    timer: Option<(u64, TimerId, u32)>,
+    timer_seq: u32,
     stats: Arc<EngineStats>,
 }
 
@@ -185,6 +187,7 @@ impl CurveEngine {
             by_curve: HashMap::new(),
             next_curve: 1,
             timer: None,
+            timer_seq: 0,
             stats,
         })
     }
@@ -454,7 +457,7 @@ impl CurveEngine {
 
     fn rearm_timer(&mut self, r: &mut dyn Reactor) {
         let Some(t) = self.io.poll_timeout() else {
-            if let Some((_, id)) = self.timer.take() {
+            if let Some((_, id, _)) = self.timer.take() {
                 r.cancel_timer(id);
             }
             return;
@@ -463,7 +466,7 @@ impl CurveEngine {
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
         let deadline = r.now() + wait.as_nanos() as u64;
-        if let Some((armed, id)) = self.timer {
+        if let Some((armed, id, _)) = self.timer {
             // Keep an armed timer that fires no later than needed: firing early only runs
             // on_timeout and re-arms, which is cheaper than re-arming on every RPC.
             if armed <= deadline {
@@ -471,8 +474,9 @@ impl CurveEngine {
             }
             r.cancel_timer(id);
         }
-        let tag = self.tag(K_TIMER, 0, 0);
-        self.timer = Some((deadline, r.timer(deadline, tag)));
+        self.timer_seq = self.timer_seq.wrapping_add(1);
+        let tag = self.tag(K_TIMER, 0, self.timer_seq);
+        self.timer = Some((deadline, r.timer(deadline, tag), self.timer_seq));
     }
 
     fn connect(&mut self, peer: PeerId, addr: SocketAddr, r: &mut dyn Reactor) {
@@ -784,7 +788,10 @@ impl Engine for CurveEngine {
         if tag >> 56 != self.instance {
             return;
         }
-        self.timer = None;
+        // A timer whose cancel came too late is stale: the armed one stays recorded.
+        if self.timer.is_some_and(|(_, _, seq)| seq == tag as u32) {
+            self.timer = None;
+        }
         self.io.on_timeout(Instant::now());
         self.pump(r);
     }
