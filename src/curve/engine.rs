@@ -824,12 +824,15 @@ impl Drop for CurveEngine {
         if self.mb_token.is_some() {
             std::mem::forget(std::mem::replace(&mut self.mb_buf, Box::new(0)));
         }
-        for s in self.slots.drain(..) {
-            if let Some(sock) = &s.sock {
+        for mut s in self.slots.drain(..) {
+            if let Some(sock) = s.sock.take() {
+                // The ring holds its own reference to the file; our descriptor can go.
                 let _ = sock.shutdown(std::net::Shutdown::Both);
             }
             if !s.idle() {
-                std::mem::forget(s);
+                std::mem::forget(std::mem::take(&mut s.recv_buf));
+                std::mem::forget(std::mem::take(&mut s.batch));
+                std::mem::forget(std::mem::take(&mut s.iov));
             }
         }
     }

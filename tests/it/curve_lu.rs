@@ -538,6 +538,24 @@ fn curve_lu_serves_a_real_volume_both_ways_through_faults() {
     eprintln!("stat after the faults:\n{block}");
 
     backend_down_fails_within_the_deadline(&c, &t, &mut s);
+
+    // LU delete closes the volume (CloseFile on its thread) and tgtd carries on.
+    drop(s);
+    t.tgtadm_ok(&[
+        "--lld",
+        "iscsi",
+        "--op",
+        "delete",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "1",
+    ]);
+    t.wait_log_line(&["curve volume thread stopped", "/lu1"]);
+    let show = t.tgtadm_ok(&["--lld", "iscsi", "--op", "show", "--mode", "target"]);
+    assert!(!show.contains("Backing store type: curve"), "{show}");
 }
 
 /// Every chunk server down: a READ fails (MEDIUM ERROR / READ ERROR) within the client's
