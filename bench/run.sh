@@ -7,7 +7,10 @@
 #     --ramp S            fio ramp_time per job (default 2)
 #     --target-cpus LIST  CPUs both targets are pinned to (taskset; ours also gets --cores) (default 0)
 #     --fio-cpus LIST     CPUs fio and the iperf3 client are pinned to (default 1)
-#     --lus "LIST"        LU kinds: null rdwr aio (default "null rdwr aio"; aio runs on tgt only)
+#     --lus "LIST"        LU kinds: null rdwr aio curve (default "null rdwr aio"; aio runs on tgt
+#                         only, curve on ours only: a 10 GiB volume of a private CurveBS cluster
+#                         that this script starts and stops, its first CURVE_BENCH_SPAN (1G)
+#                         written with Curve's own client first so reads reach the chunk servers)
 #     --jobs REGEX        only jobs whose name matches (default: all; see JOBS below)
 #     --file-size SIZE    size of the /dev/shm backing file (default 1G)
 #     --no-iperf          skip the loopback TCP baseline
@@ -16,6 +19,8 @@
 #   Environment: OURS=skip or TGT=skip leaves one target out (e.g. OURS=skip while our tgtd
 #   cannot serve I/O yet); FIO=/opt/fio-iscsi/fio; OURS_TGTD/OURS_TGTADM/TGT_TGTD/TGT_TGTADM
 #   as in scripts/lib.sh; SCALING_CORES="1 2 4 8"; SCALING_SESSIONS_PER_CORE=2;
+#   CURVE_CLUSTER_SH (default ../shared/curve/cluster.sh), CURVE_BENCH_SPAN=1G (fio's --size
+#   on the curve LU), CURVE_TMP (where the cluster keeps its data; default $TMPDIR or /tmp);
 #   SCALING_TARGET=tgt runs --scaling against Debian's tgtd (single-threaded: a plumbing check).
 #   OURS_BASE=<git rev> adds a third target, "base": that revision of ours, built (release)
 #   from `git archive` into OURS_BASE_DIR (default target/bench-base/<rev>, reused when built
@@ -115,11 +120,13 @@ start_bench_target() {
       null) LU_ARGS[$lu]=null ;;
       rdwr) LU_ARGS[$lu]="file $BACKING" ;;
       aio)  LU_ARGS[$lu]="aio $BACKING" ;;
-      *) die "unknown LU kind '$lu' (null rdwr aio)" ;;
+      curve) LU_ARGS[$lu]=curve ;;
+      *) die "unknown LU kind '$lu' (null rdwr aio curve)" ;;
     esac
     LU_TID[$lu]=$tid
-    # shellcheck disable=SC2086 # LU_ARGS is "type [path]"
-    setup_single_lu "${CTRL[$kind]}" "$tid" "$IQN_BASE-$lu" ${LU_ARGS[$lu]}
+    tgt_new_target "${CTRL[$kind]}" "$tid" "$IQN_BASE-$lu"
+    bench_add_lu "$kind" "$tid" "$lu"
+    tgt_bind_all "${CTRL[$kind]}" "$tid"
     tgt_set_target_param "${CTRL[$kind]}" "$tid" MaxQueueCmd 512 \
       || { is_ours "$kind" && log "warning: our tgtd ($kind) refused MaxQueueCmd=512"; }
     tadm "${CTRL[$kind]}" --op show --mode target --tid "$tid" > "$OUT/meta/params-$kind-$lu.txt" || true
@@ -145,8 +152,61 @@ build_base() {
 }
 
 lu_runs_on() { # LU KIND: aio is tgt's libaio store; ours serves every file LU through io_uring.
-  [ "$1" != aio ] || [ "$2" = tgt ] || [ -n "${OURS_AIO:-}" ]
+  case $1 in
+    aio) [ "$2" = tgt ] || [ -n "${OURS_AIO:-}" ] ;;
+    curve) is_ours "$2" ;;   # Debian's tgt has no Curve store
+    *) true ;;
+  esac
 }
+
+# bench_add_lu KIND TID LU: LUN 1 of TID for LU kind LU.
+bench_add_lu() {
+  local kind=$1 tid=$2 lu=$3
+  if [ "$lu" = curve ]; then
+    tadm "${CTRL[$kind]}" --lld iscsi --op new --mode logicalunit --tid "$tid" --lun 1 \
+      --bstype curve --backing-store cbd:pool//bench_ctest_ --bsopts "mds=$CURVE_MDS"
+  else
+    # shellcheck disable=SC2086 # LU_ARGS is "type [path]"
+    tgt_add_lu "${CTRL[$kind]}" "$tid" 1 ${LU_ARGS[$lu]}
+  fi
+}
+
+# The curve LU's cluster: on free loopback ports, on disk, stopped before the run dir goes.
+CURVE_CLUSTER_SH=${CURVE_CLUSTER_SH:-$REPO/../shared/curve/cluster.sh}
+CURVE_UP='' CURVE_MDS=''
+curve_stop() {
+  [ -n "$CURVE_UP" ] || return 0
+  bash "$CURVE_CLUSTER_SH" stop >>"$OUT/meta/curve-cluster.log" 2>&1 || true
+  rm -rf -- "$CURVE_RUN"
+  CURVE_UP=''
+}
+curve_start() {
+  local base i p ok=0
+  [ -f "$CURVE_CLUSTER_SH" ] || die "curve LU: no Curve cluster kit at $CURVE_CLUSTER_SH"
+  for ((i = 0; i < 200 && ok == 0; i++)); do
+    base=$(( 20000 + RANDOM % 12000 )); ok=1
+    for ((p = base; p < base + 8; p++)); do port_is_listening "$p" && { ok=0; break; }; done
+  done
+  [ "$ok" = 1 ] || die "curve LU: no 8 consecutive free ports"
+  CURVE_RUN=$(mktemp -d "${CURVE_TMP:-${TMPDIR:-/tmp}}/curve-bench.XXXXXX")
+  export CURVE_RUN CURVE_ETCD_PORT=$base CURVE_MDS_PORT=$((base + 3)) CURVE_CS_PORT=$((base + 5))
+  CURVE_MDS=127.0.0.1:$CURVE_MDS_PORT
+  CURVE_UP=1
+  log "curve: starting a CurveBS cluster (MDS $CURVE_MDS, CURVE_RUN=$CURVE_RUN)"
+  # Curve's chunk server now and then aborts while starting (glibc "unaligned tcache chunk"):
+  # one more try from scratch before giving up.
+  if ! bash "$CURVE_CLUSTER_SH" start >>"$OUT/meta/curve-cluster.log" 2>&1; then
+    log "curve: cluster start failed; retrying once (see $OUT/meta/curve-cluster.log)"
+    bash "$CURVE_CLUSTER_SH" stop >>"$OUT/meta/curve-cluster.log" 2>&1 || true
+    rm -rf -- "${CURVE_RUN:?}"/*
+    bash "$CURVE_CLUSTER_SH" start >>"$OUT/meta/curve-cluster.log" 2>&1 || die "curve: cluster start failed twice (see $OUT/meta/curve-cluster.log)"
+  fi
+  bash "$CURVE_CLUSTER_SH" vol create /bench ctest 10 >>"$OUT/meta/curve-cluster.log" 2>&1 || die "curve: vol create failed"
+  log "curve: writing the first $CURVE_BENCH_SPAN with Curve's client"
+  bash "$CURVE_CLUSTER_SH" vol write /bench ctest 0 "$(numfmt --from=iec "$CURVE_BENCH_SPAN")" 1 \
+    >>"$OUT/meta/curve-cluster.log" 2>&1 || die "curve: prefill failed"
+}
+CURVE_BENCH_SPAN=${CURVE_BENCH_SPAN:-1G}
 
 # run_fio KIND LU NAME RW BS QD [EXTRA FIO ARGS]: one fio run, plus the target's CPU time and
 # the load average before it; appends a row to runs.tsv.
@@ -159,9 +219,10 @@ run_fio() {
   # LU before each job makes them this job's (ramp included). No session is logged in here.
   if is_ours "$kind" && [ -n "${LU_TID[$lu]:-}" ]; then
     tadm "${CTRL[$kind]}" --lld iscsi --op delete --mode logicalunit --tid "${LU_TID[$lu]}" --lun 1
-    # shellcheck disable=SC2086 # LU_ARGS is "type [path]"
-    tgt_add_lu "${CTRL[$kind]}" "${LU_TID[$lu]}" 1 ${LU_ARGS[$lu]}
+    bench_add_lu "$kind" "${LU_TID[$lu]}" "$lu"
   fi
+  # The curve LU: only the span written beforehand (unallocated space reads as zeros locally).
+  [ "$lu" != curve ] || set -- "$@" --size="$CURVE_BENCH_SPAN"
   load=$(cut -d' ' -f1 /proc/loadavg)
   log "$kind $lu $name (load $load)"
   c0=$(proc_cpu_ticks "$pid"); t0=$(now_s)
@@ -211,6 +272,10 @@ main_compare() {
     log "backing file $BACKING ($FILE_SIZE, allocated)"
     make_backing_file "$BACKING" "$FILE_SIZE" thick
   fi
+  if [[ " $LUS " == *" curve "* ]]; then
+    trap 'curve_stop; lib_cleanup' EXIT
+    curve_start
+  fi
   for kind in "${kinds[@]}"; do start_bench_target "$kind"; done
   printf 'target\tlu\tjob\trw\tbs\tiodepth\tfio_rc\ttarget_cpu_s\twall_s\tloadavg1_before\tfio_json\n' > "$OUT/runs.tsv"
 
@@ -230,6 +295,7 @@ main_compare() {
     done
   done
   for kind in "${kinds[@]}"; do stop_target "${CTRL[$kind]}"; done
+  curve_stop
 
   if [ "$IPERF" = 1 ]; then
     log "loopback TCP baseline (iperf3 -l 128K and 1M, both directions between CPUs $TARGET_CPUS and $FIO_CPUS)"

@@ -105,6 +105,7 @@ impl BackingStore for DelayStore {
             unmap: true,
             unmap_reads_zero: true,
             lba_status: true,
+            max_write_same_bytes: None,
         }
     }
     fn engine(&self, env: super::engine::EngineEnv) -> Box<dyn Engine> {

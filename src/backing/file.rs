@@ -103,6 +103,7 @@ impl BackingStore for FileStore {
             unmap: !self.is_block,
             unmap_reads_zero: !self.is_block,
             lba_status: !self.is_block,
+            max_write_same_bytes: None,
         }
     }
     fn engine(&self, _env: super::engine::EngineEnv) -> Box<dyn Engine> {

@@ -62,6 +62,10 @@ pub struct BackingCaps {
     pub unmap_reads_zero: bool,
     /// GET LBA STATUS can report mapped/deallocated extents.
     pub lba_status: bool,
+    /// Largest WRITE SAME the store serves in one command, in bytes (a remote store writes
+    /// every block). Advertised as VPD B0h MAXIMUM WRITE SAME LENGTH with WSNZ set, so "to the
+    /// last block" (NUMBER OF LOGICAL BLOCKS 0) is refused (SBC-3 §6.6.3). None: no limit.
+    pub max_write_same_bytes: Option<u64>,
 }
 
 /// Why a backing store could not be opened: tgtadm reports these as its error codes.
@@ -94,6 +98,15 @@ pub trait BackingStore: Send + Sync + std::fmt::Debug {
     /// The engine that serves this store's operations on shard `env.shard` (called once per
     /// shard that uses the LU, on that shard's thread).
     fn engine(&self, env: engine::EngineEnv) -> Box<dyn engine::Engine>;
+    /// The store's own logical block size, when it has one (a Curve volume's): an LU created
+    /// without `--blocksize` uses it, and a smaller one is refused.
+    fn block_size(&self) -> Option<u32> {
+        None
+    }
+    /// Lines `tgtadm --op stat` prints for the LU after tgt's own (empty or none when idle).
+    fn stat_lines(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Opens a store by tgt type name: `rdwr` and `aio` are files or block devices through
@@ -109,13 +122,35 @@ pub fn open(
         "null" => Ok(Arc::new(null::NullStore::new(path, oflags)?)),
         "rdwr" | "aio" => Ok(Arc::new(file::FileStore::open(bstype, path, oflags)?)),
         "delay" if delay::enabled() => Ok(Arc::new(delay::DelayStore::open(path, oflags)?)),
+        "curve" => open_with_opts(bstype, path, oflags, ""),
         other => Err(BackingError::UnknownType(other.to_string())),
+    }
+}
+
+/// [`open`] with tgtadm's `--bsopts` (only `curve` takes any: `mds=ip:port[,...]`,
+/// `conf=/path`).
+pub fn open_with_opts(
+    bstype: &str,
+    path: &str,
+    oflags: BsOFlags,
+    bsopts: &str,
+) -> Result<Arc<dyn BackingStore>, BackingError> {
+    match bstype {
+        "curve" => Ok(Arc::new(crate::curve::engine_store::CurveStore::open(
+            path, oflags, bsopts,
+        )?)),
+        other => open(other, path, oflags),
     }
 }
 
 /// Backing-store types this build supports, in the order `tgtadm --mode sys --op show` lists
 /// them, with the flags each accepts.
-pub const SUPPORTED_TYPES: &[(&str, bool)] = &[("null", false), ("rdwr", true), ("aio", true)];
+pub const SUPPORTED_TYPES: &[(&str, bool)] = &[
+    ("curve", true),
+    ("null", false),
+    ("rdwr", true),
+    ("aio", true),
+];
 
 /// One block-level operation the SCSI layer asks of a backing store, in bytes.
 ///

@@ -784,6 +784,8 @@ impl Mds {
                             if sn != l.seq_num {
                                 l.seq_num = sn;
                             }
+                            // A volume extended since open (disksize=auto asks for this).
+                            l.geometry.length = info.length.unwrap_or(l.geometry.length);
                             // Wake the pieces that waited, even if unchanged.
                             self.dirty = true;
                         }

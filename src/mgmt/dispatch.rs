@@ -261,26 +261,54 @@ fn target(
     }
 }
 
-/// The `path=`, `bstype=`, `bsoflags=`, `blocksize=` items of an LU new payload.
+/// The `path=`, `bstype=`, `bsopts=`, `bsoflags=`, `blocksize=` items of an LU new payload.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct LuNewArgs<'a> {
     path: Option<&'a str>,
     bstype: Option<&'a str>,
+    bsopts: Option<&'a str>,
     bsoflags: Option<&'a str>,
     blocksize: Option<&'a str>,
 }
 
 fn parse_lu_new(payload: &str) -> LuNewArgs<'_> {
     let mut a = LuNewArgs::default();
-    for (k, v) in payload.split(',').filter_map(|i| i.split_once('=')) {
-        match k {
-            "path" => a.path = Some(v),
-            "bstype" => a.bstype = Some(v),
-            "bsoflags" => a.bsoflags = Some(v),
-            "blocksize" => a.blocksize = Some(v),
-            _ => {}
+    // bsopts may itself hold commas (`mds=a:1,b:2`): a piece that is no known `key=` item
+    // continues the bsopts before it.
+    let mut bsopts: Option<(usize, usize)> = None;
+    let mut last_was_bsopts = false;
+    let mut at = 0;
+    for piece in payload.split(',') {
+        let start = at;
+        at += piece.len() + 1;
+        let known = piece
+            .split_once('=')
+            .filter(|(k, _)| matches!(*k, "path" | "bstype" | "bsopts" | "bsoflags" | "blocksize"));
+        match known {
+            Some(("bsopts", _)) => {
+                bsopts = Some((start + "bsopts=".len(), start + piece.len()));
+                last_was_bsopts = true;
+                continue;
+            }
+            None if last_was_bsopts => {
+                if let Some((_, end)) = &mut bsopts {
+                    *end = start + piece.len();
+                }
+                continue;
+            }
+            _ => last_was_bsopts = false,
+        }
+        if let Some((k, v)) = known {
+            match k {
+                "path" => a.path = Some(v),
+                "bstype" => a.bstype = Some(v),
+                "bsoflags" => a.bsoflags = Some(v),
+                "blocksize" => a.blocksize = Some(v),
+                _ => {}
+            }
         }
     }
+    a.bsopts = bsopts.map(|(b, e)| &payload[b..e]);
     a
 }
 
@@ -318,18 +346,34 @@ fn lu_new(cfg: &mut Config, req: &Request, plane: &dyn DataPlane) -> Result<Repl
         return Err(TgtadmError::InvalidRequest);
     }
     let backing = match args.path {
-        Some(p) => Some(backing::open(bstype, p, flags).map_err(|e| {
-            crate::log::event::backing_open_failed(tid, lun, p, &e);
-            TgtadmError::InvalidRequest
-        })?),
+        Some(p) => Some(
+            backing::open_with_opts(bstype, p, flags, args.bsopts.unwrap_or("")).map_err(|e| {
+                crate::log::event::backing_open_failed(tid, lun, p, &e);
+                TgtadmError::InvalidRequest
+            })?,
+        ),
         None => None,
+    };
+    // A store with its own block size (a Curve volume) is served in it; a smaller one would
+    // need read-modify-write, which no store does.
+    let native = backing.as_ref().and_then(|b| b.block_size());
+    let block_size = match (native, args.blocksize) {
+        (Some(n), None) => n,
+        (Some(n), Some(s)) if block_size(Some(s)) < n => {
+            tracing::warn!(
+                "logical unit {lun} of tid {tid} not created: --blocksize {s} is below the \
+                 volume's {n}-byte blocks (no read-modify-write); use --blocksize {n} or omit it"
+            );
+            return Err(TgtadmError::InvalidRequest);
+        }
+        _ => block_size(args.blocksize),
     };
     let lu = LogicalUnit::new(LuInit {
         tid: tid.unsigned_abs(),
         lun: Lun(lun),
         dev_type: DeviceType::Disk,
         backing,
-        block_size: block_size(args.blocksize),
+        block_size,
     })
     .map_err(|e| {
         crate::log::event::lu_refused(tid, lun, &e);
@@ -564,6 +608,27 @@ mod tests {
     use super::*;
     use crate::mgmt::ipc::ReqHeader;
     use crate::mgmt::server::NullPlane;
+
+    #[test]
+    fn lu_new_keeps_commas_inside_bsopts() {
+        let a = parse_lu_new(
+            "path=cbd:pool//v_u_,bstype=curve,bsopts=mds=127.0.0.1:1,127.0.0.1:2,bsoflags=sync,blocksize=4096",
+        );
+        assert_eq!(a.bsopts, Some("mds=127.0.0.1:1,127.0.0.1:2"));
+        assert_eq!(
+            (a.path, a.bstype, a.bsoflags, a.blocksize),
+            (
+                Some("cbd:pool//v_u_"),
+                Some("curve"),
+                Some("sync"),
+                Some("4096")
+            )
+        );
+        let a = parse_lu_new("path=/f,bsopts=,bstype=rdwr");
+        assert_eq!((a.bsopts, a.bstype), (Some(""), Some("rdwr")));
+        let a = parse_lu_new("path=/f,unknown=1");
+        assert_eq!((a.path, a.bsopts), (Some("/f"), None));
+    }
 
     fn req(mode: Mode, op: Op, tid: i32, payload: &str) -> Request {
         let mut hdr = ReqHeader::new(mode, op);

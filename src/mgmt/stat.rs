@@ -136,6 +136,23 @@ pub fn lu_report(cfg: &Config, g: &Gathered, tid: Option<u32>, lun: Option<Lun>)
             &zc_table(sessions, tid.is_none().then_some(&g.zc_shards)),
         );
     }
+    // What a remote store adds (a curve LU's connections and RPCs), only when non-idle.
+    for (t_id, t) in cfg
+        .targets
+        .iter()
+        .filter(|(t, _)| tid.is_none() || tid == Some(**t))
+    {
+        for (l, u) in t
+            .luns
+            .iter()
+            .filter(|(l, _)| lun.is_none() || lun == Some(**l))
+        {
+            let Some(b) = u.backing() else { continue };
+            if let Some(text) = b.stat_lines().filter(|t| !t.is_empty()) {
+                out.push_str(&format!("\nLUN {t_id}/{} {}:\n{text}", l.0, b.bstype()));
+            }
+        }
+    }
     out
 }
 

@@ -155,6 +155,11 @@ fn block_limits(lu: &LogicalUnit, st: &LuState) -> Vec<u8> {
         d[16..20].copy_from_slice(&MAX_UNMAP_LBA_COUNT.to_be_bytes());
         d[20..24].copy_from_slice(&MAX_UNMAP_DESCRIPTORS.to_be_bytes());
     }
+    // A store that bounds WRITE SAME (a Curve volume): WSNZ and MAXIMUM WRITE SAME LENGTH.
+    if let Some(m) = lu.backing().and_then(|b| b.caps().max_write_same_bytes) {
+        d[0] |= 0x01;
+        d[32..40].copy_from_slice(&(m >> lu.blk_shift()).to_be_bytes());
+    }
     d
 }
 

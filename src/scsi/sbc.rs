@@ -237,12 +237,21 @@ pub fn write_same(lu: &LogicalUnit, w: &WriteSame, data_out: &[u8]) -> Result<St
     if w.lba >= nr && !(w.lba == nr && w.blocks == 0) {
         return Err(CmdError::LbaOutOfRange);
     }
+    // A store with a WRITE SAME limit advertises WSNZ: 0 blocks and longer runs are refused
+    // (SBC-3 §5.42, §6.6.3).
+    let limit = lu.backing().and_then(|b| b.caps().max_write_same_bytes);
+    if limit.is_some() && w.blocks == 0 {
+        return Err(CmdError::InvalidFieldInCdb);
+    }
     let blocks = if w.blocks == 0 {
         nr - w.lba
     } else {
         u64::from(w.blocks)
     };
     check_range(lu, w.lba, blocks)?;
+    if limit.is_some_and(|m| blocks << lu.blk_shift() > m) {
+        return Err(CmdError::InvalidFieldInCdb);
+    }
     if blocks == 0 {
         return Ok(Step::Good);
     }

@@ -3,12 +3,15 @@
 # `iscsi-test-cu --dataloss` (all tests, both initiator names, and the same URL again as the
 # MultipathIO second path), then compare the per-test results with expected.tsv.
 #
-#   tests/conformance/run-matrix.sh [LU...]        LU: thick thin thin512 readonly null delay
-#                                                  (default: all but delay)
+#   tests/conformance/run-matrix.sh [LU...]        LU: thick thin thin512 readonly null delay curve
+#                                                   (default: all; curve when the cluster kit exists)
 #
 # delay: ours only, in test mode (CURVE_TGT_TEST_ENGINES=1): a LU on the test-only `delay`
 # store, whose engine has no file descriptor and completes out of order after 20-2000 µs
 # (LIB_DELAY_US). It must behave as the file LU does, so its expectations are thick's.
+#
+# The curve LU is a 10 GiB volume of a private CurveBS cluster (../shared/curve/cluster.sh on
+# free loopback ports, its own CURVE_RUN) that this script starts before and stops after.
 #
 # Environment:
 #   TARGET=ours|tgt   which tgtd to test (default ours: target/release/tgtd, built beforehand)
@@ -18,6 +21,8 @@
 #   CU_STALL=S        stop iscsi-test-cu when its output has not grown for S s (default 60)
 #   CU_TEST=REGEX     iscsi-test-cu --test value (default ALL)
 #   LU_SIZE=SIZE      backing file size (default 128M)
+#   CURVE_CLUSTER_SH=FILE  the Curve cluster kit (default ../shared/curve/cluster.sh)
+#   CURVE_TMP=DIR     where the curve LU's cluster keeps its data (default $TMPDIR or /tmp)
 # Exit status: 0 when no test FAILED and every expected pass passed; 1 otherwise; 2 on a
 # harness error (target did not start, iscsi-test-cu missing, ...).
 set -euo pipefail
@@ -38,9 +43,14 @@ I2=${I2:-iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2}
 IQN_BASE=iqn.2026-11.io.curve-tgt:conformance
 CTRL=${CTRL:-43}
 
-if [ $# -gt 0 ]; then LUS=("$@"); else LUS=(thick thin thin512 readonly null); fi
+CURVE_CLUSTER_SH=${CURVE_CLUSTER_SH:-$REPO/../shared/curve/cluster.sh}
+if [ $# -gt 0 ]; then LUS=("$@"); else
+  LUS=(thick thin thin512 readonly null)
+  if [ "$TARGET" = ours ]; then LUS+=(delay); fi
+  if [ -f "$CURVE_CLUSTER_SH" ]; then LUS+=(curve); else echo "no Curve cluster kit ($CURVE_CLUSTER_SH): curve LU not run" >&2; fi
+fi
 for lu in "${LUS[@]}"; do
-  case $lu in thick|thin|thin512|readonly|null|delay) ;; *) echo "unknown LU kind '$lu' (thick thin thin512 readonly null delay)" >&2; exit 2;; esac
+  case $lu in thick|thin|thin512|readonly|null|delay|curve) ;; *) echo "unknown LU kind '$lu' (thick thin thin512 readonly null delay curve)" >&2; exit 2;; esac
   if [ "$lu" = delay ] && [ "$TARGET" != ours ]; then echo "LU kind delay exists in our tgtd only" >&2; exit 2; fi
 done
 command -v iscsi-test-cu >/dev/null || { echo "iscsi-test-cu missing: run scripts/install-deps.sh (package libiscsi-bin)" >&2; exit 2; }
@@ -51,6 +61,43 @@ export LIB_LOG_DIR=$RESULTS
 LIB_DIE_STATUS=2   # a harness error (target did not start, ...) is not a test result
 lib_init
 log "conformance: target=$TARGET LUs=${LUS[*]} results=$RESULTS"
+
+# The curve LU's cluster: started on first use, stopped (by cluster.sh, by PID) before the
+# run directory it lives in is removed.
+CURVE_UP=
+curve_stop() {
+  [ -n "$CURVE_UP" ] || return 0
+  bash "$CURVE_CLUSTER_SH" stop >>"$RESULTS/curve-cluster.log" 2>&1 || true
+  rm -rf -- "$CURVE_RUN"
+  CURVE_UP=
+}
+trap 'curve_stop; lib_cleanup' EXIT
+curve_start() { # sets CURVE_MDS
+  local base i p ok=0
+  [ -f "$CURVE_CLUSTER_SH" ] || die "curve LU: no Curve cluster kit at $CURVE_CLUSTER_SH"
+  for ((i = 0; i < 200 && ok == 0; i++)); do
+    base=$(( 20000 + RANDOM % 12000 )); ok=1
+    for ((p = base; p < base + 8; p++)); do port_is_listening "$p" && { ok=0; break; }; done
+  done
+  [ "$ok" = 1 ] || die "curve LU: no 8 consecutive free ports"
+  # Not in the run directory (tmpfs) by default: the chunk servers' files take gigabytes.
+  # CURVE_TMP=/dev/shm is much faster (raft fsyncs) where memory allows (~6 GiB at peak).
+  CURVE_RUN=$(mktemp -d "${CURVE_TMP:-${TMPDIR:-/tmp}}/curve-conformance.XXXXXX")
+  export CURVE_RUN CURVE_ETCD_PORT=$base CURVE_MDS_PORT=$((base + 3)) CURVE_CS_PORT=$((base + 5))
+  CURVE_MDS=127.0.0.1:$CURVE_MDS_PORT
+  log "[curve] starting a CurveBS cluster (MDS $CURVE_MDS, CURVE_RUN=$CURVE_RUN)"
+  CURVE_UP=1
+  # Curve's chunk server now and then aborts while starting (glibc "unaligned tcache chunk"):
+  # one more try from scratch before giving up.
+  if ! bash "$CURVE_CLUSTER_SH" start >>"$RESULTS/curve-cluster.log" 2>&1; then
+    log "curve: cluster start failed; retrying once (see $RESULTS/curve-cluster.log)"
+    bash "$CURVE_CLUSTER_SH" stop >>"$RESULTS/curve-cluster.log" 2>&1 || true
+    rm -rf -- "${CURVE_RUN:?}"/*
+    bash "$CURVE_CLUSTER_SH" start >>"$RESULTS/curve-cluster.log" 2>&1 || die "curve: cluster start failed twice (see $RESULTS/curve-cluster.log)"
+  fi
+  bash "$CURVE_CLUSTER_SH" vol create /conformance ctest 10 >>"$RESULTS/curve-cluster.log" 2>&1 \
+    || die "curve LU: volume create failed (see $RESULTS/curve-cluster.log)"
+}
 
 run_one_lu() {
   local lu=$1 port iqn url out rc=0 start end
@@ -67,6 +114,12 @@ run_one_lu() {
     readonly) setup_single_lu "$CTRL" 1 "$iqn" readonly "$LIB_RUN_DIR/$lu.img" "$LU_SIZE" ;;
     null)     setup_single_lu "$CTRL" 1 "$iqn" null ;;
     delay)    setup_single_lu "$CTRL" 1 "$iqn" delay - "$LU_SIZE" ;;
+    curve)
+      curve_start
+      tgt_new_target "$CTRL" 1 "$iqn"
+      tadm "$CTRL" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 --bstype curve \
+        --backing-store cbd:pool//conformance_ctest_ --bsopts "mds=$CURVE_MDS"
+      tgt_bind_all "$CTRL" 1 ;;
   esac
   tadm "$CTRL" --op show --mode target > "$RESULTS/$lu.show.txt"
   {
@@ -101,6 +154,7 @@ run_one_lu() {
   fi
   log "[$lu] done in $((end - start))s (iscsi-test-cu status $rc)"
   stop_target "$CTRL"
+  [ "$lu" != curve ] || curve_stop
 }
 
 for lu in "${LUS[@]}"; do

@@ -19,6 +19,7 @@ mod budgets;
 mod churn;
 mod curve_cluster;
 mod curve_faults;
+mod curve_lu;
 mod delay_engine;
 mod durability;
 mod e2e_libiscsi;
