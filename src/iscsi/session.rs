@@ -107,7 +107,7 @@ pub struct Session {
     tasks: TaskTable,
     /// Non-immediate tasks accepted and not finished (they occupy the window).
     window_used: u32,
-    /// Tasks held in `WaitCmdSn` behind a CmdSN gap: `advance_cmd_sn` scans only when some are.
+    /// Tasks held in `WaitCmdSn` behind a CmdSN gap: `release_held` scans only when some are.
     held: u32,
     /// Tasks whose data is complete, in CmdSN order, waiting for the SCSI layer.
     ready: VecDeque<TaskRef>,
@@ -285,9 +285,8 @@ impl Session {
         Some(false)
     }
 
-    /// Advances ExpCmdSN past `cmd_sn` and over any held tasks that are now contiguous.
-    fn advance_cmd_sn(&mut self) {
-        self.exp_cmd_sn = self.exp_cmd_sn.next();
+    /// Starts the held tasks that ExpCmdSN has reached, in CmdSN order.
+    fn release_held(&mut self) {
         while self.held > 0 {
             let exp = self.exp_cmd_sn;
             let Some(r) = self
@@ -407,9 +406,13 @@ impl Session {
         }
     }
 
+    /// ExpCmdSN passes the command before anything it queues (an R2T) is stamped, so no PDU
+    /// carries a MaxCmdSN below one already advertised (RFC 7143 §3.2.2.1; found by the
+    /// `session` fuzz target). The command still starts before the held ones behind it.
     fn advance_cmd_sn_first(&mut self, r: TaskRef) {
+        self.exp_cmd_sn = self.exp_cmd_sn.next();
         self.start_data_phase(r);
-        self.advance_cmd_sn();
+        self.release_held();
     }
 
     /// A task whose CmdSN has been reached: ready at once, or solicit its data.
@@ -1178,6 +1181,23 @@ mod tests {
         let rsp = s.out.pop_front().unwrap();
         assert_eq!(rsp.bhs()[0], op::SCSI_RSP);
         assert_eq!(rsp.bhs()[3], 0);
+    }
+
+    #[test]
+    fn an_r2t_never_advertises_a_smaller_max_cmd_sn() {
+        // Found by the `session` fuzz target: the R2T for an in-order write was stamped before
+        // ExpCmdSN moved past the write, so its MaxCmdSN was one below the previous PDU's.
+        let mut s = session(FfpParams::default());
+        feed(&mut s, &cmd_pdu(1, 10, false, false, 0, &[]));
+        let r = s.next_ready().unwrap();
+        s.finish(r, good(DataIn::None), None);
+        let rsp = s.out.pop_front().unwrap();
+        let max_before = be32(rsp.bhs(), 32);
+        feed(&mut s, &cmd_pdu(2, 11, false, true, 4096, &[]));
+        let r2t = s.out.pop_front().expect("R2T");
+        assert_eq!(r2t.bhs()[0], op::R2T);
+        assert_eq!(be32(r2t.bhs(), 28), 12, "ExpCmdSN already past the write");
+        assert!(be32(r2t.bhs(), 32) >= max_before, "MaxCmdSN stepped back");
     }
 
     #[test]
