@@ -285,6 +285,14 @@ impl Session {
         Some(false)
     }
 
+    /// Advances ExpCmdSN past a non-SCSI PDU's CmdSN and over the held commands that are
+    /// now contiguous: a NOP-Out, Text, Logout or TMF that fills a gap must start the commands
+    /// queued behind it, or they wait for ever (found by the `session` fuzz target).
+    fn advance_cmd_sn(&mut self) {
+        self.exp_cmd_sn = self.exp_cmd_sn.next();
+        self.release_held();
+    }
+
     /// Starts the held tasks that ExpCmdSN has reached, in CmdSN order.
     fn release_held(&mut self) {
         while self.held > 0 {
@@ -574,7 +582,7 @@ impl Session {
             // Answer to our NOP-In ping (RFC 7143 §11.18): no response.
             self.pings_unanswered = 0;
             if !n.immediate && n.cmd_sn == self.exp_cmd_sn {
-                self.exp_cmd_sn = self.exp_cmd_sn.next();
+                self.advance_cmd_sn();
             }
             return;
         }
@@ -582,7 +590,7 @@ impl Session {
             return;
         };
         if !n.immediate && in_order {
-            self.exp_cmd_sn = self.exp_cmd_sn.next();
+            self.advance_cmd_sn();
         }
         let echo = data.len().min(self.params.max_xmit_data as usize);
         let payload = if echo == 0 {
@@ -627,7 +635,7 @@ impl Session {
             return;
         }
         if !t.immediate && t.cmd_sn == self.exp_cmd_sn {
-            self.exp_cmd_sn = self.exp_cmd_sn.next();
+            self.advance_cmd_sn();
         }
         if self.text_buf.len() + data.len() > MAX_TEXT_BYTES {
             self.text_buf.clear();
@@ -656,7 +664,7 @@ impl Session {
             return;
         }
         if !l.immediate && l.cmd_sn == self.exp_cmd_sn {
-            self.exp_cmd_sn = self.exp_cmd_sn.next();
+            self.advance_cmd_sn();
         }
         // RFC 7143 §11.15.1 responses: 0 closed, 1 CID not found, 2 recovery not supported.
         let response = match l.reason {
@@ -678,7 +686,7 @@ impl Session {
             return;
         };
         if !t.immediate && in_order {
-            self.exp_cmd_sn = self.exp_cmd_sn.next();
+            self.advance_cmd_sn();
         }
         // Responses (RFC 7143 §11.6.1): 0 complete, 1 no such task, 2 no such LUN,
         // 4 reassignment unsupported, 5 not supported.
@@ -1198,6 +1206,25 @@ mod tests {
         assert_eq!(r2t.bhs()[0], op::R2T);
         assert_eq!(be32(r2t.bhs(), 28), 12, "ExpCmdSN already past the write");
         assert!(be32(r2t.bhs(), 32) >= max_before, "MaxCmdSN stepped back");
+    }
+
+    #[test]
+    fn a_nop_out_filling_a_cmd_sn_gap_starts_the_commands_behind_it() {
+        // Found by the `session` fuzz target: ExpCmdSN moved past a NOP-Out without looking
+        // at held commands, so the one queued at the next CmdSN never started.
+        let mut s = session(FfpParams::default());
+        feed(&mut s, &cmd_pdu(1, 11, false, false, 0, &[]));
+        assert!(s.next_ready().is_none(), "CmdSN 11 waits for 10");
+        let mut nop = vec![0u8; BHS_LEN];
+        nop[0] = op::NOP_OUT;
+        nop[1] = 0x80;
+        nop[16..20].copy_from_slice(&7u32.to_be_bytes());
+        nop[20..24].copy_from_slice(&[0xff; 4]);
+        nop[24..28].copy_from_slice(&10u32.to_be_bytes());
+        feed(&mut s, &nop);
+        assert_eq!(s.exp_cmd_sn(), CmdSn(12));
+        let r = s.next_ready().expect("the held command started");
+        assert_eq!(s.task(r).unwrap().cmd_sn, CmdSn(11));
     }
 
     #[test]
