@@ -18,6 +18,10 @@ pub enum Check {
     /// The session registry holds no entry for a login that never completed (issue 11 item
     /// 8: a TSIH leaked when a connection drops during a multi-piece final response).
     Registry,
+    /// A non-immediate NOP-Out, Text or Task Management request whose CmdSN is ahead of a
+    /// gap is held until the gap fills, like a command (RFC 7143 §3.2.2.1); the target now
+    /// runs it at once and never consumes its CmdSN, so the session stalls at that CmdSN.
+    OrderAhead,
 }
 
 impl Check {
@@ -27,6 +31,7 @@ impl Check {
             Check::Burst => "burst",
             Check::Order => "order",
             Check::Registry => "registry",
+            Check::OrderAhead => "order-ahead",
         }
     }
 }

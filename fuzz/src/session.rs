@@ -701,6 +701,13 @@ impl Harness {
             && !self.taken.contains(&cmd_sn)
     }
 
+    /// [`Harness::must_take`] for a NOP-Out, Text or TMF request: one ahead of a CmdSN gap
+    /// only counts when [`Check::OrderAhead`] is on.
+    fn must_take_other(&self, immediate: bool, cmd_sn: u32) -> bool {
+        self.must_take(immediate, cmd_sn)
+            && (cmd_sn == self.s.exp_cmd_sn().0 || enabled(Check::OrderAhead))
+    }
+
     /// Sends one PDU through the receive path into the session, then lets the "shard" run.
     fn send(&mut self, h: [u8; BHS_LEN], ahs: &[u8], data: &[u8]) {
         let p = self.s.params;
@@ -1087,7 +1094,7 @@ impl Harness {
                     None => (0xffff_ffff, self.last_ping_ttt),
                     Some(t) => (t.value(), 0xffff_ffff),
                 };
-                let must = itt != 0xffff_ffff && self.must_take(*immediate, cmd_sn);
+                let must = itt != 0xffff_ffff && self.must_take_other(*immediate, cmd_sn);
                 let mut h = bhs(op::NOP_OUT, *immediate, 0x80);
                 put32(&mut h, 16, itt);
                 put32(&mut h, 20, ttt);
@@ -1107,7 +1114,7 @@ impl Harness {
                 ref_sn,
             } => {
                 let cmd_sn = self.sn(*sn);
-                let must = self.must_take(*immediate, cmd_sn);
+                let must = self.must_take_other(*immediate, cmd_sn);
                 let itt = 0x8000_0000 | u32::from(*function);
                 let mut h = bhs(op::TASK_MGMT, *immediate, 0x80 | (function % 10));
                 h[8..16].copy_from_slice(&lun_of(*lun).to_wire());
@@ -1141,7 +1148,7 @@ impl Harness {
                 text,
             } => {
                 let cmd_sn = self.sn(*sn);
-                let must = self.must_take(*immediate, cmd_sn);
+                let must = self.must_take_other(*immediate, cmd_sn);
                 let f = (if flags & 1 != 0 { 0x80 } else { 0 })
                     | (if flags & 2 != 0 { 0x40 } else { 0 });
                 let itt = 0xa000_0000 | u32::from(flags >> 4);
@@ -1416,4 +1423,27 @@ pub fn encode(st: &Settings, ops: &[Op]) -> Vec<u8> {
         op.encode(&mut w);
     }
     w.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prints the settings and operations of the input named by FUZZ_INPUT (for triage):
+    /// `FUZZ_INPUT=path cargo test --lib show_session_input -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn show_session_input() {
+        let data = std::fs::read(std::env::var("FUZZ_INPUT").unwrap()).unwrap();
+        let mut r = Reader::new(&data);
+        println!(
+            "{:?} {:?}",
+            Settings::decode(&mut r),
+            Settings::decode(&mut Reader::new(&data)).params()
+        );
+        while let Some(op) = Op::decode(&mut r) {
+            println!("{op:?}");
+        }
+        run(&data);
+    }
 }
