@@ -109,6 +109,9 @@ pub struct Session {
     window_used: u32,
     /// Tasks held in `WaitCmdSn` behind a CmdSN gap: `release_held` scans only when some are.
     held: u32,
+    /// CmdSNs of held commands that a task management function aborted: received, so
+    /// ExpCmdSN passes them when the gap before them fills (at most one per window slot).
+    aborted_held: Vec<CmdSn>,
     /// Tasks whose data is complete, in CmdSN order, waiting for the SCSI layer.
     ready: VecDeque<TaskRef>,
     /// PDUs queued to send.
@@ -158,6 +161,7 @@ impl Session {
             tasks: TaskTable::new(params.max_queue_cmd as usize + EXTRA_TASK_SLOTS),
             window_used: 0,
             held: 0,
+            aborted_held: Vec::new(),
             ready: VecDeque::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -295,8 +299,16 @@ impl Session {
 
     /// Starts the held tasks that ExpCmdSN has reached, in CmdSN order.
     fn release_held(&mut self) {
-        while self.held > 0 {
+        loop {
             let exp = self.exp_cmd_sn;
+            if let Some(i) = self.aborted_held.iter().position(|sn| *sn == exp) {
+                self.aborted_held.swap_remove(i);
+                self.exp_cmd_sn = exp.next();
+                continue;
+            }
+            if self.held == 0 {
+                break;
+            }
             let Some(r) = self
                 .tasks
                 .find(|t| t.state == TaskState::WaitCmdSn && t.cmd_sn == exp)
@@ -751,7 +763,10 @@ impl Session {
             TaskState::Executing | TaskState::Aborted => t.state = TaskState::Aborted,
             state => {
                 if state == TaskState::WaitCmdSn && !t.immediate {
+                    // Received, only not yet in order: its CmdSN still counts (found by the
+                    // `session` fuzz target: ExpCmdSN stopped at it for ever).
                     self.held = self.held.saturating_sub(1);
+                    self.aborted_held.push(t.cmd_sn);
                 }
                 let t = self.tasks.remove(r).expect("task exists");
                 self.release_window(&t);
@@ -1225,6 +1240,31 @@ mod tests {
         assert_eq!(s.exp_cmd_sn(), CmdSn(12));
         let r = s.next_ready().expect("the held command started");
         assert_eq!(s.task(r).unwrap().cmd_sn, CmdSn(11));
+    }
+
+    #[test]
+    fn an_aborted_held_command_still_lets_exp_cmd_sn_pass() {
+        // Found by the `session` fuzz target: ABORT TASK SET removed a command held behind a
+        // CmdSN gap, and when the gap filled ExpCmdSN stopped at the aborted command's CmdSN,
+        // so every later command waited for ever.
+        let mut s = session(FfpParams::default());
+        feed(&mut s, &cmd_pdu(1, 11, false, false, 0, &[]));
+        let mut tmf = vec![0u8; BHS_LEN];
+        tmf[0] = 0x40 | op::TASK_MGMT;
+        tmf[1] = 0x80 | 2;
+        tmf[9] = 1;
+        tmf[16..20].copy_from_slice(&20u32.to_be_bytes());
+        tmf[24..28].copy_from_slice(&10u32.to_be_bytes());
+        feed(&mut s, &tmf);
+        assert_eq!(s.task_count(), 0, "aborted");
+        feed(&mut s, &cmd_pdu(2, 10, false, false, 0, &[]));
+        assert_eq!(s.exp_cmd_sn(), CmdSn(12), "past the aborted CmdSN 11");
+        feed(&mut s, &cmd_pdu(3, 12, false, false, 0, &[]));
+        let mut cmd_sns = Vec::new();
+        while let Some(r) = s.next_ready() {
+            cmd_sns.push(s.task(r).unwrap().cmd_sn);
+        }
+        assert_eq!(cmd_sns, vec![CmdSn(10), CmdSn(12)]);
     }
 
     #[test]
