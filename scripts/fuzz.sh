@@ -58,7 +58,7 @@ run_target() {
   mkdir -p "$dir/corpus" "$dir/artifacts"
   local bin
   bin=$(ls fuzz/target/x86_64-unknown-linux-gnu/release/"$t")
-  local log="$dir/run-$(date -u +%Y%m%dT%H%M%SZ).log" rc=0
+  local log="$dir/run-$(date -u +%Y%m%dT%H%M%SZ).log" rc=0 start=$SECONDS
   # shellcheck disable=SC2046  # options are words
   nice -n 10 "$bin" "$dir/corpus" "fuzz/corpus/$t" -max_total_time="$secs" -timeout=10 \
     -runs="${FUZZ_RUNS:--1}" \
@@ -68,7 +68,8 @@ run_target() {
   runs=$(awk '/stat::number_of_executed_units/ { print $NF }' "$log" | tail -n 1)
   local result=ok
   [ "$rc" -eq 0 ] || result="CRASH (exit $rc; $(ls "$dir/artifacts" | tail -n 1); log $log)"
-  echo "$t: ${runs:-?} runs in $secs s, $result"
+  [ -n "$runs" ] || runs=$(grep -oE '^#[0-9]+' "$log" | tail -n 1 | tr -d '#')
+  echo "$t: ${runs:-?} runs in $((SECONDS - start)) s, $result"
   [ "$rc" -eq 0 ]
 }
 

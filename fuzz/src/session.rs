@@ -1441,8 +1441,18 @@ mod tests {
             Settings::decode(&mut r),
             Settings::decode(&mut Reader::new(&data)).params()
         );
+        let mut h = Harness::new(&Settings::decode(&mut Reader::new(&data)));
         while let Some(op) = Op::decode(&mut r) {
-            println!("{op:?}");
+            h.apply(&op);
+            let mut taken: Vec<_> = h.taken.iter().copied().collect();
+            taken.sort();
+            println!(
+                "{op:?}\n    -> exp {} tasks {} pending {} taken {taken:?} closed {}",
+                h.s.exp_cmd_sn().0,
+                h.s.task_count(),
+                h.pending.len(),
+                h.closed
+            );
         }
         run(&data);
     }
