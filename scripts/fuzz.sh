@@ -25,6 +25,7 @@ export RUSTC_BOOTSTRAP=1
 
 TARGETS=(pdu_frame text_negotiate login session scsi_cdb tgtadm_ipc)
 FUZZ_OUT=${FUZZ_OUT:-$REPO/target/fuzz}
+SAN=${FUZZ_SANITIZER:-address}
 if [ -z "${CURVE_FUZZ_SKIP+x}" ]; then
   CURVE_FUZZ_SKIP=$(grep -v '^#' fuzz/known-open 2>/dev/null | paste -sd, - || true)
 fi
@@ -49,7 +50,7 @@ ensure_cargo_fuzz() {
 
 build() {
   ensure_cargo_fuzz
-  (cd fuzz && cargo fuzz build -O --debug-assertions -s "${FUZZ_SANITIZER:-address}" "$@")
+  (cd fuzz && cargo fuzz build -O --debug-assertions -s "$SAN" --target-dir "target/$SAN" "$@")
 }
 
 # run_target NAME SECONDS: one libFuzzer run; prints "<name>: <runs> runs in <s> s, <result>".
@@ -57,7 +58,7 @@ run_target() {
   local t=$1 secs=$2 dir="$FUZZ_OUT/$1"
   mkdir -p "$dir/corpus" "$dir/artifacts"
   local bin
-  bin=$(ls fuzz/target/x86_64-unknown-linux-gnu/release/"$t")
+  bin=fuzz/target/$SAN/x86_64-unknown-linux-gnu/release/$t
   local log="$dir/run-$(date -u +%Y%m%dT%H%M%SZ).log" rc=0 start=$SECONDS
   # shellcheck disable=SC2046  # options are words
   nice -n 10 "$bin" "$dir/corpus" "fuzz/corpus/$t" -max_total_time="$secs" -timeout=10 \

@@ -110,11 +110,7 @@ pub fn check_response(r: &Response) {
 /// A read buffer as the backing store would fill it, for `complete`.
 pub fn read_buf(pool: &BufPool, io: &BlockIo) -> Option<curve_tgt::buf::IoBuf> {
     match io {
-        BlockIo::Read { len, .. } => {
-            let mut b = pool.alloc(*len as usize);
-            b.as_mut_slice().fill(0);
-            Some(b)
-        }
+        BlockIo::Read { len, .. } => Some(pool.alloc(*len as usize)),
         _ => None,
     }
 }
