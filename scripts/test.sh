@@ -9,6 +9,7 @@
 #   bash scripts/test.sh
 # Environment: TARGET=tgt runs the conformance matrix against Debian's tgtd instead of ours;
 # SKIP_CONFORMANCE=1 stops after cargo test; LUS="thick thin" limits the matrix;
+# SKIP_FUZZ=1 / SKIP_KERNEL_INITIATOR=1 leave out the fuzz smoke run / the QEMU guest;
 # TEST_LOG_DIR (default target/test-logs/<UTC time>) keeps every log.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -64,6 +65,21 @@ if [ -z "${SKIP_CONFORMANCE:-}" ]; then
   if [ "$rc" -ne 0 ] && [ "$xf" -eq 0 ]; then xf=1; fi
   passed=$((passed + xp)); failed=$((failed + xf))
   step "conformance" "$xp passed, $xf failed (exit $rc; logs $TEST_LOG_DIR/conformance)"
+fi
+
+if [ -z "${SKIP_FUZZ:-}" ]; then
+  # A short run of every fuzz target (issue 11): the corpus replayed as tests, then a few
+  # seconds of libFuzzer each. CI builds them without ASan to stay quick; long runs with ASan
+  # are scripts/fuzz.sh's default.
+  banner "fuzz smoke"
+  rc=0
+  FUZZ_SANITIZER=${FUZZ_SANITIZER:-none} FUZZ_SMOKE_SECS=${FUZZ_SMOKE_SECS:-5} \
+    bash scripts/fuzz.sh --smoke 2>&1 | tee "$TEST_LOG_DIR/fuzz.log" || rc=$?
+  read -r fp ff < <(sed -nE 's/^fuzz smoke: ([0-9]+) passed, ([0-9]+) failed.*/\1 \2/p' "$TEST_LOG_DIR/fuzz.log" | tail -n 1)
+  fp=${fp:-0} ff=${ff:-1}
+  if [ "$rc" -ne 0 ] && [ "$ff" -eq 0 ]; then ff=1; fi
+  passed=$((passed + fp)); failed=$((failed + ff))
+  step "fuzz smoke" "$fp passed, $ff failed (exit $rc)"
 fi
 
 if [ -z "${SKIP_KERNEL_INITIATOR:-}" ]; then

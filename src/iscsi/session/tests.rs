@@ -698,3 +698,63 @@ fn exp_data_sn_counts_the_data_in_pdus_sent() {
     assert_eq!(rsp.bhs()[0], op::SCSI_RSP);
     assert_eq!(be32(rsp.bhs(), 36), 4, "ExpDataSN");
 }
+#[test]
+fn an_r2t_never_advertises_a_smaller_max_cmd_sn() {
+    // Found by the `session` fuzz target: the R2T for an in-order write was stamped before
+    // ExpCmdSN moved past the write, so its MaxCmdSN was one below the previous PDU's.
+    let mut s = session(FfpParams::default());
+    feed(&mut s, &cmd_pdu(1, 10, false, false, 0, &[]));
+    let r = s.next_ready().unwrap();
+    s.finish(r, good(DataIn::None), None);
+    let rsp = s.out.pop_front().unwrap();
+    let max_before = be32(rsp.bhs(), 32);
+    feed(&mut s, &cmd_pdu(2, 11, false, true, 4096, &[]));
+    let r2t = s.out.pop_front().expect("R2T");
+    assert_eq!(r2t.bhs()[0], op::R2T);
+    assert_eq!(be32(r2t.bhs(), 28), 12, "ExpCmdSN already past the write");
+    assert!(be32(r2t.bhs(), 32) >= max_before, "MaxCmdSN stepped back");
+}
+
+#[test]
+fn a_nop_out_filling_a_cmd_sn_gap_starts_the_commands_behind_it() {
+    // Found by the `session` fuzz target: ExpCmdSN moved past a NOP-Out without looking
+    // at held commands, so the one queued at the next CmdSN never started.
+    let mut s = session(FfpParams::default());
+    feed(&mut s, &cmd_pdu(1, 11, false, false, 0, &[]));
+    assert!(s.next_ready().is_none(), "CmdSN 11 waits for 10");
+    let mut nop = vec![0u8; BHS_LEN];
+    nop[0] = op::NOP_OUT;
+    nop[1] = 0x80;
+    nop[16..20].copy_from_slice(&7u32.to_be_bytes());
+    nop[20..24].copy_from_slice(&[0xff; 4]);
+    nop[24..28].copy_from_slice(&10u32.to_be_bytes());
+    feed(&mut s, &nop);
+    assert_eq!(s.exp_cmd_sn(), CmdSn(12));
+    let r = s.next_ready().expect("the held command started");
+    assert_eq!(s.task(r).unwrap().cmd_sn, CmdSn(11));
+}
+
+#[test]
+fn an_aborted_held_command_still_lets_exp_cmd_sn_pass() {
+    // Found by the `session` fuzz target: ABORT TASK SET removed a command held behind a
+    // CmdSN gap, and when the gap filled ExpCmdSN stopped at the aborted command's CmdSN,
+    // so every later command waited for ever.
+    let mut s = session(FfpParams::default());
+    feed(&mut s, &cmd_pdu(1, 11, false, false, 0, &[]));
+    let mut tmf = vec![0u8; BHS_LEN];
+    tmf[0] = 0x40 | op::TASK_MGMT;
+    tmf[1] = 0x80 | 2;
+    tmf[9] = 1;
+    tmf[16..20].copy_from_slice(&20u32.to_be_bytes());
+    tmf[24..28].copy_from_slice(&10u32.to_be_bytes());
+    feed(&mut s, &tmf);
+    assert_eq!(s.task_count(), 0, "aborted");
+    feed(&mut s, &cmd_pdu(2, 10, false, false, 0, &[]));
+    assert_eq!(s.exp_cmd_sn(), CmdSn(12), "past the aborted CmdSN 11");
+    feed(&mut s, &cmd_pdu(3, 12, false, false, 0, &[]));
+    let mut cmd_sns = Vec::new();
+    while let Some(r) = s.next_ready() {
+        cmd_sns.push(s.task(r).unwrap().cmd_sn);
+    }
+    assert_eq!(cmd_sns, vec![CmdSn(10), CmdSn(12)]);
+}

@@ -1,0 +1,3 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| curve_tgt_fuzz::pdu_frame::run(data));
