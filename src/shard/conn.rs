@@ -17,6 +17,8 @@ use std::net::{SocketAddr, TcpStream};
 /// connection holds no more than this (plus what a partly received PDU needs), so thousands of
 /// idle sessions or half-open health checks cost little memory.
 pub const RX_BUF_MIN: usize = 2 * 1024;
+/// How long after its last growth a receive buffer may shrink back.
+pub const RX_SHRINK_AFTER_NS: u64 = 1_000_000_000;
 /// A receive buffer that keeps filling up is doubled up to this size (room for many PDUs per
 /// receive on a busy connection); a PDU larger than this still gets the room it needs.
 pub const RX_BUF_BUSY: usize = 256 * 1024;
@@ -50,6 +52,10 @@ pub struct Conn {
     /// Bytes the latest receive returned, and the room it was offered (sizes `rx`).
     rx_last: usize,
     rx_offered: usize,
+    /// When the receive buffer last grew (shard clock, ns): it shrinks back only after a
+    /// quiet second, so a busy connection whose receives vary in size does not reallocate
+    /// its buffer (and its send vectors) over and over.
+    rx_grown_ns: u64,
     pub recv_inflight: bool,
     /// The PDUs of the send in flight, and how many of their bytes already went out.
     pub tx_batch: Vec<TxPdu>,
@@ -109,6 +115,7 @@ impl Conn {
             rx_len: 0,
             rx_last: 0,
             rx_offered: 0,
+            rx_grown_ns: 0,
             recv_inflight: false,
             // Both grow with the first sends and shrink again when the connection idles.
             tx_batch: Vec::new(),
@@ -143,13 +150,19 @@ impl Conn {
     /// empty). A receive that filled all the room it was offered doubles the buffer (up to
     /// `RX_BUF_BUSY`, or more when a PDU needs it); with nothing buffered after a receive that
     /// used little of the room, the buffer (and the send batch's vectors) shrink back, so an
-    /// idle connection holds only `RX_BUF_MIN`. Call only with no receive in flight.
-    pub fn rx_room(&mut self) -> &mut [u8] {
+    /// idle connection holds only `RX_BUF_MIN` (no sooner than `RX_SHRINK_AFTER_NS` after the
+    /// last growth). Call only with no receive in flight.
+    pub fn rx_room(&mut self, now_ns: u64) -> &mut [u8] {
         let cap = self.rx.len();
         let filled = self.rx_offered > 0 && self.rx_last == self.rx_offered;
         if self.rx_len == cap || (filled && cap < RX_BUF_BUSY) {
             self.rx.resize((cap * 2).max(RX_BUF_MIN), 0);
-        } else if self.rx_len == 0 && cap > RX_BUF_MIN && self.rx_last < cap / RX_SHRINK_RATIO {
+            self.rx_grown_ns = now_ns;
+        } else if self.rx_len == 0
+            && cap > RX_BUF_MIN
+            && self.rx_last < cap / RX_SHRINK_RATIO
+            && now_ns.saturating_sub(self.rx_grown_ns) >= RX_SHRINK_AFTER_NS
+        {
             self.rx = vec![0u8; RX_BUF_MIN];
             if !self.send_inflight && self.tx_batch.is_empty() {
                 self.tx_batch = Vec::new();

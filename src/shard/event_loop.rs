@@ -657,7 +657,7 @@ impl Shard {
         let Some(c) = self.conns.get_mut(k) else {
             return;
         };
-        let room = c.rx_room();
+        let room = c.rx_room(clock());
         let (ptr, len) = (room.as_mut_ptr(), room.len() as u32);
         c.recv_inflight = true;
         let fd = c.stream.as_raw_fd();
