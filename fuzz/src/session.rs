@@ -1221,8 +1221,11 @@ impl Harness {
         let edtl = edtl.or(natural_len) % (MAX_EDTL + 1);
         let cmd_sn = self.sn(*sn);
         let itt = itt.value();
-        let fresh = !self.cmds.contains_key(&itt);
-        let must = fresh && self.must_take(*immediate, cmd_sn);
+        // Fresh: the target holds no live task with this ITT (else it answers Task in
+        // progress). Asked of the session, not of `cmds`: a task aborted by task management
+        // ends without a response, so the initiator's record of it can outlive it.
+        let had_task = self.s.has_task(Itt(itt));
+        let must = !had_task && self.must_take(*immediate, cmd_sn);
         let imm_len = if write && p.immediate_data {
             (u32::from(*imm_data) % (p.first_burst + 1))
                 .min(edtl)
@@ -1260,16 +1263,18 @@ impl Harness {
         // Evidence that the target took the command: an answer naming its ITT (R2T, Data-In,
         // response, Reject), or a live task with its ITT that was not there before. Not the
         // task count: the command can release held tasks that finish at once, so the count
-        // may stay level while the new task waits for its I/O.
-        let had_task = self.s.has_task(Itt(itt));
-        self.cmds.insert(
-            itt,
-            CmdSeen {
-                unsol_offset: imm_len,
-                unsol_sn: 0,
-                unsol_end,
-            },
-        );
+        // may stay level while the new task waits for its I/O. A command reusing a live
+        // task's ITT leaves that task's record alone.
+        if !had_task {
+            self.cmds.insert(
+                itt,
+                CmdSeen {
+                    unsol_offset: imm_len,
+                    unsol_sn: 0,
+                    unsol_end,
+                },
+            );
+        }
         self.send(h, &ahs, &data);
         let evidence = self.touched.contains(&itt) || (!had_task && self.s.has_task(Itt(itt)));
         if must && !self.closed && enabled(Check::Window) {
@@ -1280,7 +1285,7 @@ impl Harness {
                 self.adv_max
             );
         }
-        if !evidence {
+        if !evidence && !had_task {
             self.cmds.remove(&itt);
         }
         self.took(must && evidence, cmd_sn, itt);
