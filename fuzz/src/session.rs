@@ -1141,12 +1141,17 @@ impl Harness {
                 sn,
             } => {
                 let cmd_sn = self.sn(*sn);
+                // A Logout that does not end the session (CID not found, recovery not
+                // supported) still uses its CmdSN: record it like any other request.
+                let must = self.must_take_other(*immediate, cmd_sn);
+                let itt = 0x9000_0000;
                 let mut h = bhs(op::LOGOUT, *immediate, 0x80 | (reason % 4));
-                put32(&mut h, 16, 0x9000_0000);
+                put32(&mut h, 16, itt);
                 put16(&mut h, 20, cid % 3);
                 put32(&mut h, 24, cmd_sn);
                 put32(&mut h, 28, self.next_stat_sn);
                 self.send(h, &[], &[]);
+                self.took(must, cmd_sn, itt);
             }
             Op::Text {
                 immediate,
