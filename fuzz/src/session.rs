@@ -1012,9 +1012,20 @@ impl Harness {
         self.r2ts.retain(|r| r.itt != itt);
     }
 
-    /// Records a non-immediate PDU's CmdSN as used when the target took it.
+    /// Records a non-immediate command's CmdSN as used when the target took it. A command
+    /// rejected on arrival (Task in progress, immediate-data rules, no task slot) did not
+    /// use its CmdSN.
     fn took(&mut self, must: bool, cmd_sn: u32, itt: u32) {
         if must && !self.rejected.contains(&itt) {
+            self.taken.insert(cmd_sn);
+        }
+    }
+
+    /// Records the CmdSN of a non-immediate NOP-Out, Text, task management or Logout
+    /// request inside the window: the target takes its CmdSN before it looks at the rest,
+    /// so even one it then rejects (a Text the text handler refuses) has used it.
+    fn took_other(&mut self, must: bool, cmd_sn: u32) {
+        if must {
             self.taken.insert(cmd_sn);
         }
     }
@@ -1111,7 +1122,7 @@ impl Harness {
                 let n = usize::from(*data_len) % (self.s.params.max_recv_data as usize + 1);
                 let data = pattern(n.min(4096), 0);
                 self.send(h, &[], &data);
-                self.took(must, cmd_sn, itt);
+                self.took_other(must, cmd_sn);
             }
             Op::Tmf {
                 immediate,
@@ -1132,7 +1143,7 @@ impl Harness {
                 put32(&mut h, 28, self.next_stat_sn);
                 put32(&mut h, 32, self.sn(*ref_sn));
                 self.send(h, &[], &[]);
-                self.took(must, cmd_sn, itt);
+                self.took_other(must, cmd_sn);
             }
             Op::Logout {
                 immediate,
@@ -1151,7 +1162,7 @@ impl Harness {
                 put32(&mut h, 24, cmd_sn);
                 put32(&mut h, 28, self.next_stat_sn);
                 self.send(h, &[], &[]);
-                self.took(must, cmd_sn, itt);
+                self.took_other(must, cmd_sn);
             }
             Op::Text {
                 immediate,
@@ -1172,7 +1183,7 @@ impl Harness {
                 put32(&mut h, 28, self.next_stat_sn);
                 let n = text.len().min(self.s.params.max_recv_data as usize);
                 self.send(h, &[], &text[..n]);
-                self.took(must, cmd_sn, itt);
+                self.took_other(must, cmd_sn);
             }
             Op::Raw(b) => {
                 let b = b.clone();
