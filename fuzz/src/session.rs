@@ -32,7 +32,7 @@ use curve_tgt::config::snapshot::{Acl, AclAddr, ChapAccounts, ConfigSnapshot, Ta
 use curve_tgt::config::target_params::TargetParams;
 use curve_tgt::iscsi::digest;
 use curve_tgt::iscsi::discovery::{TextCtx, TextReply};
-use curve_tgt::iscsi::ids::{Cid, Isid, Tsih};
+use curve_tgt::iscsi::ids::{Cid, Isid, Itt, Tsih};
 use curve_tgt::iscsi::login::SessionKind;
 use curve_tgt::iscsi::pdu::{op, Bhs, RejectReason, BHS_LEN};
 use curve_tgt::iscsi::rx::{next_pdu, RxStep};
@@ -1012,9 +1012,20 @@ impl Harness {
         self.r2ts.retain(|r| r.itt != itt);
     }
 
-    /// Records a non-immediate PDU's CmdSN as used when the target took it.
+    /// Records a non-immediate command's CmdSN as used when the target took it. A command
+    /// rejected on arrival (Task in progress, immediate-data rules, no task slot) did not
+    /// use its CmdSN.
     fn took(&mut self, must: bool, cmd_sn: u32, itt: u32) {
         if must && !self.rejected.contains(&itt) {
+            self.taken.insert(cmd_sn);
+        }
+    }
+
+    /// Records the CmdSN of a non-immediate NOP-Out, Text, task management or Logout
+    /// request inside the window: the target takes its CmdSN before it looks at the rest,
+    /// so even one it then rejects (a Text the text handler refuses) has used it.
+    fn took_other(&mut self, must: bool, cmd_sn: u32) {
+        if must {
             self.taken.insert(cmd_sn);
         }
     }
@@ -1111,7 +1122,7 @@ impl Harness {
                 let n = usize::from(*data_len) % (self.s.params.max_recv_data as usize + 1);
                 let data = pattern(n.min(4096), 0);
                 self.send(h, &[], &data);
-                self.took(must, cmd_sn, itt);
+                self.took_other(must, cmd_sn);
             }
             Op::Tmf {
                 immediate,
@@ -1132,7 +1143,7 @@ impl Harness {
                 put32(&mut h, 28, self.next_stat_sn);
                 put32(&mut h, 32, self.sn(*ref_sn));
                 self.send(h, &[], &[]);
-                self.took(must, cmd_sn, itt);
+                self.took_other(must, cmd_sn);
             }
             Op::Logout {
                 immediate,
@@ -1141,12 +1152,17 @@ impl Harness {
                 sn,
             } => {
                 let cmd_sn = self.sn(*sn);
+                // A Logout that does not end the session (CID not found, recovery not
+                // supported) still uses its CmdSN: record it like any other request.
+                let must = self.must_take_other(*immediate, cmd_sn);
+                let itt = 0x9000_0000;
                 let mut h = bhs(op::LOGOUT, *immediate, 0x80 | (reason % 4));
-                put32(&mut h, 16, 0x9000_0000);
+                put32(&mut h, 16, itt);
                 put16(&mut h, 20, cid % 3);
                 put32(&mut h, 24, cmd_sn);
                 put32(&mut h, 28, self.next_stat_sn);
                 self.send(h, &[], &[]);
+                self.took_other(must, cmd_sn);
             }
             Op::Text {
                 immediate,
@@ -1167,7 +1183,7 @@ impl Harness {
                 put32(&mut h, 28, self.next_stat_sn);
                 let n = text.len().min(self.s.params.max_recv_data as usize);
                 self.send(h, &[], &text[..n]);
-                self.took(must, cmd_sn, itt);
+                self.took_other(must, cmd_sn);
             }
             Op::Raw(b) => {
                 let b = b.clone();
@@ -1221,8 +1237,11 @@ impl Harness {
         let edtl = edtl.or(natural_len) % (MAX_EDTL + 1);
         let cmd_sn = self.sn(*sn);
         let itt = itt.value();
-        let fresh = !self.cmds.contains_key(&itt);
-        let must = fresh && self.must_take(*immediate, cmd_sn);
+        // Fresh: the target holds no live task with this ITT (else it answers Task in
+        // progress). Asked of the session, not of `cmds`: a task aborted by task management
+        // ends without a response, so the initiator's record of it can outlive it.
+        let had_task = self.s.has_task(Itt(itt));
+        let must = !had_task && self.must_take(*immediate, cmd_sn);
         let imm_len = if write && p.immediate_data {
             (u32::from(*imm_data) % (p.first_burst + 1))
                 .min(edtl)
@@ -1257,30 +1276,32 @@ impl Harness {
         h[32..48].copy_from_slice(&cdb);
         let ahs = ext_cdb_ahs(ext_cdb);
         let data = pattern(imm_len as usize, 0);
-        let before = self.s.task_count();
-        self.cmds.insert(
-            itt,
-            CmdSeen {
-                unsol_offset: imm_len,
-                unsol_sn: 0,
-                unsol_end,
-            },
-        );
-        self.send(h, &ahs, &data);
-        let after = self.s.task_count();
-        if must && !self.closed {
-            let evidence = after > before || self.touched.contains(&itt);
-            if enabled(Check::Window) {
-                assert!(
-                    evidence,
-                    "command ITT {itt:#x} CmdSN {cmd_sn} inside the window [{}, {}] was dropped",
-                    self.s.exp_cmd_sn().0,
-                    self.adv_max
-                );
-            }
+        // Evidence that the target took the command: an answer naming its ITT (R2T, Data-In,
+        // response, Reject), or a live task with its ITT that was not there before. Not the
+        // task count: the command can release held tasks that finish at once, so the count
+        // may stay level while the new task waits for its I/O. A command reusing a live
+        // task's ITT leaves that task's record alone.
+        if !had_task {
+            self.cmds.insert(
+                itt,
+                CmdSeen {
+                    unsol_offset: imm_len,
+                    unsol_sn: 0,
+                    unsol_end,
+                },
+            );
         }
-        let evidence = after > before || self.touched.contains(&itt);
-        if !evidence {
+        self.send(h, &ahs, &data);
+        let evidence = self.touched.contains(&itt) || (!had_task && self.s.has_task(Itt(itt)));
+        if must && !self.closed && enabled(Check::Window) {
+            assert!(
+                evidence,
+                "command ITT {itt:#x} CmdSN {cmd_sn} inside the window [{}, {}] was dropped",
+                self.s.exp_cmd_sn().0,
+                self.adv_max
+            );
+        }
+        if !evidence && !had_task {
             self.cmds.remove(&itt);
         }
         self.took(must && evidence, cmd_sn, itt);
@@ -1453,11 +1474,12 @@ mod tests {
         );
         let mut h = Harness::new(&Settings::decode(&mut Reader::new(&data)));
         while let Some(op) = Op::decode(&mut r) {
+            println!("{op:?}");
             h.apply(&op);
             let mut taken: Vec<_> = h.taken.iter().copied().collect();
             taken.sort();
             println!(
-                "{op:?}\n    -> exp {} tasks {} pending {} taken {taken:?} closed {}",
+                "    -> exp {} tasks {} pending {} taken {taken:?} closed {}",
                 h.s.exp_cmd_sn().0,
                 h.s.task_count(),
                 h.pending.len(),

@@ -10,7 +10,7 @@
 //! back, writes out what it queued, and closes the connection once that is sent when `close`
 //! is set.
 
-use super::ids::{Cid, Isid, Tsih};
+use super::ids::{Cid, Isid, Itt, Tsih};
 use super::pdu::{Bhs, RejectReason, Request, SeqFields, TextReq, BHS_LEN};
 use super::rx::{InPdu, RxLimits};
 use super::serial::{CmdSn, StatSn};
@@ -211,6 +211,11 @@ impl Session {
     /// Live tasks.
     pub fn task_count(&self) -> usize {
         self.tasks.len()
+    }
+
+    /// Whether a live task uses `itt` (the fuzz harness's evidence that a command was taken).
+    pub fn has_task(&self, itt: Itt) -> bool {
+        self.tasks.has_itt(itt)
     }
 
     /// Queues a PDU, stamping StatSN (advanced when the PDU carries status) and the window.

@@ -1,6 +1,7 @@
 //! NOP-Out and NOP-In (RFC 7143 §11.18, §11.19): pings from the initiator echoed, and the
 //! target's keep-alive pings with the count of unanswered ones.
 
+use super::window::Admit;
 use super::Session;
 use crate::iscsi::ids::{Itt, Ttt};
 use crate::iscsi::pdu::{Bhs, NopOut};
@@ -12,7 +13,10 @@ impl Session {
         if n.itt == Itt::RESERVED {
             // Answer to our NOP-In ping (RFC 7143 §11.18): no response.
             self.pings_unanswered = 0;
-            if !n.immediate && n.cmd_sn == self.window.exp() {
+            if !n.immediate
+                && n.cmd_sn == self.window.exp()
+                && self.window.admit(false, n.cmd_sn) == Admit::Now
+            {
                 self.delivered(None);
             }
             return;

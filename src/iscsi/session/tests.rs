@@ -758,3 +758,30 @@ fn an_aborted_held_command_still_lets_exp_cmd_sn_pass() {
     }
     assert_eq!(cmd_sns, vec![CmdSn(10), CmdSn(12)]);
 }
+
+/// A full window is closed (MaxCmdSN = ExpCmdSN - 1): a command carrying CmdSN = ExpCmdSN
+/// is then outside [ExpCmdSN, MaxCmdSN] and silently ignored (RFC 7143 §3.2.2.1), not run
+/// beyond MaxQueueCmd. Found by the session fuzz target with MaxQueueCmd 1.
+#[test]
+fn a_closed_window_ignores_the_command_at_exp_cmd_sn() {
+    let mut s = session(FfpParams {
+        max_queue_cmd: 1,
+        ..Default::default()
+    });
+    feed(&mut s, &cmd_pdu(1, 10, true, false, 512, &[]));
+    let a = s.next_ready().expect("first command runs");
+    assert_eq!(s.exp_cmd_sn(), CmdSn(11));
+    assert_eq!(s.current_max_cmd_sn(), CmdSn(10), "closed: ExpCmdSN - 1");
+    feed(&mut s, &cmd_pdu(2, 11, true, false, 512, &[]));
+    assert_eq!(s.task_count(), 1, "CmdSN 11 beyond MaxCmdSN 10 dropped");
+    assert_eq!(s.exp_cmd_sn(), CmdSn(11), "and not consumed");
+    assert!(s.out.is_empty(), "silently");
+    s.finish(a, good(DataIn::Bytes(vec![0u8; 512])), None);
+    assert_eq!(s.current_max_cmd_sn(), CmdSn(11), "reopened");
+    feed(&mut s, &cmd_pdu(3, 11, true, false, 512, &[]));
+    let b = s
+        .next_ready()
+        .expect("the resent command runs once the window opens");
+    assert_eq!(s.task(b).unwrap().itt, Itt(3));
+    assert_eq!(s.exp_cmd_sn(), CmdSn(12));
+}

@@ -111,11 +111,16 @@ impl CmdWindow {
 
     /// Where a request with `cmd_sn` stands.
     pub fn admit(&self, immediate: bool, cmd_sn: CmdSn) -> Admit {
-        if immediate || cmd_sn == self.exp {
+        if immediate {
             return Admit::Now;
         }
+        // Checked before `== ExpCmdSN`: a closed window (MaxCmdSN = ExpCmdSN - 1) takes
+        // nothing, not even ExpCmdSN (RFC 7143 §3.2.2.1).
         if cmd_sn.lt(self.exp) || cmd_sn.gt(self.max()) {
             return Admit::Ignore;
+        }
+        if cmd_sn == self.exp {
+            return Admit::Now;
         }
         match self.slot(cmd_sn).and_then(|i| self.ahead.get(i)) {
             Some(Slot::Task(_) | Slot::Used) => Admit::Ignore,
@@ -270,6 +275,12 @@ mod tests {
         assert_eq!(w.exp(), CmdSn(0));
         assert_eq!(w.advertise(), CmdSn(u32::MAX), "closed: ExpCmdSN - 1");
         assert_eq!(w.admit(false, CmdSn(1)), Admit::Ignore);
+        assert_eq!(
+            w.admit(false, CmdSn(0)),
+            Admit::Ignore,
+            "closed: not even ExpCmdSN"
+        );
+        assert_eq!(w.admit(true, CmdSn(0)), Admit::Now, "immediate");
         w.finished();
         assert_eq!(w.advertise(), CmdSn(0));
         assert_eq!(w.admit(false, CmdSn(0)), Admit::Now);
