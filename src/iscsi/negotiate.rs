@@ -499,6 +499,9 @@ impl Negotiator {
                 out.push(s.name, &v);
             }
         }
+        // An offer of ours obeys §13.14 too: a configured FirstBurstLength above the
+        // MaxBurstLength this login can end with is offered at that MaxBurstLength.
+        self.cap_first_burst(&mut out);
         out
     }
 
@@ -757,6 +760,17 @@ mod tests {
         let mut n = Negotiator::new(&t, false);
         assert_eq!(one(&mut n, "FirstBurstLength", "65536"), "16384");
         assert_eq!(n.declarations().get("MaxBurstLength"), Some("16384"));
+    }
+
+    #[test]
+    fn first_burst_offer_never_exceeds_max_burst() {
+        // Found by the text_negotiate fuzz target: an admin-set FirstBurstLength above the
+        // MaxBurstLength the initiator had already negotiated down was offered as set.
+        let mut t = TargetParams::default();
+        t.set("FirstBurstLength", "262144").unwrap();
+        let mut n = Negotiator::new(&t, false);
+        assert_eq!(one(&mut n, "MaxBurstLength", "8192"), "8192");
+        assert_eq!(n.declarations().get("FirstBurstLength"), Some("8192"));
     }
 
     #[test]
