@@ -260,7 +260,9 @@ impl BlockingClient {
     }
 
     fn receive(&mut self, peer: PeerId) {
-        loop {
+        // Bounded, as the volume thread's loop is: a server that keeps the socket full is
+        // read again at the next poll instead of holding this loop.
+        for _ in 0..64 {
             let Some(s) = self.socks.get_mut(&peer) else {
                 return;
             };
