@@ -23,7 +23,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 export RUSTC_BOOTSTRAP=1
 
-TARGETS=(pdu_frame text_negotiate login session scsi_cdb tgtadm_ipc)
+TARGETS=(pdu_frame text_negotiate login session scsi_cdb tgtadm_ipc curve_frame)
 FUZZ_OUT=${FUZZ_OUT:-$REPO/target/fuzz}
 SAN=${FUZZ_SANITIZER:-address}
 if [ -z "${CURVE_FUZZ_SKIP+x}" ]; then

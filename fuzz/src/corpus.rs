@@ -5,7 +5,10 @@
 
 use crate::input::Writer;
 use crate::wire::{bhs, frame, put32};
-use crate::{ipc, login, pdu_frame, scsi_cdb, session, text_negotiate};
+use crate::{curve_frame, ipc, login, pdu_frame, scsi_cdb, session, text_negotiate};
+use curve_tgt::curve::frame::{encode_frame, encode_request, Method};
+use curve_tgt::curve::ids::CorrelationId;
+use curve_tgt::curve::proto::{cs, RpcMeta, RpcResponseMeta};
 use curve_tgt::iscsi::pdu::op;
 use curve_tgt::mgmt::ipc::{Mode, Op as IpcOp, ReqHeader, Request as IpcRequest};
 use std::path::PathBuf;
@@ -697,7 +700,81 @@ pub fn all_seeds() -> Vec<TargetSeeds> {
         ("session", session::run, session_seeds()),
         ("scsi_cdb", scsi_cdb::run, cdb_seeds()),
         ("tgtadm_ipc", ipc::run, ipc_seeds()),
+        ("curve_frame", curve_frame::run, curve_frame_seeds()),
     ]
+}
+
+/// baidu_std frames shaped as the real cluster sends them (`curve-wire-samples.txt`): chunk
+/// requests with and without attachments, replies with an error code, several frames in one
+/// stream, and a frame cut short. The first byte picks the piece size the driver feeds.
+fn curve_frame_seeds() -> Seeds {
+    let read = Method {
+        service: "curve.chunkserver.ChunkService",
+        method: "ReadChunk",
+    };
+    let write = Method {
+        service: "curve.chunkserver.ChunkService",
+        method: "WriteChunk",
+    };
+    let req = cs::ChunkRequest {
+        op_type: cs::ChunkOpType::ChunkOpRead as i32,
+        logic_pool_id: 1,
+        copyset_id: 3,
+        chunk_id: 42,
+        offset: Some(65536),
+        size: Some(4096),
+        ..Default::default()
+    };
+    let with_data = |mut f: Vec<u8>, n: usize| {
+        f.extend((0..n).map(|i| i as u8));
+        f
+    };
+    let reply = |cid: u64, code: i32, attachment: usize| {
+        let meta = RpcMeta {
+            response: Some(RpcResponseMeta {
+                error_code: Some(code),
+                error_text: None,
+            }),
+            correlation_id: Some(cid as i64),
+            attachment_size: (attachment > 0).then_some(attachment as i32),
+            ..Default::default()
+        };
+        let rsp = cs::ChunkResponse {
+            status: 0,
+            ..Default::default()
+        };
+        with_data(encode_frame(&meta, &rsp, attachment), attachment)
+    };
+    let r1 = encode_request(CorrelationId(1), read, None, &req, 0);
+    let w1 = with_data(encode_request(CorrelationId(2), write, None, &req, 4096), 4096);
+    let mds = encode_request(
+        CorrelationId(8589934594),
+        Method {
+            service: "curve.mds.CurveFSService",
+            method: "GetFileInfo",
+        },
+        Some(7),
+        &req,
+        0,
+    );
+    let two = [reply(1, 0, 4096), reply(2, 0, 0)].concat();
+    let mut cut = reply(3, 0, 8192);
+    cut.truncate(cut.len() / 2);
+    let frames: Vec<(&str, Vec<u8>)> = vec![
+        ("read-request", r1),
+        ("write-request", w1),
+        ("mds-request", mds),
+        ("read-reply", reply(1, 0, 4096)),
+        ("error-reply", reply(9, 1008, 0)),
+        ("two-replies", two),
+        ("cut-short", cut),
+    ];
+    let mut seeds = Seeds::new();
+    for (i, (name, f)) in frames.into_iter().enumerate() {
+        // Vary the piece-size selector so every pattern starts with a seed.
+        seeds.push((name.to_string(), [vec![i as u8], f].concat()));
+    }
+    seeds
 }
 
 fn corpus_dir(target: &str) -> PathBuf {

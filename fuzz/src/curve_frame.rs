@@ -1,4 +1,4 @@
-//! Target `curve_frame` (feature `curve`, built once `src/curve/` is merged): Curve's brpc
+//! Target `curve_frame`: Curve's brpc
 //! baidu_std frame decoder (`curve::frame::FrameDecoder::decode`) over a byte stream cut into
 //! the pieces a socket might deliver.
 //!

@@ -7,7 +7,6 @@
 //! be written from real PDU sequences (see `corpus.rs`).
 
 pub mod checks;
-#[cfg(feature = "curve")]
 pub mod curve_frame;
 pub mod input;
 pub mod ipc;
