@@ -40,6 +40,9 @@ struct EngineSlot {
     /// armed timers. The slot (and its index, which tokens carry) is reused only when both
     /// are zero, so no completion or expiry can reach the slot's next engine.
     outstanding: Outstanding,
+    /// The store left the configuration while the engine still had operations in flight:
+    /// it is told to shut down once they complete (see [`Backends::retire_gone`]).
+    gone: bool,
     /// The store left the configuration: the engine was told to shut down and is dropped
     /// once nothing is outstanding.
     retiring: bool,
@@ -71,6 +74,9 @@ pub struct Backends {
     connects: HashMap<u64, Connecting>,
     /// Some engine is retiring (see [`Backends::reap`]).
     retiring: bool,
+    /// Some engine's store is gone but the engine is still busy (see
+    /// [`Backends::retire_gone`]).
+    gone: bool,
     /// How engines' mailboxes reach the shards (`None` in unit tests: messages are dropped).
     shared: Option<Arc<super::Shared>>,
 }
@@ -201,6 +207,7 @@ impl Backends {
             store: store.clone(),
             engine: store.engine(EngineEnv { shard, mailbox }),
             outstanding: Outstanding::default(),
+            gone: false,
             retiring: false,
         };
         let i = match self.engines.iter().position(Option::is_none) {
@@ -384,7 +391,10 @@ impl Backends {
 
     /// Retires the engines of stores no LU in the configuration uses any more: once such an
     /// engine has no operation in flight it is told to shut down ([`Engine::shutdown`]), and
-    /// [`Backends::reap`] drops it once nothing it submitted or armed is outstanding.
+    /// [`Backends::reap`] drops it once nothing it submitted or armed is outstanding. An
+    /// engine still busy now is marked gone and retired by [`Backends::retire_gone`] on the
+    /// loop turn its last operation completes, so an LU deleted under I/O does not keep its
+    /// engine (and a file store's fd) until some later configuration change.
     pub fn prune(
         &mut self,
         ring: &mut Ring,
@@ -392,19 +402,39 @@ impl Backends {
         pool: &BufPool,
         in_use: impl Fn(&Arc<dyn BackingStore>) -> bool,
     ) {
-        for i in 0..self.engines.len() {
-            let retire = self.engines[i]
-                .as_ref()
-                .is_some_and(|s| !s.retiring && s.engine.in_flight() == 0 && !in_use(&s.store));
-            if retire {
-                if let Some(s) = self.engines[i].as_mut() {
-                    s.retiring = true;
-                }
-                self.retiring = true;
-                self.with_engine(i as u16, ring, timers, pool, |e, r| e.shutdown(r));
+        for s in self.engines.iter_mut().flatten() {
+            if !s.retiring && !s.gone && !in_use(&s.store) {
+                s.gone = true;
+                self.gone = true;
             }
         }
+        self.retire_gone(ring, timers, pool);
         self.reap();
+    }
+
+    /// Tells the gone stores' engines that have gone idle to shut down. Called every loop
+    /// turn; cheap when no engine is gone.
+    pub fn retire_gone(&mut self, ring: &mut Ring, timers: &mut Timers, pool: &BufPool) {
+        if !self.gone {
+            return;
+        }
+        self.gone = false;
+        for i in 0..self.engines.len() {
+            let Some(s) = self.engines[i].as_mut() else {
+                continue;
+            };
+            if !s.gone {
+                continue;
+            }
+            if s.engine.in_flight() > 0 {
+                self.gone = true;
+                continue;
+            }
+            s.gone = false;
+            s.retiring = true;
+            self.retiring = true;
+            self.with_engine(i as u16, ring, timers, pool, |e, r| e.shutdown(r));
+        }
     }
 
     /// Drops retired engines with nothing outstanding. Cheap when none is retiring.
@@ -559,6 +589,59 @@ mod tests {
         assert!(b.engines[usize::from(e)].is_none(), "dropped once idle");
     }
 
+    /// An engine whose in-flight count the test sets, and which records its shutdown.
+    struct BusyEngine {
+        busy: std::rc::Rc<std::cell::Cell<usize>>,
+        shut: std::rc::Rc<std::cell::Cell<bool>>,
+    }
+
+    impl Engine for BusyEngine {
+        fn start(&mut self, _op: OpId, _req: OpRequest, _r: &mut dyn Reactor) {}
+        fn on_cqe(&mut self, _tag: u64, _res: i32, _flags: u32, _r: &mut dyn Reactor) {}
+        fn on_timer(&mut self, _tag: u64, _r: &mut dyn Reactor) {}
+        fn cancel(&mut self, _op: OpId, _r: &mut dyn Reactor) {}
+        fn in_flight(&self) -> usize {
+            self.busy.get()
+        }
+        fn shutdown(&mut self, _r: &mut dyn Reactor) {
+            self.shut.set(true);
+        }
+    }
+
+    #[test]
+    fn engine_of_a_store_deleted_under_io_retires_when_its_io_ends() {
+        let mut ring = Ring::new().unwrap();
+        let mut timers = Timers::default();
+        let pool = BufPool::new();
+        let mut b = Backends::default();
+        let busy = std::rc::Rc::new(std::cell::Cell::new(1));
+        let shut = std::rc::Rc::new(std::cell::Cell::new(false));
+        b.engines.push(Some(EngineSlot {
+            store: Arc::new(Lingering),
+            engine: Box::new(BusyEngine {
+                busy: busy.clone(),
+                shut: shut.clone(),
+            }),
+            outstanding: Outstanding::default(),
+            gone: false,
+            retiring: false,
+        }));
+        // The LU is deleted while an operation is in flight: nothing is shut down yet.
+        b.prune(&mut ring, &mut timers, &pool, |_| false);
+        assert!(!shut.get(), "shut down under I/O");
+        b.retire_gone(&mut ring, &mut timers, &pool);
+        b.reap();
+        assert!(b.engines[0].is_some() && !shut.get());
+        // The operation completes; no configuration change follows. The next loop turn
+        // (retire_gone + reap) shuts the engine down and drops it.
+        busy.set(0);
+        b.retire_gone(&mut ring, &mut timers, &pool);
+        assert!(shut.get(), "shut down once idle, without another prune");
+        b.reap();
+        assert!(b.engines[0].is_none(), "dropped once idle");
+        assert!(b.is_empty());
+    }
+
     /// An engine that connects one socket (its fd and result shared with the test).
     struct Connector {
         addr: std::net::SocketAddr,
@@ -629,6 +712,7 @@ mod tests {
                 result: result.clone(),
             }),
             outstanding: Outstanding::default(),
+            gone: false,
             retiring: false,
         }));
         let op = OpId {

@@ -212,6 +212,8 @@ impl Shard {
             self.expire_timers();
             self.apply_completions();
             self.service_dirty();
+            self.backends
+                .retire_gone(&mut self.ring, &mut self.timers, &self.pool);
             self.backends.reap();
             self.ring.arm_timer(self.timers.next_deadline());
             if self.check {
