@@ -2,10 +2,11 @@
 //! real CurveBS cluster, driven by fio's libiscsi engine with `verify=crc32c` (every block
 //! written is read back and checked, `verify_fatal`), while in turn leaders are transferred
 //! every ~2 s, one chunk server of three is killed and restarted, a snapshot is taken and the
-//! MDS is killed (SIGKILL) and started again. The initiator must see 0 I/O errors and 0 verify
-//! mismatches, and the data must read back afterwards.
+//! MDS is killed (SIGKILL) and started again after its lease has run out (I/O is held, then
+//! resumes). The initiator must see 0 I/O errors and 0 verify mismatches, and the data must
+//! read back afterwards, through the target and straight from the cluster.
 //!
-//! Then the MDS goes away for longer than its 5 s lease: I/O that needs it (a segment never
+//! Then the MDS goes away for longer than the LU's 20 s deadline: I/O that needs it (a segment never
 //! allocated) fails with MEDIUM ERROR at the LU's deadline; I/O to allocated segments works
 //! while the lease holds and, once it has expired, is held and fails at the deadline too (the
 //! lease gates all I/O, as libcurve's does); everything works again once the MDS is back.
@@ -36,6 +37,9 @@ const LU_DEADLINE: Duration = Duration::from_secs(20);
 /// Bounds on the drill's fio runs.
 const MAX_RUNS: u32 = 40;
 const FIO_RUN_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the drill keeps the killed MDS down before starting it again: with its restart
+/// (3.5-5 s here) past the 5 s lease, well inside the LU's deadline.
+const MDS_HOLD_DOWN: Duration = Duration::from_secs(6);
 
 /// Adds LUN 1 of target 1: the curve volume `name` of OWNER on `mds`.
 fn add_curve_lu(t: &common::Tgtd, name: &str, mds: &str) {
@@ -91,10 +95,11 @@ struct Drill {
     snapshot: Option<String>,
     snapshot_waited: Duration,
     mds_restart_listen: Duration,
+    mds_down: Duration,
     failures: Vec<String>,
 }
 
-/// Waits `d` unless `stop` is set meanwhile (the drill's own clock, not synchronisation).
+/// Waits `d`: the fault schedule's own clock (I/O runs meanwhile), not synchronisation.
 fn pause(d: Duration) {
     let until = Instant::now() + d;
     while Instant::now() < until {
@@ -103,7 +108,7 @@ fn pause(d: Duration) {
 }
 
 /// The fault schedule: leaders moved every ~2 s, a chunk server killed and restarted, a
-/// snapshot, the MDS killed and restarted; I/O runs throughout.
+/// snapshot, the MDS killed and restarted past its lease; I/O runs throughout.
 fn fault_schedule(ctl: ClusterCtl, log: Arc<Mutex<Drill>>) {
     let t0 = Instant::now();
     let note = |what: String| {
@@ -175,12 +180,23 @@ fn fault_schedule(ctl: ClusterCtl, log: Arc<Mutex<Drill>>) {
         pause(Duration::from_millis(500));
     }
     pause(Duration::from_secs(3));
-    // 4. The MDS crashes (SIGKILL) and is started again at once with its own command line.
+    // 4. The MDS crashes (SIGKILL) and stays down past the 5 s lease, so the LU's I/O is held
+    // (the lease gates it) and must resume, inside the 20 s deadline, once the MDS is started
+    // again with its own command line and a RefreshSession succeeds.
     let img = ctl.kill_mds();
+    let killed_at = Instant::now();
     note("MDS killed (SIGKILL)".into());
+    pause(MDS_HOLD_DOWN);
     let took = ctl.restart_mds(&img);
-    log.lock().unwrap().mds_restart_listen = took;
-    note(format!("MDS restarted: listening after {took:.1?}"));
+    let down = killed_at.elapsed();
+    {
+        let mut l = log.lock().unwrap();
+        l.mds_restart_listen = took;
+        l.mds_down = down;
+    }
+    note(format!(
+        "MDS restarted: listening after {took:.1?}, {down:.1?} after the kill"
+    ));
     // I/O goes on through the lease refresh against the new MDS.
     pause(Duration::from_secs(8));
     note("schedule done".into());
@@ -247,7 +263,8 @@ fn fio_verifies_through_leader_moves_cs_and_mds_crashes_and_a_snapshot() {
     eprintln!(
         "drill: {} fio runs, {} writes ({} MiB), {} verify reads ({} MiB), {} failed runs, \
          worst write clat {} ms, worst read clat {} ms; transfers {}/{}; cs kill+restart {}; \
-         snapshot after {:.1?}: {:?}; MDS listening {:.1?} after restart; {:.1?} total",
+         snapshot after {:.1?}: {:?}; MDS down {:.1?} (listening {:.1?} after its restart); \
+         {:.1?} total",
         runs.len(),
         sum(&|r| r.write_ios),
         sum(&|r| r.write_bytes) / MIB,
@@ -261,6 +278,7 @@ fn fio_verifies_through_leader_moves_cs_and_mds_crashes_and_a_snapshot() {
         d.cs_killed_and_back,
         d.snapshot_waited,
         d.snapshot,
+        d.mds_down,
         d.mds_restart_listen,
         started.elapsed()
     );
@@ -276,6 +294,11 @@ fn fio_verifies_through_leader_moves_cs_and_mds_crashes_and_a_snapshot() {
     assert!(d.failures.is_empty(), "faults not made: {:?}", d.failures);
     assert!(d.transfers_ok >= 3, "too few leader transfers: {d:?}");
     assert!(d.snapshot.is_some(), "no snapshot");
+    assert!(
+        d.mds_down > Duration::from_secs(5),
+        "the MDS was down only {:?}, not past its lease",
+        d.mds_down
+    );
     assert!(
         runs.len() >= 3,
         "too little I/O ran through the faults: {} runs",
