@@ -12,21 +12,29 @@
 #   6 fio randrw with crc32c verification at QD 32 and 512    7 logout
 #   8 CHAP (after step 2, on a second target): a wrong secret refused, the right one (mutual
 #     CHAP) logs in and reads data matching the host's file, logout
-# Ends with `kernel_initiator: N passed, M failed`; exit 0 only when all 8 passed, 1 when one
-# failed, 2 when the test could not run (count that as one failure).
+#   9 (when the Curve cluster kit ../shared/curve/cluster.sh is present; KI_CURVE=0 skips it)
+#     the admin docs' resize walkthrough on a curve LU: a private CurveBS cluster, a second
+#     tgtd serving a 10 GiB volume; the guest logs in, the host extends the volume to 20 GiB
+#     with curve-vol and runs tgtadm --params disksize=auto, the guest's iscsiadm -m node -R
+#     sees 20 GiB and writes and reads back 1 MiB at the new end (vm-initiator steps 1 2 4 7)
+# Ends with `kernel_initiator: N passed, M failed`; exit 0 only when all steps run passed, 1
+# when one failed, 2 when the test could not run (count that as one failure).
 #
 # Needs: root, apt (the guest's kernel and open-iscsi are Debian packages fetched with
 # apt-get download; host packages qemu-system-x86, kmod, cpio are installed here when
 # missing), ~400 MB in $VMI_HOME (/opt/vm-initiator), network to a Debian mirror the first
-# time. About 2-3 minutes on 2 cores (software emulation). The targets are configured from a
-# targets.conf by our tgt-admin. Env: TGTD, TGTADM, TGT_ADMIN (binaries),
-# VMI (path of vm-initiator.sh), KI_LOGS (log directory, default a temp dir).
+# time. About 2-3 minutes on 2 cores (software emulation), plus about 1.5 for step 9. The
+# targets are configured from a targets.conf by our tgt-admin. Env: TGTD, TGTADM, TGT_ADMIN,
+# CURVE_VOL (binaries), VMI (path of vm-initiator.sh), KI_LOGS (log directory, default a temp
+# dir), KI_CURVE (0: no step 9), CURVE_CLUSTER_SH (the cluster kit).
 set -u -o pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
 TGTD=${TGTD:-$ROOT/target/release/tgtd}
 TGTADM=${TGTADM:-$ROOT/target/release/tgtadm}
 TGT_ADMIN=${TGT_ADMIN:-$ROOT/target/release/tgt-admin}
+CURVE_VOL=${CURVE_VOL:-$ROOT/target/release/curve-vol}
+CURVE_CLUSTER_SH=${CURVE_CLUSTER_SH:-$ROOT/../shared/curve/cluster.sh}
 VMI=${VMI:-$ROOT/../shared/scripts/vm-initiator/vm-initiator.sh}
 [ -f "$VMI" ] || VMI=/work/shared/scripts/vm-initiator/vm-initiator.sh
 IQN1=iqn.2026-11.io.curve-tgt:kernel-initiator
@@ -65,12 +73,25 @@ mkdir -p "$LOGS"
 export TGT_IPC_SOCKET=$DIR/socket
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 CTL=$((20000 + PORT % 10000))
-TPID=
+TPID= CPID= CURVE_UP=
+curve_stop() {   # step 9's tgtd and cluster (by PID), when they run
+  if [ -n "$CPID" ] && kill -0 "$CPID" 2>/dev/null; then
+    kill -KILL "$CPID" 2>/dev/null
+    wait "$CPID" 2>/dev/null
+  fi
+  CPID=
+  if [ -n "$CURVE_UP" ]; then
+    bash "$CURVE_CLUSTER_SH" stop >>"$LOGS/curve-cluster.log" 2>&1
+    rm -rf -- "$CURVE_RUN"
+    CURVE_UP=
+  fi
+}
 cleanup() {
   if [ -n "$TPID" ] && kill -0 "$TPID" 2>/dev/null; then
     kill -KILL "$TPID" 2>/dev/null   # tgtd ignores SIGTERM, as tgt's does
     wait "$TPID" 2>/dev/null
   fi
+  curve_stop
   rm -f "$DIR/disk1" "$DIR/disk2"
   [ "$LOGS" = "$DIR" ] || rm -rf "$DIR"
 }
@@ -160,6 +181,79 @@ if grep -q 'VMI-CHAP wrong-secret refused' "$L" && grep -q 'VMI-CHAP login ok' "
   pass=$((pass + 1)); echo "PASS kernel_initiator step 8: CHAP: wrong secret refused; mutual CHAP login, data matches the host file, logout"
 else
   fail=$((fail + 1)); echo "FAIL kernel_initiator step 8: CHAP: $(grep -o 'VMI-CHAP.*' "$L" | tr '\n' ';')"
+fi
+# Step 9: the resize walkthrough on a curve LU (see the header).
+curve_step() {
+  local base i p ok=0 ctl2 port2 iqn=iqn.2026-11.io.curve-tgt:kernel-initiator-curve grow L9
+  for ((i = 0; i < 200 && ok == 0; i++)); do
+    base=$((20000 + RANDOM % 12000)); ok=1
+    for ((p = base; p < base + 8; p++)); do
+      (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && { ok=0; break; }
+    done
+  done
+  [ "$ok" = 1 ] || { echo "no 8 consecutive free ports"; return 1; }
+  CURVE_RUN=$DIR/curve
+  export CURVE_RUN CURVE_ETCD_PORT=$base CURVE_MDS_PORT=$((base + 3)) CURVE_CS_PORT=$((base + 5))
+  local mds=127.0.0.1:$CURVE_MDS_PORT
+  CURVE_UP=1
+  echo "kernel_initiator step 9: starting a CurveBS cluster (MDS $mds; log $LOGS/curve-cluster.log)"
+  # Curve's chunk server now and then aborts while starting: one more try from scratch.
+  bash "$CURVE_CLUSTER_SH" start >>"$LOGS/curve-cluster.log" 2>&1 ||
+    { bash "$CURVE_CLUSTER_SH" stop >>"$LOGS/curve-cluster.log" 2>&1
+      bash "$CURVE_CLUSTER_SH" start >>"$LOGS/curve-cluster.log" 2>&1; } ||
+    { echo "cluster start failed"; return 1; }
+  "$CURVE_VOL" --mds "$mds" --user ctest create --filename /ki --length 10 >>"$LOGS/curve-cluster.log" 2>&1 ||
+    { echo "curve-vol create failed"; return 1; }
+  # A second tgtd whose target 1 LUN 1 is the curve LU (vm-initiator's step 4 grows tid 1 LUN 1).
+  port2=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  ctl2=$((CTL + 1))
+  TGT_IPC_SOCKET=$DIR/socket2 "$TGTD" -f -C "$ctl2" --iscsi "portal=127.0.0.1:$port2" >"$LOGS/tgtd-curve.log" 2>&1 &
+  CPID=$!
+  adm2() { TGT_IPC_SOCKET=$DIR/socket2 timeout 20 "$TGTADM" -C "$ctl2" "$@"; }
+  for _ in $(seq 200); do adm2 --op show --mode sys >/dev/null 2>&1 && break; sleep 0.05; done
+  adm2 --lld iscsi --op new --mode target --tid 1 -T "$iqn" &&
+    adm2 --lld iscsi --op bind --mode target --tid 1 -I ALL &&
+    adm2 --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 --bstype curve \
+      --backing-store cbd:pool//ki_ctest_ --bsopts "mds=$mds" ||
+    { echo "the curve LU was not created (see $LOGS/tgtd-curve.log)"; return 1; }
+  # vm-initiator's step 4 grows a backing file, then runs VMI_TGTADM ... disksize=auto. Here
+  # the "file" is a sparse stand-in of the volume's size, and VMI_TGTADM extends the volume
+  # with curve-vol to the stand-in's new size before it runs tgtadm: the walkthrough's order.
+  truncate -s 10G "$DIR/curve-size"
+  grow=$DIR/extend-then-tgtadm
+  cat >"$grow" <<GROW
+#!/bin/bash
+if [[ " \$* " == *" disksize=auto "* ]]; then
+  gib=\$((\$(stat -c %s "$DIR/curve-size") >> 30))
+  "$CURVE_VOL" --mds "$mds" --user ctest extend --filename /ki --length "\$gib" >&2 || exit 1
+  echo "curve-vol extend --filename /ki --length \$gib: ok" >&2
+fi
+exec "$TGTADM" "\$@"
+GROW
+  chmod +x "$grow"
+  L9=$LOGS/vm-initiator-curve.log
+  TGT_IPC_SOCKET=$DIR/socket2 VMI_BACKING=$DIR/curve-size VMI_GROW_TO=$((20 << 30)) \
+    VMI_TGTADM=$grow VMI_CTL=$ctl2 bash "$VMI" "$port2" "$iqn" 1247 >"$L9" 2>&1
+  grep -E "^--- STEP [0-9] |extend --filename" "$L9"
+  grep -q "^STEP 4 PASS" "$L9" && grep -q "^STEP 7 PASS" "$L9" || { echo "see $L9"; return 1; }
+  # The kernel saw the unit attention (CAPACITY DATA HAS CHANGED, 2A/09) before the new size.
+  grep -q "Capacity data has changed" "$L9" ||
+    { echo "the guest kernel did not log 'Capacity data has changed' (see $L9)"; return 1; }
+  echo "$(grep -E "^STEP 4 PASS" "$L9" | sed 's/^STEP 4 PASS  //'); guest: Capacity data has changed"
+}
+if [ "${KI_CURVE:-1}" != 0 ] && [ -f "$CURVE_CLUSTER_SH" ] && [ -x "$CURVE_VOL" ]; then
+  # Not in a subshell: the cluster and the second tgtd it starts must be stopped here.
+  curve_step >"$LOGS/step9.out" 2>&1; rc9=$?
+  out9=$(cat "$LOGS/step9.out")
+  printf '%s\n' "$out9" | sed 's/^/  /'
+  curve_stop
+  if [ "$rc9" = 0 ]; then
+    pass=$((pass + 1)); echo "PASS kernel_initiator step 9: curve LU resize: $(printf '%s' "$out9" | tail -1)"
+  else
+    fail=$((fail + 1)); echo "FAIL kernel_initiator step 9: curve LU resize: $(printf '%s' "$out9" | tail -1)"
+  fi
+else
+  echo "SKIP kernel_initiator step 9: no Curve cluster kit ($CURVE_CLUSTER_SH), no $CURVE_VOL, or KI_CURVE=0"
 fi
 if ! kill -0 "$TPID" 2>/dev/null; then
   fail=$((fail + 1)); echo "FAIL kernel_initiator: tgtd exited during the run (see $LOGS/tgtd.log)"

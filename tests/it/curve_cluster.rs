@@ -1,19 +1,22 @@
 //! curve-tgt's Curve client against a real CurveBS cluster (`../shared/curve/`: etcd, MDS,
 //! three chunk servers, Curve's own client `curve_smoke` as the judge).
 //!
-//! The test starts a private cluster on free ports with its own run directory, runs every
-//! scenario on it, and stops it by the script (which stops by PID) even when a step panics.
+//! The test starts a private cluster (`common::curve`) on free ports with its own run
+//! directory, runs every scenario on it, and stops it by the script (which stops by PID) even
+//! when a step panics.
+//!
 //! Without the cluster kit (no `../shared/curve/cluster.sh`, or CURVE_CLUSTER_SH pointing
 //! nowhere) it says so and passes, so machines without Curve still build and test.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+use crate::common::curve::{Cluster, OWNER};
 use curve_tgt::curve::auth::Credentials;
 use curve_tgt::curve::blocking::BlockingClient;
 use curve_tgt::curve::config::ClientConfig;
@@ -25,118 +28,30 @@ use curve_tgt::curve::proto::mds::StatusCode;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const CHUNK: u64 = 16 * MIB;
-const OWNER: &str = "ctest";
 
-struct Cluster {
-    script: PathBuf,
-    env: Vec<(String, String)>,
-    mds: SocketAddr,
-    run: PathBuf,
+/// What these client-level tests add to the shared cluster (`common::curve`).
+trait ClientSide {
+    fn mds_addr(&self) -> SocketAddr;
+    fn curve_smoke(&self, cmd: &str, path: &str, off: u64, len: u64, seed: u32) -> bool;
+    fn client(&self) -> BlockingClient;
 }
 
-impl Cluster {
-    fn script() -> Option<PathBuf> {
-        let p = std::env::var_os("CURVE_CLUSTER_SH")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/curve/cluster.sh")
-            });
-        p.exists().then_some(p)
-    }
-
-    /// The first of `n` consecutive free ports, below the ephemeral range (32768+) so that
-    /// outgoing connections of other tests cannot take them meanwhile.
-    fn free_base(n: u16) -> u16 {
-        let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
-        for k in 0..500u64 {
-            let base =
-                20000 + ((seed.wrapping_mul(2654435761).wrapping_add(k * 7919)) % 12000) as u16;
-            if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-                return base;
-            }
-        }
-        panic!("no {n} consecutive free ports in 20000..32000");
-    }
-
-    fn start() -> Option<Cluster> {
-        let Some(script) = Cluster::script() else {
-            eprintln!(
-                "SKIP: no Curve cluster kit (../shared/curve/cluster.sh or CURVE_CLUSTER_SH)"
-            );
-            return None;
-        };
-        let run = std::env::temp_dir().join(format!("curve-tgt-cluster-{}", std::process::id()));
-        // One run of 8 free ports: etcd (3), MDS (2), chunk servers (3).
-        let base = Cluster::free_base(8);
-        let (etcd, mds, cs) = (base, base + 3, base + 5);
-        let env = vec![
-            ("CURVE_RUN".to_string(), run.display().to_string()),
-            ("CURVE_ETCD_PORT".to_string(), etcd.to_string()),
-            ("CURVE_MDS_PORT".to_string(), mds.to_string()),
-            ("CURVE_CS_PORT".to_string(), cs.to_string()),
-        ];
-        let c = Cluster {
-            script,
-            env,
-            mds: format!("127.0.0.1:{mds}").parse().unwrap(),
-            run,
-        };
-        let (ok, out) = c.sh(&["start"]);
-        assert!(ok, "cluster start failed:\n{out}");
-        Some(c)
-    }
-
-    fn sh(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("bash")
-            .arg(&self.script)
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .expect("run cluster.sh");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+impl ClientSide for Cluster {
+    fn mds_addr(&self) -> SocketAddr {
+        self.mds.parse().expect("MDS address")
     }
 
     /// Curve's own client: `vol write|verify PATH OWNER OFF LEN SEED`; true on MATCH.
     fn curve_smoke(&self, cmd: &str, path: &str, off: u64, len: u64, seed: u32) -> bool {
-        let (ok, out) = self.sh(&[
-            "vol",
-            cmd,
-            path,
-            OWNER,
-            &off.to_string(),
-            &len.to_string(),
-            &seed.to_string(),
-        ]);
-        if cmd == "verify" {
-            ok && out.contains("MATCH") && !out.contains("MISMATCH")
-        } else {
-            ok
-        }
+        self.smoke(cmd, path, off, len, seed).0
     }
 
     fn client(&self) -> BlockingClient {
         let cfg = ClientConfig {
-            mds_addrs: vec![self.mds],
+            mds_addrs: vec![self.mds_addr()],
             ..ClientConfig::default()
         };
         BlockingClient::new(cfg, Credentials::user(OWNER))
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let (_, out) = self.sh(&["stop"]);
-        eprintln!("{out}");
-        if std::thread::panicking() {
-            eprintln!("cluster logs kept in {}", self.run.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.run);
-        }
     }
 }
 
@@ -148,7 +63,7 @@ fn pattern_bytes(off: u64, len: u64, seed: u32) -> Bytes {
 
 #[test]
 fn real_cluster() {
-    let Some(cluster) = Cluster::start() else {
+    let Some(cluster) = Cluster::start("curve-tgt") else {
         return;
     };
     volume_management(&cluster);
@@ -214,7 +129,7 @@ impl MdsProxy {
 /// then fails within its deadline saying the lease expired, and works again once the MDS is
 /// reachable and a refresh succeeds.
 fn mds_away_longer_than_the_lease(c: &Cluster) {
-    let proxy = MdsProxy::start(c.mds);
+    let proxy = MdsProxy::start(c.mds_addr());
     let mut cl = BlockingClient::new(
         ClientConfig {
             mds_addrs: vec![proxy.addr],
@@ -309,7 +224,7 @@ fn volume_management(c: &Cluster) {
     assert_eq!(e.status(), Some(StatusCode::KFileLengthNotSupported), "{e}");
     let mut other = BlockingClient::new(
         ClientConfig {
-            mds_addrs: vec![c.mds],
+            mds_addrs: vec![c.mds_addr()],
             ..ClientConfig::default()
         },
         Credentials::user("mallory"),

@@ -11,13 +11,13 @@
 //! nowhere) the cluster tests say so and pass.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::TcpStream;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::curve::Cluster;
 use crate::common::{self, initiator as ini};
 use curve_tgt::curve::pattern;
 
@@ -31,103 +31,6 @@ const INI: &str = "iqn.2026-11.org.curve-tgt:curve-lu-initiator";
 const BURST: usize = 64 * 1024;
 /// Bytes per Data-Out PDU (the target's default MaxRecvDataSegmentLength).
 const DATA_OUT_PDU: usize = 8192;
-
-/// A private CurveBS cluster on free ports, stopped (by the script, by PID) when dropped.
-pub struct Cluster {
-    script: PathBuf,
-    env: Vec<(String, String)>,
-    pub mds: String,
-    run: PathBuf,
-}
-
-impl Cluster {
-    fn script() -> Option<PathBuf> {
-        let p = std::env::var_os("CURVE_CLUSTER_SH")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/curve/cluster.sh")
-            });
-        p.exists().then_some(p)
-    }
-
-    /// `n` consecutive free ports below the ephemeral range.
-    fn free_base(n: u16) -> u16 {
-        let seed = u64::from(std::process::id()) ^ 0x9e37;
-        for k in 0..500u64 {
-            let base = 20000
-                + ((seed.wrapping_mul(2654435761).wrapping_add(k * 7919 + 13)) % 12000) as u16;
-            if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-                return base;
-            }
-        }
-        panic!("no {n} consecutive free ports in 20000..32000");
-    }
-
-    pub fn start() -> Option<Cluster> {
-        let Some(script) = Cluster::script() else {
-            eprintln!(
-                "SKIP: no Curve cluster kit (../shared/curve/cluster.sh or CURVE_CLUSTER_SH)"
-            );
-            return None;
-        };
-        let run = std::env::temp_dir().join(format!("curve-lu-cluster-{}", std::process::id()));
-        let base = Cluster::free_base(8);
-        let (etcd, mds, cs) = (base, base + 3, base + 5);
-        let env = vec![
-            ("CURVE_RUN".to_string(), run.display().to_string()),
-            ("CURVE_ETCD_PORT".to_string(), etcd.to_string()),
-            ("CURVE_MDS_PORT".to_string(), mds.to_string()),
-            ("CURVE_CS_PORT".to_string(), cs.to_string()),
-        ];
-        let c = Cluster {
-            script,
-            env,
-            mds: format!("127.0.0.1:{mds}"),
-            run,
-        };
-        let (ok, out) = c.sh(&["start"]);
-        assert!(ok, "cluster start failed:\n{out}");
-        Some(c)
-    }
-
-    pub fn sh(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("bash")
-            .arg(&self.script)
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .expect("run cluster.sh");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    }
-
-    /// Curve's own client: `vol write|verify PATH OWNER OFF LEN SEED`.
-    fn smoke(&self, cmd: &str, path: &str, off: u64, len: u64, seed: u32) -> (bool, String) {
-        let (ok, out) = self.sh(&[
-            "vol",
-            cmd,
-            path,
-            OWNER,
-            &off.to_string(),
-            &len.to_string(),
-            &seed.to_string(),
-        ]);
-        let ok = ok && (cmd != "verify" || (out.contains("MATCH") && !out.contains("MISMATCH")));
-        (ok, out)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let (_, out) = self.sh(&["stop"]);
-        eprintln!("{out}");
-        let _ = std::fs::remove_dir_all(&self.run);
-    }
-}
 
 /// A logged-in iSCSI session to LUN 1 speaking READ(16)/WRITE(16) with immediate data.
 struct Session {
@@ -405,7 +308,9 @@ fn curve_lu_refuses_bad_strings_and_an_unreachable_mds() {
 
 #[test]
 fn curve_lu_serves_a_real_volume_both_ways_through_faults() {
-    let Some(c) = Cluster::start() else { return };
+    let Some(c) = Cluster::start("curve-lu") else {
+        return;
+    };
     let (ok, out) = c.sh(&["vol", "create", "/lu1", OWNER, "10"]);
     assert!(ok, "vol create: {out}");
     // Curve's own client writes a pattern at the start, across a chunk and a segment boundary.

@@ -18,6 +18,7 @@ mod admin_tgt_admin;
 mod budgets;
 mod churn;
 mod curve_cluster;
+mod curve_drill;
 mod curve_faults;
 mod curve_lu;
 mod delay_engine;

@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod curve;
+pub mod curve_fixture;
+pub mod fio;
 pub mod initiator;
 pub mod procfs;
 
