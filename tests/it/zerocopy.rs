@@ -292,9 +292,10 @@ fn auto_mode_steps_aside_when_the_kernel_copies() {
         let (rows, out) = zc_rows(&t);
         assert_eq!(rows.len(), 1, "{out}");
         assert_eq!(rows[0].mode, "copy:copied", "{engine}:\n{out}");
-        // Only sends before the first notification went zero-copy.
-        assert!(rows[0].n["zc_sends"] >= 1, "{out}");
-        assert!(rows[0].n["zc_sends"] < rows[0].n["large"], "{out}");
+        // Auto mode probes with one send; its notification said copied.
+        assert_eq!(rows[0].n["zc_sends"], 1, "{engine}: only the probe:\n{out}");
+        assert_eq!(rows[0].n["copied"], 1, "{out}");
+        assert!(rows[0].n["large"] > 1, "{out}");
         let log = t.log();
         let lines: Vec<&str> = log
             .lines()
