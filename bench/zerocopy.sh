@@ -91,12 +91,13 @@ for m in $MODES; do
 done
 
 printf 'round\tmode\tjob\tbs\tqd\tfio_rc\ttarget_cpu_s\tbw_bytes\tloadavg1\n' > "$OUT/runs.tsv"
-k=0
 for ((round = 1; round <= ROUNDS; round++)); do
+k=$round
 for j in "${JOBS[@]}"; do
   read -r name rw bs qd <<<"$j"
-  # Alternate the order of the modes run by run, so drift falls on all alike.
-  order=($MODES); ((k % 2)) && order=($(printf '%s\n' "${order[@]}" | tac))
+  # Reverse the order of the modes job by job and round by round, so that drift (and the
+  # load other work puts on the machine) falls on all alike.
+  order=($MODES); ((k % 2)) || order=($(printf '%s\n' "${order[@]}" | tac))
   k=$((k + 1))
   for m in "${order[@]}"; do
     json="$OUT/fio/${m/:/-}-$name-r$round.json" rc=0
