@@ -6,6 +6,9 @@
 #
 #   bench/zerocopy.sh [options]
 #     --duration S        fio runtime per job (default 10)
+#     --rounds N          repeat every job N times, the mode order reversed each time; the
+#                         report gives each mode's median (default 3: on a loaded machine one
+#                         run per mode mostly measures what CPU share it happened to get)
 #     --ramp S            fio ramp_time per job (default 2)
 #     --target-cpus LIST  CPUs the targets are pinned to (taskset and --cores) (default 0)
 #     --fio-cpus LIST     CPUs fio is pinned to (default 1)
@@ -22,11 +25,12 @@ REPO=$(cd "$HERE/.." && pwd)
 # shellcheck source=scripts/lib.sh
 source "$REPO/scripts/lib.sh"
 
-DURATION=10 RAMP=2 TARGET_CPUS=0 FIO_CPUS=1 FILE_SIZE=1G OUT=''
+DURATION=10 ROUNDS=3 RAMP=2 TARGET_CPUS=0 FIO_CPUS=1 FILE_SIZE=1G OUT=''
 MODES="off auto:uring on:uring auto:msg on:msg"
 while [ $# -gt 0 ]; do
   case $1 in
     --duration) DURATION=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
     --ramp) RAMP=$2; shift 2 ;;
     --target-cpus) TARGET_CPUS=$2; shift 2 ;;
     --fio-cpus) FIO_CPUS=$2; shift 2 ;;
@@ -60,6 +64,7 @@ declare -A PORT=() CTRL=() PID=()
   printf 'optmem_max\t%s\n' "$(sysctl -n net.core.optmem_max 2>/dev/null || echo ?)"
   printf 'ulimit_l\t%s\n' "$(ulimit -l)"
   printf 'ours\t%s\n' "git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  printf 'rounds\t%s\n' "$ROUNDS"
   printf 'duration_s\t%s\nramp_s\t%s\ntarget_cpus\t%s\nfio_cpus\t%s\nmodes\t%s\n' \
     "$DURATION" "$RAMP" "$TARGET_CPUS" "$FIO_CPUS" "$MODES"
 } > "$OUT/meta/meta.tsv"
@@ -85,18 +90,20 @@ for m in $MODES; do
   setup_single_lu "${CTRL[$m]}" 1 "$IQN" file "$BACKING"
 done
 
-printf 'mode\tjob\tbs\tqd\tfio_rc\ttarget_cpu_s\tbw_bytes\tloadavg1\n' > "$OUT/runs.tsv"
-k=0
+printf 'round\tmode\tjob\tbs\tqd\tfio_rc\ttarget_cpu_s\tbw_bytes\tloadavg1\n' > "$OUT/runs.tsv"
+for ((round = 1; round <= ROUNDS; round++)); do
+k=$round
 for j in "${JOBS[@]}"; do
   read -r name rw bs qd <<<"$j"
-  # Alternate the order of the modes job by job, so drift falls on all alike.
-  order=($MODES); ((k % 2)) && order=($(printf '%s\n' "${order[@]}" | tac))
+  # Reverse the order of the modes job by job and round by round, so that drift (and the
+  # load other work puts on the machine) falls on all alike.
+  order=($MODES); ((k % 2)) || order=($(printf '%s\n' "${order[@]}" | tac))
   k=$((k + 1))
   for m in "${order[@]}"; do
-    json="$OUT/fio/${m/:/-}-$name.json" rc=0
+    json="$OUT/fio/${m/:/-}-$name-r$round.json" rc=0
     url="iscsi://127.0.0.1:${PORT[$m]}/$IQN/1"
     load=$(cut -d' ' -f1 /proc/loadavg)
-    log "$m $name (load $load)"
+    log "round $round: $m $name (load $load)"
     c0=$(proc_cpu_ticks "${PID[$m]}")
     timeout -k 5 $((DURATION + RAMP + 60)) taskset -c "$FIO_CPUS" "$FIO" --name="$name" \
       --ioengine=libiscsi --filename="${url//:/\\:}" --initiator=iqn.2026-11.io.curve-tgt:zc-fio \
@@ -105,14 +112,15 @@ for j in "${JOBS[@]}"; do
     c1=$(proc_cpu_ticks "${PID[$m]}")
     tadm "${CTRL[$m]}" --lld iscsi --op stat --mode sys > "${json%.json}.stat.txt" 2>&1 || true
     bw=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["jobs"][0]["read"]["bw_bytes"])' "$json" 2>/dev/null || echo 0)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$m" "$name" "$bs" "$qd" "$rc" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$m" "$name" "$bs" "$qd" "$rc" \
       "$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" 'BEGIN {printf "%.2f", (b - a) / hz}')" "$bw" "$load" >> "$OUT/runs.tsv"
   done
+done
 done
 for m in $MODES; do stop_target "${CTRL[$m]}"; done
 
 "$PYTHON" - "$OUT" "$DURATION" "$RAMP" <<'PY'
-import csv, sys, os
+import csv, sys, os, statistics
 out, dur, ramp = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 rows = list(csv.DictReader(open(os.path.join(out, "runs.tsv")), delimiter="\t"))
 meta = dict(l.rstrip("\n").split("\t", 1) for l in open(os.path.join(out, "meta/meta.tsv")))
@@ -120,26 +128,34 @@ lines = ["# Zero-copy Data-In: off / auto / on, one run", ""]
 lines += ["| " + k + " | " + v + " |" for k, v in meta.items()]
 lines.insert(2, "| key | value |\n|---|---|")
 lines += ["", "The machine is shared (2 cores, other builds running): only ratios within this run "
-          "count, and even they move by ±15%. Loopback always copies, so no mode can gain here.", ""]
+          "count, and throughput follows the CPU share each run happened to get; target CPU per "
+          "GB moves less. Each figure is the median over the rounds (min-max in brackets). "
+          "Loopback always copies, so no mode can gain here.", ""]
+def per_gb(r):
+    gb = float(r["bw_bytes"]) * (dur + ramp) / 1e9
+    return float(r["target_cpu_s"]) / gb if gb > 0 else float("nan")
 for job in dict.fromkeys(r["job"] for r in rows):
-    rs = [r for r in rows if r["job"] == job]
-    base = next((r for r in rs if r["mode"] == "off"), rs[0])
-    def per_gb(r):
-        gb = float(r["bw_bytes"]) * (dur + ramp) / 1e9
-        return float(r["target_cpu_s"]) / gb if gb > 0 else float("nan")
+    modes = list(dict.fromkeys(r["mode"] for r in rows if r["job"] == job))
+    med = {}
+    for m in modes:
+        rs = [r for r in rows if r["job"] == job and r["mode"] == m]
+        bws = [float(r["bw_bytes"]) for r in rs]
+        cpus = [per_gb(r) for r in rs]
+        med[m] = (statistics.median(bws), min(bws), max(bws), statistics.median(cpus),
+                  min(cpus), max(cpus), len(rs), sum(r["fio_rc"] != "0" for r in rs))
+    base = med.get("off", med[modes[0]])
     lines += [f"## {job}", "",
-              "| mode | MiB/s | ratio to off | target CPU s per GB | ratio to off | fio rc | load before |",
+              "| mode | runs | MiB/s | ratio to off | target CPU s per GB | ratio to off | failed fio runs |",
               "|---|---|---|---|---|---|---|"]
-    b_bw, b_cpu = float(base["bw_bytes"]), per_gb(base)
-    for r in rs:
-        bw = float(r["bw_bytes"])
-        lines.append(f"| {r['mode']} | {bw / 2**20:.0f} | {bw / b_bw if b_bw else float('nan'):.2f} | "
-                     f"{per_gb(r):.3f} | {per_gb(r) / b_cpu if b_cpu else float('nan'):.2f} | "
-                     f"{r['fio_rc']} | {r['loadavg1']} |")
+    for m in ["off"] + [x for x in modes if x != "off"] if "off" in modes else modes:
+        bw, bwlo, bwhi, cpu, clo, chi, n, bad = med[m]
+        lines.append(f"| {m} | {n} | {bw / 2**20:.0f} ({bwlo / 2**20:.0f}-{bwhi / 2**20:.0f}) | "
+                     f"{bw / base[0] if base[0] else float('nan'):.2f} | {cpu:.3f} ({clo:.3f}-{chi:.3f}) | "
+                     f"{cpu / base[3] if base[3] else float('nan'):.2f} | {bad} |")
     lines.append("")
 lines += ["CPU per GB: the target's utime+stime over the fio run (ramp included) divided by the "
-          "bytes read in it (bandwidth x (runtime + ramp)). Per-mode `--op stat` output, with "
-          "the zero-copy table, is in `fio/*.stat.txt`.", ""]
+          "bytes read in it (bandwidth x (runtime + ramp)). Every run is in `runs.tsv`; per-run "
+          "`--op stat` output, with the zero-copy table, is in `fio/*.stat.txt`.", ""]
 open(os.path.join(out, "report.md"), "w").write("\n".join(lines))
 print("\n".join(lines))
 PY

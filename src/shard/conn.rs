@@ -60,6 +60,9 @@ pub struct Conn {
     /// The PDUs of the send in flight, and how many of their bytes already went out.
     pub tx_batch: Vec<TxPdu>,
     pub tx_sent: usize,
+    /// Some bytes of the current batch left by a zero-copy send: it must wait for the
+    /// notifications when it is done (a batch sent only by copy is free at once).
+    pub tx_zc: bool,
     pub iov: Vec<libc::iovec>,
     pub msg: Box<libc::msghdr>,
     pub send_inflight: bool,
@@ -120,6 +123,7 @@ impl Conn {
             // Both grow with the first sends and shrink again when the connection idles.
             tx_batch: Vec::new(),
             tx_sent: 0,
+            tx_zc: false,
             iov: Vec::new(),
             msg,
             send_inflight: false,
@@ -239,19 +243,22 @@ impl Conn {
     }
 
     /// Accounts `n` sent bytes. Returns true when the whole batch went out. A batch is
-    /// released then unless zero-copy sends are still un-notified (any of them may include
-    /// its bytes): it waits in `zc.inflight` until they are.
+    /// released then unless some of its bytes left by a zero-copy send and zero-copy sends
+    /// are still un-notified (any of them may include its bytes): it waits in `zc.inflight`
+    /// until they are, and the next batch is a spare vector (`ZcLink::take_spare`), so the
+    /// zero-copy path allocates no vector per send once warm.
     pub fn sent(&mut self, n: usize) -> bool {
         self.tx_sent += n;
         let total: usize = self.tx_batch.iter().map(|p| p.wire_len()).sum();
         if self.tx_sent >= total {
             let batch = std::mem::take(&mut self.tx_batch);
-            self.tx_batch = match self.zc.inflight.retire(batch) {
+            let zc = std::mem::replace(&mut self.tx_zc, false);
+            self.tx_batch = match self.zc.inflight.retire(batch, zc) {
                 Some(mut b) => {
                     b.clear();
                     b
                 }
-                None => Vec::with_capacity(TX_BATCH_PDUS),
+                None => self.zc.take_spare(),
             };
             self.tx_sent = 0;
             true
@@ -344,6 +351,7 @@ mod tests {
         c.login_out.push_back(p);
         assert!(c.prepare_send());
         let id = c.zc.inflight.issue();
+        c.tx_zc = true;
         assert!(c.sent(len));
         assert_eq!(b.handles(), 2, "the kernel may still read the pages");
         assert!(
@@ -351,8 +359,45 @@ mod tests {
             "a connection with a pending notification is not freed"
         );
         assert!(c.zc.inflight.complete(id));
-        drop(c.zc.inflight.released());
+        c.zc.recycle_released();
         assert_eq!(b.handles(), 1);
         assert!(!c.busy());
+        assert_eq!(
+            c.zc.spares(),
+            1,
+            "the held batch's vector is kept as a spare"
+        );
+        // The next zero-copy batch reuses it: its capacity is the old batch's.
+        let (p2, _b2) = pdu(&pool);
+        let len2 = p2.wire_len();
+        c.login_out.push_back(p2);
+        assert!(c.prepare_send());
+        c.zc.inflight.issue();
+        c.tx_zc = true;
+        assert!(c.sent(len2));
+        assert_eq!(c.zc.spares(), 0, "taken for the batch after the held one");
+        assert!(c.tx_batch.capacity() >= 1);
+    }
+
+    #[test]
+    fn a_batch_sent_by_copy_is_not_held_for_an_earlier_zero_copy_send() {
+        let pool = crate::buf::BufPool::new();
+        let mut c = conn();
+        let (p1, b1) = pdu(&pool);
+        let (p2, b2) = pdu(&pool);
+        let (l1, l2) = (p1.wire_len(), p2.wire_len());
+        c.login_out.push_back(p1);
+        assert!(c.prepare_send());
+        let id = c.zc.inflight.issue();
+        c.tx_zc = true;
+        assert!(c.sent(l1));
+        c.login_out.push_back(p2);
+        assert!(c.prepare_send());
+        assert!(c.sent(l2), "by copy");
+        assert_eq!(b2.handles(), 1, "the copied batch is free at once");
+        assert_eq!(b1.handles(), 2, "the zero-copy one waits");
+        c.zc.inflight.complete(id);
+        c.zc.recycle_released();
+        assert_eq!(b1.handles(), 1);
     }
 }

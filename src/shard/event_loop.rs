@@ -840,7 +840,7 @@ mod tests {
 
     /// Shutdown ends within its bound (SHUTDOWN_DRAIN_NS) even when a connection never
     /// becomes free: here a `MSG_ZEROCOPY` send whose notification never comes, which keeps
-    /// the slot for good once the drain gives up. Before, the shard waited for every
+    /// the slot until the drain gives up (32 s). Before, the shard waited for every
     /// connection to be freed, and tgtd's shutdown (which joins the shards) hung for ever.
     #[test]
     fn shutdown_is_bounded_when_a_connection_never_frees() {
@@ -881,6 +881,87 @@ mod tests {
         });
         let stopped = done_rx.recv_timeout(Duration::from_secs(20));
         assert!(stopped.is_ok(), "the shard did not stop within 20 s");
+        drop(listener);
+    }
+
+    /// A closed connection whose zero-copy notification never comes is freed once its drain
+    /// gives up (REVIEW.md item 5's second half): before, it kept its slot for as long as the
+    /// process lived. The buffers of the never-notified send are leaked, not returned to the
+    /// pool (the kernel may still read them), and a late notification finds no owner.
+    #[test]
+    fn a_drain_that_gives_up_frees_the_slot_and_leaks_the_held_buffers() {
+        use super::super::owners::CQE_F_NOTIF;
+        use super::super::zerocopy::link::Drain;
+        use crate::iscsi::tx::{Payload, TxPdu};
+        let (tx, rx) = crossbeam_channel::unbounded();
+        // SAFETY: eventfd returns a new descriptor or -1 (checked).
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: `fd` is a fresh descriptor we own.
+        let wake = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let (ctl, _ctl_rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            handles: vec![ShardHandle { tx, wake }],
+            shard_conns: vec![std::sync::atomic::AtomicUsize::new(0)],
+            registry: Default::default(),
+            control: ctl,
+            callbacks: CallbackRunner::new(1, Duration::from_secs(1)),
+            options: Default::default(),
+            admission: super::super::limits::Admission::new(1),
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut shard = Shard::new(0, rx, fd, shared.clone(), ZcConfig::default()).unwrap();
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        let ticket = super::super::limits::ConnTicket::for_test(&shared, 0);
+        shard.add_conn(stream, addr, addr, ticket);
+        let k = shard.conns.keys()[0];
+        // A uring zero-copy send whose notification is still to come, and its batch.
+        let pool = crate::buf::BufPool::new();
+        let buf = pool.alloc(65536);
+        let bhs = crate::iscsi::pdu::Bhs::reject(crate::iscsi::pdu::RejectReason::ProtocolError);
+        let payload = Payload::Buf {
+            buf: buf.clone(),
+            offset: 0,
+            len: 65536,
+        };
+        let c = shard.conns.get_mut(k).unwrap();
+        let id = c.zc.inflight.issue();
+        let batch = vec![TxPdu::new(bhs, payload, false, false)];
+        assert!(c.zc.inflight.retire(batch, true).is_none(), "held");
+        let late = shard.ring.owners.register(Owner::Conn {
+            conn: k,
+            op: ConnOp::SendZc { id },
+        });
+        shard.begin_close(k);
+        shard.service_dirty();
+        shard.check_invariants();
+        let c = shard
+            .conns
+            .get_mut(k)
+            .expect("kept while the notification is out");
+        assert!(matches!(c.zc.drain, Some(Drain::Waiting { .. })));
+        assert_eq!(shard.zc.draining, 1);
+        // Past both deadlines (the shard clock is CLOCK_MONOTONIC: boot is long ago).
+        c.zc.drain = Some(Drain::Reset { at_ns: 0 });
+        shard.zc_drain_tick();
+        shard.service_dirty();
+        shard.check_invariants();
+        assert!(shard.conns.get(k).is_none(), "the slot is freed");
+        assert_eq!(shard.zc.draining, 0);
+        assert_eq!(
+            (shard.zc.abandoned_conns, shard.zc.abandoned_batches),
+            (1, 1)
+        );
+        assert_eq!(
+            buf.handles(),
+            2,
+            "the held buffer is leaked, never back in the pool"
+        );
+        assert!(
+            shard.ring.owners.resolve(late, 0, CQE_F_NOTIF).is_none(),
+            "a late notification finds no owner"
+        );
         drop(listener);
     }
 }

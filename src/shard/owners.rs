@@ -116,6 +116,22 @@ impl OwnerTable {
         self.slab.remove(SlotKey::from_token(token));
     }
 
+    /// Forgets every entry `f` picks (an owner that is going away and no longer wants their
+    /// completions, such as a connection giving up on zero-copy notifications that never
+    /// came): their CQEs, if they still come, are dropped as stale. Returns how many.
+    pub fn release_where(&mut self, f: impl Fn(&Owner) -> bool) -> usize {
+        let keys: Vec<SlotKey> = self
+            .slab
+            .iter()
+            .filter(|(_, o)| f(o))
+            .map(|(k, _)| k)
+            .collect();
+        for k in &keys {
+            self.slab.remove(*k);
+        }
+        keys.len()
+    }
+
     /// Submissions whose last completion has not arrived.
     pub fn len(&self) -> usize {
         self.slab.len()
@@ -187,6 +203,26 @@ mod tests {
         let second = t.resolve(tok, 0, notif).expect("notification");
         assert!(second.notif() && !second.more());
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn released_owners_get_no_late_completion() {
+        let mut t = OwnerTable::default();
+        let zc = |i| Owner::Conn {
+            conn: SlotKey::new(i, 1),
+            op: ConnOp::SendZc { id: 0 },
+        };
+        let gone = t.register(zc(1));
+        let kept = t.register(zc(2));
+        let n = t.release_where(
+            |o| matches!(o, Owner::Conn { conn, .. } if *conn == SlotKey::new(1, 1)),
+        );
+        assert_eq!(n, 1);
+        assert!(
+            t.resolve(gone, 0, CQE_F_NOTIF).is_none(),
+            "dropped as stale"
+        );
+        assert!(t.resolve(kept, 0, CQE_F_NOTIF).is_some());
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! connection's [`ZcLink`]. Kept apart so the send path reads the same with zero-copy on or
 //! off.
 //!
-//! - A send is zero-copy when the connection is in zero-copy mode and its batch carries a
-//!   Data-In payload at or above the threshold (`Shard::flush` asks [`Shard::zc_send_entry`]).
+//! - A send is zero-copy when the connection is in zero-copy mode (or probing, for its first
+//!   large payload) and its batch carries a Data-In payload at or above the threshold
+//!   (`Shard::flush` asks [`Shard::zc_send_entry`]).
 //! - Its batch, once fully sent, waits in `zc.inflight` until every zero-copy send before it
 //!   is notified: a second CQE with `IORING_CQE_F_NOTIF` (uring engine), or an error-queue
 //!   message read by a `recvmsg(MSG_ERRQUEUE)` on the same ring (msg engine).
@@ -12,7 +13,9 @@
 //!   leaves the connection in copy mode; so does a notification saying the kernel copied.
 //! - A closing connection keeps its slot until nothing is outstanding; after
 //!   `DRAIN_GRACE_NS` its TCP connection is reset so the kernel drops the segments (and the
-//!   pages) the peer will never acknowledge.
+//!   pages) the peer will never acknowledge; `DRAIN_GIVE_UP_NS` later it stops waiting, leaks
+//!   the buffers still held (never reused) and frees the slot.
+//! - The `msg` engine clears `SO_ZEROCOPY` once a connection copies for good.
 
 use super::event_loop::Shard;
 use super::owners::{ConnOp, Cqe, Owner};
@@ -20,10 +23,10 @@ use super::ring::clock;
 use super::slots::SlotKey;
 use super::timers::TimerOwner;
 use super::zerocopy::link::{
-    enable_so_zerocopy, largest_payload, reset_tcp, Drain, DrainStep, SendKind, ZcLink,
+    largest_payload, reset_tcp, set_so_zerocopy, Drain, DrainStep, SendKind, ZcLink,
     IORING_NOTIF_USAGE_ZC_COPIED,
 };
-use super::zerocopy::policy::{Mode, SendErrorAction};
+use super::zerocopy::policy::SendErrorAction;
 use super::zerocopy::probe::KernelSupport;
 use super::zerocopy::{Engine, ZcConfig};
 use io_uring::squeue;
@@ -42,6 +45,9 @@ pub struct ZcShard {
     pub closed: super::zerocopy::policy::ZcCounters,
     /// Closing connections waiting for notifications (they need the drain tick).
     pub draining: usize,
+    /// Connections whose drain gave up, and the batches they leaked.
+    pub abandoned_conns: u64,
+    pub abandoned_batches: u64,
     pub tick_armed: bool,
 }
 
@@ -76,6 +82,8 @@ impl ZcShard {
             kernel,
             closed: Default::default(),
             draining: 0,
+            abandoned_conns: 0,
+            abandoned_batches: 0,
             tick_armed: false,
         }
     }
@@ -84,14 +92,29 @@ impl ZcShard {
     pub fn link(&self, stream: &std::net::TcpStream, peer: std::net::SocketAddr) -> ZcLink {
         let supported = self.kernel.supports(self.cfg.engine);
         let mut zc = ZcLink::new(&self.cfg, supported, self.kernel.report_usage);
-        if zc.policy.mode() == Mode::ZeroCopy && self.cfg.engine == Engine::Msg {
-            if let Err(e) = enable_so_zerocopy(stream.as_raw_fd()) {
-                if let Some(line) = zc.policy.unsupported() {
-                    tracing::warn!(peer = %peer, "{line} (SO_ZEROCOPY: {e})");
+        if zc.policy.zero_copy_possible() && self.cfg.engine == Engine::Msg {
+            match set_so_zerocopy(stream.as_raw_fd(), true) {
+                Ok(()) => zc.so_zerocopy = true,
+                Err(e) => {
+                    if let Some(line) = zc.policy.unsupported() {
+                        tracing::warn!(peer = %peer, "{line} (SO_ZEROCOPY: {e})");
+                    }
                 }
             }
         }
         zc
+    }
+}
+
+/// After a notification or a refusal: a `msg` connection that copies for good clears
+/// `SO_ZEROCOPY`, so nothing of zero-copy stays on its socket (notifications still due
+/// arrive all the same).
+fn settle(c: &mut super::conn::Conn) {
+    if c.zc.so_zerocopy && !c.zc.policy.zero_copy_possible() {
+        c.zc.so_zerocopy = false;
+        if let Err(e) = set_so_zerocopy(c.stream.as_raw_fd(), false) {
+            tracing::debug!(peer = %c.peer, "clearing SO_ZEROCOPY: {e}");
+        }
     }
 }
 
@@ -130,7 +153,7 @@ impl Shard {
             if !cqe.more() {
                 // No IORING_CQE_F_MORE: no notification will follow (the send failed early).
                 c.zc.inflight.complete(id);
-                drop(c.zc.inflight.released());
+                c.zc.recycle_released();
             } else if res < 0 {
                 c.zc.failed_ids.push(id);
             }
@@ -138,6 +161,8 @@ impl Shard {
         if res < 0 {
             let errno = -res;
             if errno == libc::EAGAIN || errno == libc::EINTR {
+                // Nothing moved; the next flush sends the same bytes (a probe probes again).
+                c.zc.policy.on_send_retry();
                 return false;
             }
             return match c.zc.policy.on_send_error(errno) {
@@ -145,6 +170,7 @@ impl Shard {
                     if let Some(line) = log {
                         tracing::warn!(peer = %c.peer, "{line}");
                     }
+                    settle(c);
                     // The batch is still in `tx_batch` with `tx_sent` unchanged: the next
                     // flush sends the same bytes, now by copy.
                     c.send_inflight = false;
@@ -155,6 +181,10 @@ impl Shard {
             };
         }
         c.zc.policy.on_sent(true, res as usize);
+        if res > 0 {
+            // The batch's pages went to the kernel: it waits for the notifications.
+            c.tx_zc = true;
+        }
         if engine == Engine::Msg && res > 0 {
             // The kernel numbered this sendmsg; its notification comes on the error queue.
             c.zc.inflight.issue();
@@ -177,11 +207,15 @@ impl Shard {
             }
             None => false,
         };
-        let copied = !failed && c.zc.report_usage && res & IORING_NOTIF_USAGE_ZC_COPIED != 0;
-        if let Some(line) = c.zc.policy.on_notification(copied) {
-            tracing::warn!(peer = %c.peer, "{line}");
+        if failed {
+            c.zc.policy.on_failed_send_notification();
+        } else {
+            let copied = c.zc.report_usage && res & IORING_NOTIF_USAGE_ZC_COPIED != 0;
+            if let Some(line) = c.zc.policy.on_notification(copied) {
+                tracing::warn!(peer = %c.peer, "{line}");
+            }
         }
-        drop(c.zc.inflight.released());
+        c.zc.recycle_released();
         self.mark(k);
     }
 
@@ -220,7 +254,8 @@ impl Shard {
                     if let Some(line) = c.zc.policy.on_notification(n.copied) {
                         tracing::warn!(peer = %c.peer, "{line}");
                     }
-                    drop(c.zc.inflight.released());
+                    settle(c);
+                    c.zc.recycle_released();
                 }
                 Err(e) => tracing::debug!(peer = %c.peer, "error queue: {e}"),
             }
@@ -299,7 +334,7 @@ impl Shard {
                         Some(Err(_)) => {}
                     }
                 }
-                drop(c.zc.inflight.released());
+                c.zc.recycle_released();
             }
             if !c.zc.idle() {
                 let (next, step) = drain.tick(now);
@@ -314,11 +349,21 @@ impl Shard {
                         );
                         reset_tcp(fd);
                     }
-                    DrainStep::GiveUp => tracing::error!(
-                        peer = %c.peer,
-                        "zerocopy: {} notifications never came; keeping the slot and its buffers",
-                        c.zc.inflight.outstanding()
-                    ),
+                    DrainStep::GiveUp => {
+                        let outstanding = c.zc.inflight.outstanding();
+                        let (batches, bytes) = c.zc.abandon();
+                        tracing::error!(
+                            peer = %c.peer,
+                            "zerocopy: {outstanding} notifications never came; freeing the slot, \
+                             leaking {batches} batches ({bytes} bytes) the kernel may still read"
+                        );
+                        self.zc.abandoned_conns += 1;
+                        self.zc.abandoned_batches += batches as u64;
+                        // Their notification CQEs, if they ever come, find no owner.
+                        self.ring.owners.release_where(|o| {
+                            matches!(o, Owner::Conn { conn, op: ConnOp::SendZc { .. } } if *conn == k)
+                        });
+                    }
                 }
             }
             self.mark(k);

@@ -63,10 +63,12 @@ impl<T> Inflight<T> {
         before - self.outstanding.len()
     }
 
-    /// A batch fully sent: returns it at once when no zero-copy send is outstanding (the
-    /// caller drops or recycles it), else keeps it until they are all notified.
-    pub fn retire(&mut self, batch: T) -> Option<T> {
-        if self.outstanding.is_empty() {
+    /// A batch fully sent: returns it at once when no zero-copy send is outstanding or when
+    /// none of its bytes left by a zero-copy send (`zero_copy` false: the kernel copied them
+    /// all, so they are free, whatever earlier sends still wait for), and the caller drops or
+    /// recycles it; else keeps it until every send issued so far is notified.
+    pub fn retire(&mut self, batch: T, zero_copy: bool) -> Option<T> {
+        if self.outstanding.is_empty() || !zero_copy {
             return Some(batch);
         }
         self.retired.push_back((self.next_seq, batch));
@@ -75,17 +77,31 @@ impl<T> Inflight<T> {
 
     /// Batches no outstanding send can still read, oldest first.
     pub fn released(&mut self) -> Vec<T> {
-        let oldest = self.outstanding.front().copied();
         let mut out = Vec::new();
+        self.release_each(|b| out.push(b));
+        out
+    }
+
+    /// Hands each batch no outstanding send can still read to `f`, oldest first (the hot
+    /// path's form of [`Inflight::released`]: no vector).
+    pub fn release_each(&mut self, mut f: impl FnMut(T)) {
+        let oldest = self.outstanding.front().copied();
         while let Some((upto, _)) = self.retired.front() {
             // `upto` is the first number not yet issued at retirement: every send the batch
             // was part of is below it.
             if oldest.is_some_and(|o| o < *upto) {
                 break;
             }
-            out.push(self.retired.pop_front().expect("front exists").1);
+            f(self.retired.pop_front().expect("front exists").1);
         }
-        out
+    }
+
+    /// Gives up on every outstanding send (their notifications never came): forgets their
+    /// numbers and returns the batches held for them, which the caller must never reuse
+    /// (the kernel may still hold their pages), so it leaks them. Returns the batches.
+    pub fn abandon(&mut self) -> Vec<T> {
+        self.outstanding.clear();
+        self.retired.drain(..).map(|(_, b)| b).collect()
     }
 
     /// Zero-copy sends still waiting for their notification.
@@ -112,16 +128,21 @@ mod tests {
     fn a_batch_is_held_until_its_sends_are_notified() {
         let mut f = Inflight::default();
         assert_eq!(
-            f.retire("idle"),
+            f.retire("idle", true),
             Some("idle"),
             "nothing outstanding: free at once"
         );
         let a = f.issue();
         let b = f.issue();
         assert_eq!((a, b), (0, 1));
-        assert_eq!(f.retire("batch1"), None);
+        assert_eq!(f.retire("batch1", true), None);
         let c = f.issue();
-        assert_eq!(f.retire("batch2"), None);
+        assert_eq!(
+            f.retire("copied", false),
+            Some("copied"),
+            "a batch sent by copy is free at once, whatever is outstanding"
+        );
+        assert_eq!(f.retire("batch2", true), None);
         assert_eq!(f.held(), 2);
         // Out of order: the later sends first. batch1 still waits for send 0.
         assert!(f.complete(b));
@@ -137,14 +158,27 @@ mod tests {
     fn an_older_batch_is_released_before_a_newer_sends_notification() {
         let mut f = Inflight::default();
         let a = f.issue();
-        assert_eq!(f.retire("old"), None);
+        assert_eq!(f.retire("old", true), None);
         let _b = f.issue();
-        assert_eq!(f.retire("new"), None);
+        assert_eq!(f.retire("new", true), None);
         f.complete(a);
         assert_eq!(f.released(), vec!["old"]);
         assert_eq!(f.outstanding(), 1);
         assert_eq!(f.held(), 1);
         assert!(!f.is_idle());
+    }
+
+    #[test]
+    fn abandoning_forgets_the_sends_and_hands_back_what_they_held() {
+        let mut f = Inflight::default();
+        f.issue();
+        assert_eq!(f.retire("held", true), None);
+        f.issue();
+        assert_eq!(f.abandon(), vec!["held"]);
+        assert!(f.is_idle());
+        // Numbering goes on: a late notification for an abandoned send matches nothing.
+        assert!(!f.complete(0));
+        assert_eq!(f.issue(), 2);
     }
 
     #[test]
@@ -155,7 +189,7 @@ mod tests {
         };
         let ids: Vec<u32> = (0..4).map(|_| f.issue()).collect();
         assert_eq!(ids, vec![u32::MAX - 1, u32::MAX, 0, 1]);
-        assert_eq!(f.retire(7), None);
+        assert_eq!(f.retire(7, true), None);
         let n = ZcNotification {
             first: u32::MAX - 1,
             last: 0,

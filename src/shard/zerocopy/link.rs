@@ -21,9 +21,14 @@ pub const IORING_NOTIF_USAGE_ZC_COPIED: i32 = 1 << 31;
 /// How long a closing connection waits for its notifications before its TCP connection is
 /// reset (which frees the queued segments, so the kernel lets go of the pages).
 pub const DRAIN_GRACE_NS: u64 = 2_000_000_000;
-/// How long after the reset to keep waiting before giving up on the slot (logged; the slot
-/// and its buffers are then kept, never reused early).
+/// How long after the reset to keep waiting before giving up (logged): the slot is then
+/// freed, and the buffers of the sends never notified are leaked, never reused (the kernel
+/// may still hold their pages).
 pub const DRAIN_GIVE_UP_NS: u64 = 30_000_000_000;
+/// Spare batch vectors a connection keeps (REVIEW.md item 5): a batch held for notifications
+/// is replaced by a spare, and a released one becomes a spare, so steady zero-copy sending
+/// allocates no vector per send. A handful covers the batches one socket buffer holds.
+const MAX_SPARES: usize = 4;
 
 /// The send in flight on a connection.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -49,7 +54,7 @@ pub enum Drain {
     Waiting { since_ns: u64 },
     /// The TCP connection was reset at this time; still waiting.
     Reset { at_ns: u64 },
-    /// Gave up: the slot is kept for good.
+    /// Gave up: the outstanding sends were abandoned and the slot may go.
     GaveUp,
 }
 
@@ -59,7 +64,7 @@ pub enum DrainStep {
     Wait,
     /// Reset the TCP connection (the peer will not acknowledge what is queued).
     ResetTcp,
-    /// Stop waiting: log, and keep the slot and its buffers for good.
+    /// Stop waiting: log, leak the held buffers and free the slot.
     GiveUp,
 }
 
@@ -93,6 +98,11 @@ pub struct ZcLink {
     /// bytes they sent, which is not the kernel copying our data.
     pub failed_ids: Vec<u32>,
     pub drain: Option<Drain>,
+    /// `SO_ZEROCOPY` is set on the socket (`msg` engine); cleared once the connection
+    /// copies for good.
+    pub so_zerocopy: bool,
+    /// Empty batch vectors with their capacity, for the next batches.
+    spares: Vec<Vec<TxPdu>>,
 }
 
 impl ZcLink {
@@ -113,7 +123,47 @@ impl ZcLink {
             errq_token: None,
             failed_ids: Vec::new(),
             drain: None,
+            so_zerocopy: false,
+            spares: Vec::new(),
         }
+    }
+
+    /// An empty vector for the next batch: a spare when there is one.
+    pub fn take_spare(&mut self) -> Vec<TxPdu> {
+        self.spares.pop().unwrap_or_default()
+    }
+
+    /// Spare vectors kept.
+    pub fn spares(&self) -> usize {
+        self.spares.len()
+    }
+
+    /// Drops the batches no outstanding send can still read (their pooled buffers go back to
+    /// the pool) and keeps their vectors as spares.
+    pub fn recycle_released(&mut self) {
+        let spares = &mut self.spares;
+        self.inflight.release_each(|mut b| {
+            b.clear();
+            if spares.len() < MAX_SPARES {
+                spares.push(b);
+            }
+        });
+    }
+
+    /// The drain gave up: forgets the outstanding sends and leaks the batches held for them
+    /// (the kernel may still read their pages, so they must never return to the pool).
+    /// Returns how many batches and payload bytes were leaked.
+    pub fn abandon(&mut self) -> (usize, usize) {
+        let held = self.inflight.abandon();
+        let bytes = held
+            .iter()
+            .flat_map(|b| b.iter())
+            .map(|p| p.wire_len())
+            .sum();
+        let n = held.len();
+        std::mem::forget(held);
+        self.failed_ids.clear();
+        (n, bytes)
     }
 
     /// Whether the slot may be freed: nothing the kernel may still read or write.
@@ -221,9 +271,9 @@ pub fn reset_tcp(fd: RawFd) {
     };
 }
 
-/// Asks for `MSG_ZEROCOPY` on a socket (`SO_ZEROCOPY`).
-pub fn enable_so_zerocopy(fd: RawFd) -> std::io::Result<()> {
-    let one: libc::c_int = 1;
+/// Asks for `MSG_ZEROCOPY` on a socket (`SO_ZEROCOPY` 1), or stops asking (0).
+pub fn set_so_zerocopy(fd: RawFd, on: bool) -> std::io::Result<()> {
+    let one: libc::c_int = on.into();
     // SAFETY: passes a valid c_int of the given size.
     let r = unsafe {
         libc::setsockopt(

@@ -1,8 +1,15 @@
 //! One connection's zero-copy policy: whether a payload goes zero-copy, what the connection
 //! has sent each way, and when it gives zero-copy up for good.
 //!
-//! A connection starts in [`Mode::ZeroCopy`] when `--tcp_zerocopy 1` and the kernel supports
-//! the engine, and drops to [`Mode::Copy`] the first time the kernel refuses (ENOBUFS: socket
+//! A connection starts in [`Mode::Probe`] when `--tcp_zerocopy 1` and the kernel supports the
+//! engine: its first large payload goes zero-copy and the others by copy until that send's
+//! notification says whether the kernel sent from our pages. Then it is [`Mode::ZeroCopy`], or
+//! [`Mode::Copy`] when the kernel copied. Probing with one send bounds what auto mode costs
+//! on a path that copies (loopback, veth) to one pinned send and one notification per
+//! connection, whichever engine carries it: sending zero-copy until the first notification
+//! came back cost several sends (all a full socket buffer could hold), and on the `msg`
+//! engine, whose notifications arrive through the error queue, a quarter of the throughput.
+//! A connection in [`Mode::ZeroCopy`] drops to [`Mode::Copy`] the first time the kernel refuses (ENOBUFS: socket
 //! option memory, `net.core.optmem_max`; ENOMEM/EPERM: the locked-memory limit; EINVAL or
 //! EOPNOTSUPP: no such opcode or no zero-copy on this socket) or reports that it copied anyway
 //! (loopback, veth, tap, a NIC without scatter-gather): copying twice costs more than
@@ -70,6 +77,11 @@ impl CopyReason {
 /// How a connection sends Data-In payloads.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// Auto mode's start: one large payload goes zero-copy (`sent` once it is submitted), the
+    /// others by copy until its notification says whether the kernel copied.
+    Probe {
+        sent: bool,
+    },
     ZeroCopy,
     Copy(CopyReason),
 }
@@ -78,6 +90,7 @@ impl Mode {
     /// `zc` or `copy:<reason>`, as `tgtadm --op stat` shows it.
     pub fn describe(self) -> String {
         match self {
+            Mode::Probe { .. } => "probe".to_string(),
             Mode::ZeroCopy => "zc".to_string(),
             Mode::Copy(r) => format!("copy:{}", r.name()),
         }
@@ -148,15 +161,18 @@ pub struct ZcConn {
 }
 
 impl ZcConn {
-    /// A new connection's state: zero-copy when enabled and `supported` (the engine works on
-    /// this kernel and socket), else copy mode with the reason.
+    /// A new connection's state: probing when enabled and `supported` (the engine works on
+    /// this kernel and socket; forced mode skips the probe, whose verdict it would ignore),
+    /// else copy mode with the reason.
     pub fn new(cfg: &ZcConfig, supported: bool) -> ZcConn {
         let mode = if !cfg.enabled {
             Mode::Copy(CopyReason::Disabled)
         } else if !supported {
             Mode::Copy(CopyReason::Unsupported)
-        } else {
+        } else if cfg.keep_when_copied {
             Mode::ZeroCopy
+        } else {
+            Mode::Probe { sent: false }
         };
         ZcConn {
             mode,
@@ -178,7 +194,13 @@ impl ZcConn {
 
     /// Whether a send whose largest Data-In payload is `payload_bytes` goes zero-copy.
     pub fn wants_zerocopy(&self, payload_bytes: usize) -> bool {
-        self.mode == Mode::ZeroCopy && payload_bytes >= self.threshold_bytes.max(1)
+        let open = matches!(self.mode, Mode::ZeroCopy | Mode::Probe { sent: false });
+        open && payload_bytes >= self.threshold_bytes.max(1)
+    }
+
+    /// Whether the connection may still send zero-copy (probing, or zero-copy mode).
+    pub fn zero_copy_possible(&self) -> bool {
+        !matches!(self.mode, Mode::Copy(_))
     }
 
     /// A send is submitted; `largest_payload` is its largest Data-In payload. Returns
@@ -190,8 +212,20 @@ impl ZcConn {
         let zc = self.wants_zerocopy(largest_payload);
         if zc {
             self.counters.zc_sends += 1;
+            if self.mode == (Mode::Probe { sent: false }) {
+                self.mode = Mode::Probe { sent: true };
+            }
         }
         zc
+    }
+
+    /// A zero-copy send moved nothing and will be sent again (EAGAIN, EINTR): no
+    /// notification will come for it, so a probe must be sent again.
+    pub fn on_send_retry(&mut self) {
+        self.counters.zc_sends = self.counters.zc_sends.saturating_sub(1);
+        if self.mode == (Mode::Probe { sent: true }) {
+            self.mode = Mode::Probe { sent: false };
+        }
     }
 
     /// `bytes` left the socket, by a zero-copy send or by copy.
@@ -228,10 +262,14 @@ impl ZcConn {
     }
 
     /// A zero-copy notification arrived; `copied` when the kernel says it copied the data.
-    /// Returns the line to log when this switches the connection to copy mode.
+    /// Returns the line to log when this switches the connection to copy mode. A probe's
+    /// notification that the kernel sent from our pages opens zero-copy mode.
     pub fn on_notification(&mut self, copied: bool) -> Option<&'static str> {
         self.counters.notifications += 1;
         if !copied {
+            if self.mode == (Mode::Probe { sent: true }) {
+                self.mode = Mode::ZeroCopy;
+            }
             return None;
         }
         self.counters.copied_notifications += 1;
@@ -241,6 +279,12 @@ impl ZcConn {
         self.fall_back(CopyReason::KernelCopied)
     }
 
+    /// The notification of a send that failed (it moved no bytes, so it says nothing about
+    /// the path): counted only (the failure itself already decided what to do).
+    pub fn on_failed_send_notification(&mut self) {
+        self.counters.notifications += 1;
+    }
+
     /// The engine cannot be used on this connection (socket option refused).
     pub fn unsupported(&mut self) -> Option<&'static str> {
         self.counters.fallback_unsupported += 1;
@@ -248,7 +292,7 @@ impl ZcConn {
     }
 
     fn fall_back(&mut self, reason: CopyReason) -> Option<&'static str> {
-        if self.mode == Mode::ZeroCopy {
+        if self.zero_copy_possible() {
             self.mode = Mode::Copy(reason);
         }
         if self.logged & reason.bit() != 0 {
@@ -270,7 +314,7 @@ mod tests {
     #[test]
     fn threshold_and_off_decide_what_goes_zero_copy() {
         let z = ZcConn::new(&cfg(), true);
-        assert_eq!(z.mode(), Mode::ZeroCopy);
+        assert_eq!(z.mode(), Mode::Probe { sent: false });
         assert!(!z.wants_zerocopy(4096));
         assert!(!z.wants_zerocopy(10 * 1024 - 1));
         assert!(z.wants_zerocopy(10 * 1024));
@@ -347,12 +391,64 @@ mod tests {
         for e in [libc::EPIPE, libc::ECONNRESET, libc::EAGAIN] {
             assert_eq!(z.on_send_error(e), SendErrorAction::NotZeroCopy);
         }
+        assert_eq!(z.mode(), Mode::Probe { sent: false });
+    }
+
+    #[test]
+    fn auto_mode_probes_with_one_send_then_decides() {
+        // The kernel copied: one zero-copy send in all, then copy mode.
+        let mut z = ZcConn::new(&cfg(), true);
+        assert!(!z.on_submit(4096), "a small payload does not probe");
+        assert_eq!(z.mode(), Mode::Probe { sent: false });
+        assert!(z.on_submit(65536), "the first large payload is the probe");
+        assert_eq!(z.mode(), Mode::Probe { sent: true });
+        for _ in 0..10 {
+            assert!(!z.on_submit(65536), "copies while the probe is out");
+        }
+        assert_eq!(
+            z.on_notification(true),
+            Some(CopyReason::KernelCopied.log_line())
+        );
+        assert_eq!(z.mode(), Mode::Copy(CopyReason::KernelCopied));
+        assert!(!z.on_submit(65536));
+        assert_eq!((z.counters.zc_sends, z.counters.large_sends), (1, 12));
+
+        // The kernel sent from our pages: zero-copy from then on.
+        let mut z = ZcConn::new(&cfg(), true);
+        assert!(z.on_submit(65536));
+        assert!(!z.on_submit(65536));
+        assert_eq!(z.on_notification(false), None);
         assert_eq!(z.mode(), Mode::ZeroCopy);
+        assert!(z.on_submit(65536) && z.on_submit(65536));
+        assert_eq!(z.counters.zc_sends, 3);
+
+        // A probe that moved nothing (EAGAIN) is sent again; a failed send's notification
+        // (for zero bytes) decides nothing.
+        let mut z = ZcConn::new(&cfg(), true);
+        assert!(z.on_submit(65536));
+        z.on_send_retry();
+        assert_eq!(z.mode(), Mode::Probe { sent: false });
+        assert_eq!(z.counters.zc_sends, 0);
+        assert!(z.on_submit(65536), "probes again");
+        z.on_failed_send_notification();
+        assert_eq!(z.mode(), Mode::Probe { sent: true });
+        assert_eq!(z.counters.notifications, 1);
+
+        // A refusal of the probe is a fallback like any other.
+        let mut z = ZcConn::new(&cfg(), true);
+        assert!(z.on_submit(65536));
+        assert!(matches!(
+            z.on_send_error(libc::ENOBUFS),
+            SendErrorAction::ResendByCopy { log: Some(_) }
+        ));
+        assert_eq!(z.mode(), Mode::Copy(CopyReason::NoBuffers));
+        assert_eq!(Mode::Probe { sent: true }.describe(), "probe");
     }
 
     #[test]
     fn copied_notification_switches_to_copy_unless_forced() {
         let mut z = ZcConn::new(&cfg(), true);
+        assert!(z.on_submit(65536));
         assert_eq!(z.on_notification(false), None);
         assert_eq!(z.mode(), Mode::ZeroCopy);
         assert_eq!(
@@ -369,6 +465,7 @@ mod tests {
             ..cfg()
         };
         let mut f = ZcConn::new(&forced, true);
+        assert_eq!(f.mode(), Mode::ZeroCopy, "forced mode does not probe");
         assert_eq!(f.on_notification(true), None);
         assert_eq!(f.mode(), Mode::ZeroCopy);
         assert_eq!(f.counters.copied_notifications, 1);
