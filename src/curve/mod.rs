@@ -52,6 +52,9 @@ pub mod layout;
 pub mod mds;
 pub mod pattern;
 pub mod proto;
+pub mod range_lock;
+pub mod rmw;
+pub mod rmw_engine;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

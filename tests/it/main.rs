@@ -20,6 +20,7 @@ mod churn;
 mod curve_cluster;
 mod curve_faults;
 mod curve_lu;
+mod curve_rmw;
 mod delay_engine;
 mod durability;
 mod e2e_libiscsi;
