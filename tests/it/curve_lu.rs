@@ -51,8 +51,10 @@ impl Cluster {
     }
 
     /// `n` consecutive free ports below the ephemeral range.
-    fn free_base(n: u16) -> u16 {
-        let seed = u64::from(std::process::id()) ^ 0x9e37;
+    fn free_base(n: u16, nth: u32) -> u16 {
+        // Clusters of one test process (curve_lu, curve_rmw) start side by side: each its own
+        // sequence of candidate ports.
+        let seed = (u64::from(std::process::id()) ^ 0x9e37) + u64::from(nth) * 104_729;
         for k in 0..500u64 {
             let base = 20000
                 + ((seed.wrapping_mul(2654435761).wrapping_add(k * 7919 + 13)) % 12000) as u16;
@@ -70,8 +72,11 @@ impl Cluster {
             );
             return None;
         };
-        let run = std::env::temp_dir().join(format!("curve-lu-cluster-{}", std::process::id()));
-        let base = Cluster::free_base(8);
+        static STARTED: AtomicU32 = AtomicU32::new(0);
+        let nth = STARTED.fetch_add(1, Ordering::Relaxed);
+        let run =
+            std::env::temp_dir().join(format!("curve-lu-cluster-{}-{nth}", std::process::id()));
+        let base = Cluster::free_base(8, nth);
         let (etcd, mds, cs) = (base, base + 3, base + 5);
         let env = vec![
             ("CURVE_RUN".to_string(), run.display().to_string()),
