@@ -51,6 +51,7 @@ pub mod ids;
 pub mod layout;
 pub mod mds;
 pub mod pattern;
+pub mod poll_driver;
 pub mod proto;
 pub mod range_lock;
 pub mod rmw;
