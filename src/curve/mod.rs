@@ -38,6 +38,7 @@ pub mod backoff;
 pub mod blocking;
 pub mod chunk_io;
 pub mod client;
+pub mod clone_source;
 pub mod config;
 pub mod conn;
 pub mod engine;

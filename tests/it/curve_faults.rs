@@ -148,6 +148,7 @@ fn fixture() -> Fixture {
                             session_status: 0,
                         }),
                         file_info: Some(info.clone()),
+                        clone_source_segment: None,
                     },
                     &[],
                 ),

@@ -17,6 +17,7 @@ mod admin_resize;
 mod admin_tgt_admin;
 mod budgets;
 mod churn;
+mod curve_clone;
 mod curve_cluster;
 mod curve_faults;
 mod curve_lu;
