@@ -99,9 +99,17 @@ pub trait BackingStore: Send + Sync + std::fmt::Debug {
     /// shard that uses the LU, on that shard's thread).
     fn engine(&self, env: engine::EngineEnv) -> Box<dyn engine::Engine>;
     /// The store's own logical block size, when it has one (a Curve volume's): an LU created
-    /// without `--blocksize` uses it, and a smaller one is refused.
+    /// without `--blocksize` uses it, and a smaller one is refused unless
+    /// [`BackingStore::serve_block_size`] accepts it.
     fn block_size(&self) -> Option<u32> {
         None
+    }
+    /// Asks the store to serve `bs`-byte logical blocks, smaller than its own
+    /// [`BackingStore::block_size`] (by read-modify-write); false when it cannot. Called once,
+    /// before the LU exists and before any engine is made.
+    fn serve_block_size(&self, bs: u32) -> bool {
+        let _ = bs;
+        false
     }
     /// Lines `tgtadm --op stat` prints for the LU after tgt's own (empty or none when idle).
     fn stat_lines(&self) -> Option<String> {

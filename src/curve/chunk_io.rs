@@ -1015,15 +1015,19 @@ impl<R: AsMut<[u8]>, W: AsRef<[u8]> + Clone> ChunkIo<R, W> {
             }
         }
         let g = layout.geometry;
+        let chunk_start = file_offset - file_offset % u64::from(g.chunk_size);
+        // A lazy clone's chunk: named with its source, and read through the chunk servers even
+        // where the clone's segment is not allocated yet (clone_source.rs).
+        let source = layout.clone.as_ref().and_then(|c| c.for_chunk(chunk_start));
         let (chunk, key) = match layout.locate(file_offset) {
             Locate::SegmentUnknown => {
                 self.need(LayoutNeed::Segment {
                     index: g.segment_index(file_offset),
-                    allocate: is_write,
+                    allocate: is_write || source.is_some(),
                 });
                 return self.park(p);
             }
-            Locate::Unallocated if !is_write => return self.zero_fill(p),
+            Locate::Unallocated if !is_write && source.is_none() => return self.zero_fill(p),
             Locate::Unallocated => {
                 self.need(LayoutNeed::Segment {
                     index: g.segment_index(file_offset),
@@ -1076,6 +1080,8 @@ impl<R: AsMut<[u8]>, W: AsRef<[u8]> + Clone> ChunkIo<R, W> {
             size: Some(len),
             sn: is_write.then_some(sn),
             file_id: is_write.then_some(g.file_id),
+            clone_file_offset: source.as_ref().map(|s| s.1),
+            clone_file_source: source.map(|s| s.0),
             ..Default::default()
         };
         let attachment = write_data.map(|w| (w, op_offset..op_offset + len as usize));

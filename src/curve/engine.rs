@@ -147,6 +147,9 @@ pub struct CurveEngine {
     timer: Option<(u64, TimerId, u32)>,
     timer_seq: u32,
     stats: Arc<EngineStats>,
+    /// The LU is gone: nothing is re-armed, so the shard can drop this engine (and with it
+    /// the last reference to the volume, whose thread then closes it).
+    shut: bool,
 }
 
 fn key(op: OpId) -> (u32, u32) {
@@ -189,6 +192,7 @@ impl CurveEngine {
             timer: None,
             timer_seq: 0,
             stats,
+            shut: false,
         })
     }
 
@@ -204,7 +208,7 @@ impl CurveEngine {
     }
 
     fn arm_mailbox(&mut self, r: &mut dyn Reactor) {
-        if self.mb_token.is_some() {
+        if self.mb_token.is_some() || self.shut {
             return;
         }
         let ptr: *mut u64 = &mut *self.mb_buf;
@@ -415,6 +419,13 @@ impl CurveEngine {
     /// Moves everything the chunk I/O engine wants done onto the ring, the volume thread and
     /// the completion queue, until it is quiet; then re-arms the timer.
     fn pump(&mut self, r: &mut dyn Reactor) {
+        if self.shut {
+            // Retired with nothing in flight: only let the cancelled submissions drain.
+            if let Some((_, id, _)) = self.timer.take() {
+                r.cancel_timer(id);
+            }
+            return;
+        }
         self.arm_mailbox(r);
         for _ in 0..1024 {
             let mut moved = false;
@@ -811,6 +822,23 @@ impl Engine for CurveEngine {
 
     fn in_flight(&self) -> usize {
         self.ops.len()
+    }
+
+    /// Cancels the mailbox read, closes the chunk-server sockets (their receives end) and
+    /// disarms the timer, re-arming nothing after: the shard counts these down to zero before
+    /// it drops the engine.
+    fn shutdown(&mut self, r: &mut dyn Reactor) {
+        self.shut = true;
+        if let Some(t) = self.mb_token {
+            r.cancel(t);
+        }
+        for i in 0..self.slots.len() {
+            self.close_slot(i, r);
+        }
+        self.by_peer.clear();
+        if let Some((_, id, _)) = self.timer.take() {
+            r.cancel_timer(id);
+        }
     }
 }
 

@@ -4,12 +4,13 @@
 //!
 //! What it advertises is what Curve does: SYNCHRONIZE CACHE completes at once (acknowledged
 //! Curve writes are replicated, curve-tgt.md §2.3), no UNMAP and no GET LBA STATUS (the engine
-//! does not discard), and the volume's own logical block size (4096 on default volumes): this
-//! store does no read-modify-write, so a smaller `--blocksize` is refused at LU creation
-//! instead of failing unaligned I/O later as curve-tgt does (§2.6).
+//! does not discard), and the volume's own logical block size (4096 on default volumes)
+//! unless `--blocksize` asks for smaller blocks (512): then each shard's engine is wrapped in
+//! an [`RmwEngine`] that reads the covering 4 KiB blocks and does read-modify-write of
+//! partial ones, where curve-tgt passed unaligned I/O to libcurve, which refused it (§2.6).
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use super::config::{ClientConfig, DEFAULT_CLIENT_CONF};
 use super::engine::CurveEngine;
 use super::engine_stats::EngineStats;
 use super::engine_volume::Volume;
+use super::rmw_engine::RmwEngine;
 use crate::backing::curve::CurveStoreSpec;
 use crate::backing::engine::{Completion, Engine, OpId, OpRequest, Reactor};
 use crate::backing::{BackingCaps, BackingError, BackingStore, BsOFlags, IoResult};
@@ -44,6 +46,8 @@ pub struct CurveStore {
     cfg: ClientConfig,
     vol: Arc<Volume>,
     stats: Arc<EngineStats>,
+    /// The LU's logical block size when smaller than the volume's (0: the volume's own).
+    logical: AtomicU32,
 }
 
 impl CurveStore {
@@ -85,6 +89,7 @@ impl CurveStore {
             cfg,
             vol: Arc::new(vol),
             stats: Arc::new(EngineStats::default()),
+            logical: AtomicU32::new(0),
         })
     }
 
@@ -119,6 +124,14 @@ impl BackingStore for CurveStore {
     fn block_size(&self) -> Option<u32> {
         Some(self.vol.info.blocksize.unwrap_or(4096))
     }
+    fn serve_block_size(&self, bs: u32) -> bool {
+        let native = self.block_size().unwrap_or(4096);
+        let ok = bs.is_power_of_two() && bs >= 512 && bs < native && native % bs == 0;
+        if ok {
+            self.logical.store(bs, Ordering::Relaxed);
+        }
+        ok
+    }
     fn stat_lines(&self) -> Option<String> {
         Some(super::engine_stats_text::render(&self.stats))
     }
@@ -134,7 +147,10 @@ impl BackingStore for CurveStore {
             instance,
             self.stats.clone(),
         ) {
-            Ok(e) => Box::new(e),
+            Ok(e) => match self.logical.load(Ordering::Relaxed) {
+                0 => Box::new(e),
+                _ => Box::new(RmwEngine::new(e, self.block_size().unwrap_or(4096))),
+            },
             Err(e) => {
                 tracing::error!(shard, error = %e, "curve engine cannot start; its I/O fails");
                 Box::new(Broken)

@@ -13,8 +13,7 @@
 //! lease period, so it needs no ring of its own.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
@@ -24,15 +23,13 @@ use std::time::{Duration, Instant};
 
 use super::auth::Credentials;
 use super::config::ClientConfig;
-use super::conn::Action;
 use super::error::MdsError;
-use super::ids::{OpId, PeerId};
+use super::ids::OpId;
 use super::layout::{Layout, LayoutNeed};
 use super::mds::{AdminReply, AdminRequest, Mds};
+use super::poll_driver::PollDriver;
 use super::proto::mds::FileInfo;
 
-/// How long one TCP connect to an MDS may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Read size per socket wake-up.
 const RECV_BYTES: usize = 64 << 10;
 /// Longest the thread sleeps without looking at its channel (a bound, not a poll interval:
@@ -164,14 +161,13 @@ impl Volume {
         let shared = Arc::new(Shared::default());
         let mut t = Thread {
             mds: Mds::new(cfg.clone(), creds, 0),
-            socks: HashMap::new(),
+            driver: PollDriver::new(RECV_BYTES),
             rx,
             wake: wake.clone(),
             shared: shared.clone(),
             waiting: HashMap::new(),
             needs: HashMap::new(),
             next_op: 1,
-            recv_buf: vec![0; RECV_BYTES],
             published_length: 0,
             path: path.to_string(),
             open_failed: false,
@@ -270,11 +266,6 @@ impl Drop for Volume {
     }
 }
 
-struct Sock {
-    stream: TcpStream,
-    out: Vec<u8>,
-}
-
 /// What a finished MDS call answers.
 enum Waiter {
     Open(SyncSender<Result<FileInfo, String>>),
@@ -284,7 +275,7 @@ enum Waiter {
 
 struct Thread {
     mds: Mds,
-    socks: HashMap<PeerId, Sock>,
+    driver: PollDriver,
     rx: Receiver<Request>,
     wake: Arc<EventFd>,
     shared: Arc<Shared>,
@@ -292,7 +283,6 @@ struct Thread {
     /// Which shards asked for each outstanding need, so a failure goes back to them.
     needs: HashMap<LayoutNeed, Vec<usize>>,
     next_op: u64,
-    recv_buf: Vec<u8>,
     published_length: u64,
     path: String,
     open_failed: bool,
@@ -442,134 +432,10 @@ impl Thread {
         }
     }
 
-    /// One round: connect, send, wait for sockets, the eventfd or the next deadline, receive,
-    /// expire.
+    /// One round of the shared poll(2) driver; the eventfd wakes it for the shards' requests.
     fn turn(&mut self) {
-        while let Some(a) = self.mds.poll_action() {
-            match a {
-                Action::Connect { peer, addr } => {
-                    let now = Instant::now();
-                    match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).and_then(|s| {
-                        s.set_nodelay(true)?;
-                        s.set_nonblocking(true)?;
-                        Ok(s)
-                    }) {
-                        Ok(stream) => {
-                            self.socks.insert(
-                                peer,
-                                Sock {
-                                    stream,
-                                    out: Vec::new(),
-                                },
-                            );
-                            self.mds.on_connected(now, peer);
-                        }
-                        Err(e) => self
-                            .mds
-                            .on_closed(now, peer, &format!("connect to {addr}: {e}")),
-                    }
-                }
-                Action::Close { peer, .. } => {
-                    self.socks.remove(&peer);
-                }
-            }
-        }
-        while let Some(t) = self.mds.poll_transmit() {
-            if let Some(s) = self.socks.get_mut(&t.peer) {
-                s.out.extend_from_slice(&t.head);
-            }
-        }
-        let mut failed = Vec::new();
-        for (peer, s) in &mut self.socks {
-            if let Err(e) = flush(s) {
-                failed.push((*peer, e.to_string()));
-            }
-        }
-        for (peer, why) in failed {
-            self.socks.remove(&peer);
-            self.mds.on_closed(Instant::now(), peer, &why);
-        }
-        if self.mds.has_completion() {
-            return;
-        }
-        let now = Instant::now();
-        let wait = self
-            .mds
-            .poll_timeout()
-            .map_or(MAX_SLEEP, |t| t.saturating_duration_since(now))
-            .min(MAX_SLEEP);
-        let peers: Vec<PeerId> = self.socks.keys().copied().collect();
-        let mut fds: Vec<libc::pollfd> = peers
-            .iter()
-            .map(|p| {
-                let s = &self.socks[p];
-                libc::pollfd {
-                    fd: s.stream.as_raw_fd(),
-                    events: libc::POLLIN | if s.out.is_empty() { 0 } else { libc::POLLOUT },
-                    revents: 0,
-                }
-            })
-            .collect();
-        fds.push(libc::pollfd {
-            fd: self.wake.raw(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        let ms = wait.as_millis().max(1) as libc::c_int;
-        // SAFETY: `fds` is a valid array of `fds.len()` pollfd entries living across the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if n > 0 {
-            for (pfd, peer) in fds.iter().zip(&peers) {
-                if pfd.revents == 0 {
-                    continue;
-                }
-                if pfd.revents & libc::POLLOUT != 0 {
-                    if let Some(s) = self.socks.get_mut(peer) {
-                        if let Err(e) = flush(s) {
-                            self.socks.remove(peer);
-                            self.mds.on_closed(Instant::now(), *peer, &e.to_string());
-                            continue;
-                        }
-                    }
-                }
-                if pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                    self.receive(*peer);
-                }
-            }
-        }
-        let now = Instant::now();
-        if self.mds.poll_timeout().is_some_and(|t| t <= now) {
-            self.mds.on_timeout(now);
-        }
-    }
-
-    fn receive(&mut self, peer: PeerId) {
-        for _ in 0..64 {
-            let Some(s) = self.socks.get_mut(&peer) else {
-                return;
-            };
-            match s.stream.read(&mut self.recv_buf) {
-                Ok(0) => {
-                    self.socks.remove(&peer);
-                    self.mds
-                        .on_closed(Instant::now(), peer, "closed by the server");
-                    return;
-                }
-                Ok(n) => {
-                    self.mds.on_recv(Instant::now(), peer, &self.recv_buf[..n]);
-                    if n < self.recv_buf.len() {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.socks.remove(&peer);
-                    self.mds.on_closed(Instant::now(), peer, &e.to_string());
-                    return;
-                }
-            }
-        }
+        self.driver
+            .turn(&mut self.mds, Some(self.wake.raw()), MAX_SLEEP);
     }
 }
 
@@ -584,19 +450,4 @@ fn open_error(e: &MdsError) -> String {
             _ => e.to_string(),
         },
     }
-}
-
-fn flush(s: &mut Sock) -> io::Result<()> {
-    let mut off = 0;
-    while off < s.out.len() {
-        match s.stream.write(&s.out[off..]) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket closed")),
-            Ok(n) => off += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    s.out.drain(..off);
-    Ok(())
 }

@@ -99,6 +99,8 @@ pub struct Layout {
     pub copysets: HashMap<CopysetKey, Arc<Vec<Member>>>,
     /// Whether I/O may proceed.
     pub gate: IoGate,
+    /// Where a lazy clone's unwritten chunks come from (`None`: not a clone).
+    pub clone: Option<Arc<super::clone_source::CloneSource>>,
 }
 
 impl Layout {
@@ -111,6 +113,7 @@ impl Layout {
             segments: HashMap::new(),
             copysets: HashMap::new(),
             gate: IoGate::Open,
+            clone: None,
         }
     }
 

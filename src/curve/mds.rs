@@ -40,6 +40,27 @@ const CLIENT_VERSION: &str = "curve-tgt";
 /// A volume-management request (what Curve's `curve` CLI does).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AdminRequest {
+    /// CreateCloneFile: `path`, a clone of `source` (a volume path), `length` bytes, not yet
+    /// readable (status kFileCloning) until [`AdminRequest::SetCloneStatus`].
+    CreateClone {
+        /// The clone's path.
+        path: String,
+        /// The source volume's path.
+        source: String,
+        /// Bytes.
+        length: u64,
+        /// The source's chunk size.
+        chunk_size: u32,
+        /// The source's sequence number.
+        seq: u64,
+    },
+    /// SetCloneFileStatus (a `pb::FileStatus` value).
+    SetCloneStatus {
+        /// The clone's path.
+        path: String,
+        /// The new status.
+        status: i32,
+    },
     /// CreateFile: a page file of `length` bytes.
     Create {
         /// Path, such as `/vol1`.
@@ -869,7 +890,9 @@ impl Mds {
             refresh_inflight: false,
             refreshing: true,
         });
-        self.layout = Some(Layout::new(geometry, info.seq_num.unwrap_or(0)));
+        let mut layout = Layout::new(geometry, info.seq_num.unwrap_or(0));
+        layout.clone = super::clone_source::CloneSource::of(&info).map(Arc::new);
+        self.layout = Some(layout);
         self.dirty = true;
         Ok(AdminReply::Info(Box::new(info)))
     }
@@ -1104,6 +1127,20 @@ fn decode_admin(req: &AdminRequest, payload: &[u8]) -> Decoded {
             let r = pb::ListDirResponse::decode(payload).map_err(e)?;
             status_ok("ListDir", r.status_code).map(|()| AdminReply::List(r.file_info))
         }
+        AdminRequest::CreateClone { .. } => {
+            let r = pb::CreateCloneFileResponse::decode(payload).map_err(e)?;
+            status_ok("CreateCloneFile", r.status_code).map(|()| match r.file_info {
+                Some(i) => AdminReply::Info(Box::new(i)),
+                None => AdminReply::Done,
+            })
+        }
+        AdminRequest::SetCloneStatus { .. } => status_ok(
+            "SetCloneFileStatus",
+            pb::SetCloneFileStatusResponse::decode(payload)
+                .map_err(e)?
+                .status_code,
+        )
+        .map(|()| AdminReply::Done),
         AdminRequest::Snapshot { .. } => {
             let r = pb::CreateSnapShotResponse::decode(payload).map_err(e)?;
             status_ok("CreateSnapShot", r.status_code).map(|()| match r.snap_shot_file_info {
@@ -1127,6 +1164,8 @@ impl Req {
             Req::Admin(AdminRequest::Stat { .. }) | Req::FileInfo { .. } => m("GetFileInfo"),
             Req::Admin(AdminRequest::List { .. }) => m("ListDir"),
             Req::Admin(AdminRequest::Snapshot { .. }) => m("CreateSnapShot"),
+            Req::Admin(AdminRequest::CreateClone { .. }) => m("CreateCloneFile"),
+            Req::Admin(AdminRequest::SetCloneStatus { .. }) => m("SetCloneFileStatus"),
             Req::Open { .. } => m("OpenFile"),
             Req::Close { .. } => m("CloseFile"),
             Req::Refresh { .. } => m("RefreshSession"),
@@ -1188,6 +1227,38 @@ impl Req {
                 date,
             }
             .encode_to_vec(),
+            Req::Admin(AdminRequest::CreateClone {
+                path,
+                source,
+                length,
+                chunk_size,
+                seq,
+            }) => pb::CreateCloneFileRequest {
+                file_name: path.clone(),
+                file_type: pb::FileType::InodePagefile as i32,
+                file_length: *length,
+                seq: *seq,
+                chunksize: *chunk_size,
+                owner,
+                signature,
+                date,
+                clone_source: source.clone(),
+                stripe_unit: None,
+                stripe_count: None,
+                poolset: None,
+            }
+            .encode_to_vec(),
+            Req::Admin(AdminRequest::SetCloneStatus { path, status }) => {
+                pb::SetCloneFileStatusRequest {
+                    file_name: path.clone(),
+                    file_id: None,
+                    file_status: *status,
+                    owner,
+                    signature,
+                    date,
+                }
+                .encode_to_vec()
+            }
             Req::Admin(AdminRequest::Snapshot { path }) => pb::CreateSnapShotRequest {
                 filename: path.clone(),
                 owner,

@@ -38,6 +38,7 @@ pub mod backoff;
 pub mod blocking;
 pub mod chunk_io;
 pub mod client;
+pub mod clone_source;
 pub mod config;
 pub mod conn;
 pub mod engine;
@@ -51,7 +52,11 @@ pub mod ids;
 pub mod layout;
 pub mod mds;
 pub mod pattern;
+pub mod poll_driver;
 pub mod proto;
+pub mod range_lock;
+pub mod rmw;
+pub mod rmw_engine;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

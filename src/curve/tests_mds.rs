@@ -146,6 +146,7 @@ fn open_ok() -> pb::OpenFileResponse {
             session_status: 0,
         }),
         file_info: Some(file_info(1)),
+        clone_source_segment: None,
     }
 }
 

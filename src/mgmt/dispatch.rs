@@ -354,15 +354,21 @@ fn lu_new(cfg: &mut Config, req: &Request, plane: &dyn DataPlane) -> Result<Repl
         ),
         None => None,
     };
-    // A store with its own block size (a Curve volume) is served in it; a smaller one would
-    // need read-modify-write, which no store does.
+    // A store with its own block size (a Curve volume) is served in it, or in smaller blocks
+    // where the store does read-modify-write (a Curve volume: 512 on 4096).
     let native = backing.as_ref().and_then(|b| b.block_size());
     let block_size = match (native, args.blocksize) {
         (Some(n), None) => n,
-        (Some(n), Some(s)) if block_size(Some(s)) < n => {
+        (Some(n), Some(s))
+            if block_size(Some(s)) < n
+                && !backing
+                    .as_ref()
+                    .is_some_and(|b| b.serve_block_size(block_size(Some(s)))) =>
+        {
             tracing::warn!(
                 "logical unit {lun} of tid {tid} not created: --blocksize {s} is below the \
-                 volume's {n}-byte blocks (no read-modify-write); use --blocksize {n} or omit it"
+                 volume's {n}-byte blocks and cannot be served by read-modify-write; use \
+                 --blocksize 512, {n}, or omit it"
             );
             return Err(TgtadmError::InvalidRequest);
         }

@@ -3,8 +3,8 @@
 # `iscsi-test-cu --dataloss` (all tests, both initiator names, and the same URL again as the
 # MultipathIO second path), then compare the per-test results with expected.tsv.
 #
-#   tests/conformance/run-matrix.sh [LU...]        LU: thick thin thin512 readonly null delay curve
-#                                                   (default: all; curve when the cluster kit exists)
+#   tests/conformance/run-matrix.sh [LU...]        LU: thick thin thin512 readonly null delay curve curve512
+#                                                   (default: all; curve, curve512 when the cluster kit exists)
 #
 # delay: ours only, in test mode (CURVE_TGT_TEST_ENGINES=1): a LU on the test-only `delay`
 # store, whose engine has no file descriptor and completes out of order after 20-2000 µs
@@ -12,6 +12,7 @@
 #
 # The curve LU is a 10 GiB volume of a private CurveBS cluster (../shared/curve/cluster.sh on
 # free loopback ports, its own CURVE_RUN) that this script starts before and stops after.
+# curve512 is the same volume served with --blocksize 512 (read-modify-write of 4 KiB blocks).
 #
 # Environment:
 #   TARGET=ours|tgt   which tgtd to test (default ours: target/release/tgtd, built beforehand)
@@ -47,10 +48,10 @@ CURVE_CLUSTER_SH=${CURVE_CLUSTER_SH:-$REPO/../shared/curve/cluster.sh}
 if [ $# -gt 0 ]; then LUS=("$@"); else
   LUS=(thick thin thin512 readonly null)
   if [ "$TARGET" = ours ]; then LUS+=(delay); fi
-  if [ -f "$CURVE_CLUSTER_SH" ]; then LUS+=(curve); else echo "no Curve cluster kit ($CURVE_CLUSTER_SH): curve LU not run" >&2; fi
+  if [ -f "$CURVE_CLUSTER_SH" ]; then LUS+=(curve curve512); else echo "no Curve cluster kit ($CURVE_CLUSTER_SH): curve LU not run" >&2; fi
 fi
 for lu in "${LUS[@]}"; do
-  case $lu in thick|thin|thin512|readonly|null|delay|curve) ;; *) echo "unknown LU kind '$lu' (thick thin thin512 readonly null delay curve)" >&2; exit 2;; esac
+  case $lu in thick|thin|thin512|readonly|null|delay|curve|curve512) ;; *) echo "unknown LU kind '$lu' (thick thin thin512 readonly null delay curve curve512)" >&2; exit 2;; esac
   if [ "$lu" = delay ] && [ "$TARGET" != ours ]; then echo "LU kind delay exists in our tgtd only" >&2; exit 2; fi
 done
 command -v iscsi-test-cu >/dev/null || { echo "iscsi-test-cu missing: run scripts/install-deps.sh (package libiscsi-bin)" >&2; exit 2; }
@@ -114,11 +115,13 @@ run_one_lu() {
     readonly) setup_single_lu "$CTRL" 1 "$iqn" readonly "$LIB_RUN_DIR/$lu.img" "$LU_SIZE" ;;
     null)     setup_single_lu "$CTRL" 1 "$iqn" null ;;
     delay)    setup_single_lu "$CTRL" 1 "$iqn" delay - "$LU_SIZE" ;;
-    curve)
+    curve|curve512)
       curve_start
       tgt_new_target "$CTRL" 1 "$iqn"
+      local bs=()
+      [ "$lu" = curve ] || bs=(--blocksize 512)
       tadm "$CTRL" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 --bstype curve \
-        --backing-store cbd:pool//conformance_ctest_ --bsopts "mds=$CURVE_MDS"
+        --backing-store cbd:pool//conformance_ctest_ --bsopts "mds=$CURVE_MDS" "${bs[@]}"
       tgt_bind_all "$CTRL" 1 ;;
   esac
   tadm "$CTRL" --op show --mode target > "$RESULTS/$lu.show.txt"
@@ -154,7 +157,7 @@ run_one_lu() {
   fi
   log "[$lu] done in $((end - start))s (iscsi-test-cu status $rc)"
   stop_target "$CTRL"
-  [ "$lu" != curve ] || curve_stop
+  case $lu in curve|curve512) curve_stop ;; esac
 }
 
 for lu in "${LUS[@]}"; do

@@ -154,6 +154,7 @@ pub fn fixture() -> Fixture {
                             session_status: 0,
                         }),
                         file_info: Some(info.clone()),
+                        clone_source_segment: None,
                     },
                     &[],
                 ),
