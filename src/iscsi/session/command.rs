@@ -102,6 +102,7 @@ impl Session {
             data_error: false,
             generation: 0,
             arrived_ns: now_ns,
+            stalled_secs: 0,
         };
         let Some(r) = self.tasks.insert(task) else {
             self.reject(RejectReason::OutOfResources, bhs);

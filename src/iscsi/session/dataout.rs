@@ -63,6 +63,8 @@ impl Session {
         let ttt = TaskTable::ttt_for(r);
         let mut new = Vec::new();
         if let Some(t) = self.tasks.get_mut(r) {
+            // New R2Ts give the initiator the whole deadline to answer them.
+            t.stalled_secs = 0;
             while t.r2ts.len() < max_out && t.next_r2t_offset < t.data_want {
                 let len = (t.data_want - t.next_r2t_offset).min(max_burst);
                 let r2t = R2t {
@@ -147,6 +149,8 @@ impl Session {
             }
             None => t.data_error = true,
         }
+        // Progress: the Data-Out deadline counts again from here (see `deadline`).
+        t.stalled_secs = 0;
         if d.ttt == Ttt::RESERVED {
             // Unsolicited data of a task still held behind a CmdSN gap: room for it now.
             grow(t, &self.pool, &self.budget, true);

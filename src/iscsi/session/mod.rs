@@ -24,12 +24,14 @@ use std::collections::VecDeque;
 mod command;
 mod datain;
 mod dataout;
+mod deadline;
 mod logout;
 mod nop;
 mod text;
 mod tmf;
 mod window;
 mod writebuf;
+pub use deadline::Stalled;
 use window::{Admit, CmdWindow};
 pub use writebuf::WriteBudget;
 

@@ -785,3 +785,51 @@ fn a_closed_window_ignores_the_command_at_exp_cmd_sn() {
     assert_eq!(s.task(b).unwrap().itt, Itt(3));
     assert_eq!(s.exp_cmd_sn(), CmdSn(12));
 }
+
+/// Issue 11, the Data-Out deadline: a write that took its buffer and its R2T but gets no
+/// Data-Out is reported once it has waited the limit without progress; one whose data keeps
+/// coming is not, however long it takes; one waiting for budget room holds nothing and is
+/// never reported; the deadline off (0) reports nothing.
+#[test]
+fn the_dataout_deadline_counts_seconds_without_progress_only() {
+    let mut s = session(FfpParams {
+        max_burst: 4096,
+        ..Default::default()
+    });
+    let budget = WriteBudget::new(8192);
+    s.set_write_budget(budget.clone());
+    // A: 8 KiB, solicited 4 KiB at a time; B: waits for room (no R2T, holds nothing).
+    feed(&mut s, &cmd_pdu(1, 10, false, true, 8192, &[]));
+    feed(&mut s, &cmd_pdu(2, 11, false, true, 4096, &[]));
+    assert_eq!(budget.used_bytes(), 8192);
+    assert!(s.writes_waiting());
+    let ttt = be32(s.out.pop_front().expect("A's R2T").bhs(), 20);
+    assert_eq!(s.dataout_tick(0), None, "off");
+    // Two seconds of silence; then A's first burst arrives: the count starts again.
+    assert_eq!(s.dataout_tick(3), None);
+    assert_eq!(s.dataout_tick(3), None);
+    feed(&mut s, &data_out(1, ttt, 0, true, &[1u8; 4096]));
+    let ttt = be32(s.out.pop_front().expect("A's second R2T").bhs(), 20);
+    assert_eq!(s.dataout_tick(3), None);
+    assert_eq!(s.dataout_tick(3), None);
+    // The third second without progress reports A (and never B, which holds no budget).
+    let st = s.dataout_tick(3).expect("A stalled");
+    assert_eq!((st.itt, st.held_bytes, st.secs), (Itt(1), 8192, 3));
+    assert!(st.to_string().contains("Data-Out deadline"), "{st}");
+    // Progress again: not reported; and once complete, nothing waits on the initiator.
+    feed(&mut s, &data_out(1, ttt, 4096, true, &[1u8; 4096]));
+    assert_eq!(s.dataout_tick(1), None);
+    let a = s.next_ready().expect("A complete");
+    for _ in 0..5 {
+        assert_eq!(
+            s.dataout_tick(1),
+            None,
+            "A runs on the medium, not on the initiator"
+        );
+    }
+    s.finish(a, good(DataIn::None), Some(8192));
+    // B was admitted when A's buffer came back: its own R2T starts its own count.
+    assert_eq!(budget.used_bytes(), 4096);
+    assert_eq!(s.dataout_tick(2), None);
+    assert_eq!(s.dataout_tick(2).map(|st| st.itt), Some(Itt(2)));
+}
