@@ -20,13 +20,14 @@ impl Session {
         if admit == Admit::Ignore {
             return;
         }
+        // A command rejected below still uses up its CmdSN (see `Session::use_cmd_sn`).
         if self.kind == Kind::Discovery {
             // RFC 7143 §4.3: only text, logout and NOP in discovery sessions.
-            self.reject(RejectReason::ProtocolError, bhs);
+            self.reject_cmd(RejectReason::ProtocolError, bhs, c, admit);
             return;
         }
         if self.tasks.has_itt(c.itt) {
-            self.reject(RejectReason::TaskInProgress, bhs);
+            self.reject_cmd(RejectReason::TaskInProgress, bhs, c, admit);
             return;
         }
         // Immediate data rules (RFC 7143 §13.10/§13.14): only with ImmediateData=Yes, at most
@@ -36,7 +37,7 @@ impl Session {
                 || !self.params.immediate_data
                 || data.len() as u32 > self.params.first_burst)
         {
-            self.reject(RejectReason::ProtocolError, bhs);
+            self.reject_cmd(RejectReason::ProtocolError, bhs, c, admit);
             return;
         }
         let cdb_ext = parse_ext_cdb(ahs);
@@ -105,7 +106,9 @@ impl Session {
             stalled_secs: 0,
         };
         let Some(r) = self.tasks.insert(task) else {
-            self.reject(RejectReason::OutOfResources, bhs);
+            // The task never existed: the budget its immediate data took goes back.
+            self.budget.give_back(u64::from(buf_bytes));
+            self.reject_cmd(RejectReason::OutOfResources, bhs, c, admit);
             return;
         };
         match admit {
@@ -114,6 +117,14 @@ impl Session {
             Admit::Ahead => self.window.hold(c.cmd_sn, r),
             Admit::Ignore => unreachable!("returned above"),
         }
+    }
+}
+
+impl Session {
+    /// Rejects a SCSI Command PDU inside the window; its CmdSN is used up all the same.
+    fn reject_cmd(&mut self, reason: RejectReason, bhs: &[u8; BHS_LEN], c: &ScsiCmd, admit: Admit) {
+        self.use_cmd_sn(admit, c.immediate, c.cmd_sn);
+        self.reject(reason, bhs);
     }
 }
 

@@ -833,3 +833,97 @@ fn the_dataout_deadline_counts_seconds_without_progress_only() {
     assert_eq!(s.dataout_tick(2), None);
     assert_eq!(s.dataout_tick(2).map(|st| st.itt), Some(Itt(2)));
 }
+
+/// Issue 11 (minor): a SCSI command inside the window that is answered with a Reject still
+/// uses up its CmdSN, at ExpCmdSN and ahead of it; otherwise every later command waits
+/// behind a gap the initiator never fills. The Reject already carries the advanced ExpCmdSN.
+#[test]
+fn a_rejected_command_uses_up_its_cmd_sn() {
+    let mut s = session(FfpParams::default());
+    // CmdSN 10 = ExpCmdSN: a READ with immediate data breaks §13.10 and is rejected.
+    feed(&mut s, &cmd_pdu(1, 10, true, false, 512, &[1u8; 512]));
+    let rej = s.out.pop_front().expect("Reject");
+    assert_eq!(rej.bhs()[0], op::REJECT);
+    assert_eq!(
+        be32(rej.bhs(), 28),
+        11,
+        "the Reject's ExpCmdSN passed the rejected one"
+    );
+    assert_eq!(s.exp_cmd_sn(), CmdSn(11));
+    // The next command runs.
+    feed(&mut s, &cmd_pdu(2, 11, true, false, 512, &[]));
+    assert!(
+        s.next_ready().is_some(),
+        "the command after the Reject runs"
+    );
+    assert_eq!(s.exp_cmd_sn(), CmdSn(12));
+    // Ahead of ExpCmdSN: CmdSN 13 is rejected (its ITT is in use), then 12 arrives:
+    // ExpCmdSN passes both.
+    feed(&mut s, &cmd_pdu(2, 13, true, false, 512, &[]));
+    assert_eq!(s.out.pop_front().expect("Reject").bhs()[0], op::REJECT);
+    feed(&mut s, &cmd_pdu(3, 12, true, false, 512, &[]));
+    assert_eq!(
+        s.exp_cmd_sn(),
+        CmdSn(14),
+        "the rejected CmdSN ahead was used up"
+    );
+    // A rejected CmdSN is used: the same CmdSN again is a duplicate, silently ignored.
+    feed(&mut s, &cmd_pdu(9, 13, true, false, 512, &[]));
+    assert!(s.out.is_empty() && !s.has_task(Itt(9)));
+}
+
+/// Issue 11 (minor): RFC 7143 §11.14.1 reserves Logout reason codes above 2: such a Logout
+/// gets a Reject (Protocol Error), not a Logout Response, and the session carries on with
+/// its CmdSN used.
+#[test]
+fn a_reserved_logout_reason_is_rejected_and_the_session_stays() {
+    let mut s = session(FfpParams::default());
+    let mut l = vec![0u8; BHS_LEN];
+    l[0] = op::LOGOUT;
+    l[1] = 0x80 | 3;
+    l[16..20].copy_from_slice(&3u32.to_be_bytes());
+    l[24..28].copy_from_slice(&10u32.to_be_bytes());
+    feed(&mut s, &l);
+    let r = s.out.pop_front().expect("an answer");
+    assert_eq!(r.bhs()[0], op::REJECT);
+    assert_eq!(r.bhs()[2], 0x04, "Protocol Error");
+    assert!(s.out.is_empty(), "no Logout Response");
+    assert_eq!(s.close, None, "the session carries on");
+    assert_eq!(s.exp_cmd_sn(), CmdSn(11));
+    feed(&mut s, &cmd_pdu(1, 11, true, false, 512, &[]));
+    assert!(s.next_ready().is_some());
+}
+
+/// A command refused for want of a task slot gives back the write-budget bytes its
+/// immediate data took.
+#[test]
+fn a_command_refused_for_want_of_a_slot_gives_its_budget_back() {
+    let mut s = session(FfpParams {
+        max_queue_cmd: 1,
+        ..Default::default()
+    });
+    let budget = WriteBudget::new(1 << 20);
+    s.set_write_budget(budget.clone());
+    // Fill every slot (the window plus the extra ones) with immediate commands.
+    let mut itt = 100;
+    while s.task_count() < 1 + EXTRA_TASK_SLOTS {
+        let mut p = cmd_pdu(itt, 10, true, false, 512, &[]);
+        p[0] |= 0x40;
+        feed(&mut s, &p);
+        itt += 1;
+    }
+    let before = budget.used_bytes();
+    let mut p = cmd_pdu(1, 10, false, true, 4096, &[7u8; 512]);
+    p[0] |= 0x40;
+    feed(&mut s, &p);
+    assert_eq!(
+        s.out.pop_back().expect("Reject").bhs()[2],
+        0x0a,
+        "Out of Resources"
+    );
+    assert_eq!(
+        budget.used_bytes(),
+        before,
+        "its immediate data's bytes came back"
+    );
+}
