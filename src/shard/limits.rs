@@ -33,6 +33,11 @@ pub const CONN_BACKLOG_DEFAULT: usize = 4 << 20;
 /// Default bytes of write buffers one shard's sessions hold at once (R2Ts pace writers beyond
 /// it): 256 MiB is 256 writes of 1 MiB in flight per core.
 pub const SHARD_WRITE_DEFAULT: u64 = 256 << 20;
+/// Default share of the shard's write budget one session may hold before its next write
+/// waits, in percent: a quarter (64 MiB of the default, 64 writes of 1 MiB in flight), so a
+/// session cannot take all the room from the others, and a single busy initiator still has
+/// far more than its queue needs.
+pub const SESSION_WRITE_PCT_DEFAULT: u32 = 25;
 
 /// The budgets every shard runs with (tgtd options).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -46,6 +51,9 @@ pub struct Limits {
     pub conn_backlog_bytes: usize,
     /// Bytes of write buffers one shard's sessions hold at once (`tgtd --write-buffer-mib`).
     pub shard_write_bytes: u64,
+    /// Percent of those one session holds before its next write waits
+    /// (`tgtd --write-buffer-session-pct`; 100: no cap).
+    pub session_write_pct: u32,
 }
 
 impl Default for Limits {
@@ -55,6 +63,7 @@ impl Default for Limits {
             conns_per_portal: CONNS_PER_PORTAL_DEFAULT,
             conn_backlog_bytes: CONN_BACKLOG_DEFAULT,
             shard_write_bytes: SHARD_WRITE_DEFAULT,
+            session_write_pct: SESSION_WRITE_PCT_DEFAULT,
         }
     }
 }

@@ -485,6 +485,10 @@ fn a_writer_silent_after_its_r2ts_loses_its_connection_not_the_shards_budget() {
             &BUDGET_MIB.to_string(),
             "--dataout-timeout",
             &DEADLINE_S.to_string(),
+            // No per-session share: the silent session may take the whole budget, which is
+            // what the deadline must get back.
+            "--write-buffer-session-pct",
+            "100",
         ],
     );
     t.add_target(1, IQN);
@@ -570,4 +574,118 @@ fn a_writer_silent_after_its_r2ts_loses_its_connection_not_the_shards_budget() {
         assert_eq!(data[2 * MIB + off], pattern(1, 7, off), "offset {off}");
     }
     assert!(data[..2 * MIB].iter().all(|b| *b == 0), "no silent data");
+}
+
+/// Sends `writes` WRITEs of 1 MiB (ITT = index, LBA from `first_lba`) and a ping; returns the
+/// R2Ts granted before the ping's answer as (itt, ttt, offset, length).
+fn send_writes(
+    s: &mut TcpStream,
+    cmd_sn: u32,
+    writes: u32,
+    first_lba: u32,
+) -> Vec<(u32, u32, u32, u32)> {
+    for w in 0..writes {
+        s.write_all(&write_1m(w, cmd_sn + w, first_lba + w * (MIB / 512) as u32))
+            .unwrap();
+    }
+    s.write_all(&ping(0x9999, cmd_sn + writes, &[])).unwrap();
+    let mut r2ts = Vec::new();
+    loop {
+        let (h, _) = read_pdu(s).expect("R2T or NOP-In");
+        match h[0] & 0x3f {
+            0x31 => r2ts.push((be32(&h, 16), be32(&h, 20), be32(&h, 40), be32(&h, 44))),
+            0x20 => return r2ts,
+            op => panic!("unexpected opcode {op:#x}"),
+        }
+    }
+}
+
+/// Answers `r2ts` and every R2T that follows until `writes` responses are in, all GOOD.
+fn finish_writes(s: &mut TcpStream, si: usize, writes: usize, r2ts: Vec<(u32, u32, u32, u32)>) {
+    for (itt, ttt, off, len) in r2ts {
+        s.write_all(&data_out(
+            si,
+            itt as usize,
+            itt,
+            ttt,
+            off as usize,
+            len as usize,
+        ))
+        .unwrap();
+    }
+    let mut finished = 0;
+    while finished < writes {
+        let (h, _) = read_pdu(s).expect("R2T or response");
+        match h[0] & 0x3f {
+            0x31 => {
+                let (itt, ttt) = (be32(&h, 16), be32(&h, 20));
+                let (off, len) = (be32(&h, 40) as usize, be32(&h, 44) as usize);
+                s.write_all(&data_out(si, itt as usize, itt, ttt, off, len))
+                    .unwrap();
+            }
+            0x21 => {
+                assert_eq!((h[2], h[3]), (0, 0), "write {} GOOD", be32(&h, 16));
+                finished += 1;
+            }
+            op => panic!("unexpected opcode {op:#x}"),
+        }
+    }
+}
+
+/// Issue 11, the per-session share (`--write-buffer-session-pct`): one session asking for
+/// the whole shard budget at once gets R2Ts only for its share, so another session's write
+/// is solicited at once instead of waiting behind it (a session that trickles its data can
+/// hold no more than that); the first session's other writes follow as its own finish, and
+/// everything lands on the medium.
+#[test]
+fn one_session_holds_at_most_its_share_of_the_write_budget() {
+    const BUDGET_MIB: usize = 4;
+    let t = Tgtd::start_full(
+        Some("0"),
+        &[("CURVE_TGT_TEST_ENGINES", "1")],
+        &[
+            "--write-buffer-mib",
+            &BUDGET_MIB.to_string(),
+            "--write-buffer-session-pct",
+            "25",
+        ],
+    );
+    t.add_target(1, IQN);
+    let file = t.sparse_file("lu.img", (8 * MIB) as u64);
+    t.add_lun(1, 1, "rdwr", &file);
+    let (mut greedy, cmd_sn) = writer(&t, "iqn.2026-11.test:greedy");
+    let granted = send_writes(&mut greedy, cmd_sn, 4, 0);
+    let writes_granted: std::collections::BTreeSet<u32> = granted.iter().map(|r| r.0).collect();
+    assert_eq!(
+        writes_granted.len(),
+        1,
+        "4 writes of 1 MiB asked with a 1 MiB share: R2Ts for {writes_granted:?}"
+    );
+    assert_eq!(shard_field(&t, "write_budget_bytes"), MIB as u64);
+    // Another session's write is solicited at once: the budget has room the greedy one
+    // may not take.
+    let (mut other, cmd_sn) = writer(&t, "iqn.2026-11.test:other");
+    let r2ts = send_writes(&mut other, cmd_sn, 1, (4 * MIB / 512) as u32);
+    assert!(!r2ts.is_empty(), "the second session's write got no R2T");
+    finish_writes(&mut other, 1, 1, r2ts);
+    // The greedy session's writes all complete, one share at a time.
+    finish_writes(&mut greedy, 0, 4, granted);
+    let end = Instant::now() + Duration::from_secs(10);
+    while shard_field(&t, "write_budget_bytes") != 0 {
+        assert!(
+            Instant::now() < end,
+            "the write budget never returned to idle"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let data = std::fs::read(&file).unwrap();
+    for (si, w, base) in [(0, 0, 0), (0, 1, 1), (0, 2, 2), (0, 3, 3), (1, 0, 4)] {
+        for off in (0..MIB).step_by(512) {
+            assert_eq!(
+                data[base * MIB + off],
+                pattern(si, w, off),
+                "session {si} write {w} offset {off}"
+            );
+        }
+    }
 }

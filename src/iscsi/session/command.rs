@@ -68,7 +68,7 @@ impl Session {
             let whole = got < data_want as usize
                 && admit == Admit::Now
                 && self.wait_buffer.is_empty()
-                && self.budget.try_take(u64::from(data_want));
+                && self.budget.try_take(u64::from(data_want)).is_ok();
             buf_bytes = if whole { data_want as usize } else { got };
             if !whole {
                 self.budget.force_take(got as u64);

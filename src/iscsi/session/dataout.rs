@@ -24,8 +24,10 @@ impl Session {
         }
         if t.unsolicited_got < t.unsolicited_end {
             // Unsolicited Data-Out may come at any moment (InitialR2T=No): room for it now.
-            grow(t, &self.pool, &self.budget, true);
-        } else if !self.wait_buffer.is_empty() || !grow(t, &self.pool, &self.budget, false) {
+            let _ = grow(t, &self.pool, &mut self.budget, true);
+        } else if !self.wait_buffer.is_empty()
+            || grow(t, &self.pool, &mut self.budget, false).is_err()
+        {
             // No R2T until the shard's write budget has room (behind earlier waiters).
             t.state = TaskState::WaitBuffer;
             self.wait_buffer.push_back(r);
@@ -153,7 +155,7 @@ impl Session {
         t.stalled_secs = 0;
         if d.ttt == Ttt::RESERVED {
             // Unsolicited data of a task still held behind a CmdSN gap: room for it now.
-            grow(t, &self.pool, &self.budget, true);
+            let _ = grow(t, &self.pool, &mut self.budget, true);
         }
         if let Some(buf) = t.data.as_mut() {
             let s = off as usize;

@@ -33,7 +33,7 @@ mod window;
 mod writebuf;
 pub use deadline::Stalled;
 use window::{Admit, CmdWindow};
-pub use writebuf::WriteBudget;
+pub use writebuf::{NoRoom, WriteBudget};
 
 /// Negotiated values the full feature phase runs on.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -134,8 +134,8 @@ pub struct Session {
     /// more from it (Logout, TARGET COLD RESET, a data digest error; RFC 7143 §11.14).
     pub close: Option<CloseAfter>,
     pool: BufPool,
-    /// The shard's write-buffer budget (see `writebuf`).
-    budget: WriteBudget,
+    /// This session's hold on the shard's write-buffer budget (see `writebuf`).
+    budget: writebuf::SessionShare,
     /// Writes waiting for room in `budget` before their R2Ts, oldest first.
     wait_buffer: VecDeque<TaskRef>,
     /// Outstanding NOP-In pings (TTT counter).
@@ -181,7 +181,7 @@ impl Session {
             events: VecDeque::new(),
             close: None,
             pool,
-            budget: WriteBudget::default(),
+            budget: writebuf::SessionShare::default(),
             wait_buffer: VecDeque::new(),
             ping_ttt: 0,
             pings_unanswered: 0,
