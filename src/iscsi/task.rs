@@ -97,6 +97,9 @@ pub struct Task {
     /// solicited or unsolicited Data-Out, or a CmdSN gap) without progress: the Data-Out
     /// deadline (`Session::dataout_tick`) ends the connection when it reaches its limit.
     pub stalled_secs: u16,
+    /// Of `buf_bytes`, those solicited (taken for its R2Ts), which count against the
+    /// session's share of the budget; unsolicited bytes never wait, so they do not.
+    pub share_bytes: u32,
 }
 
 impl Task {
@@ -317,6 +320,7 @@ mod tests {
             generation: 0,
             arrived_ns: 0,
             stalled_secs: 0,
+            share_bytes: 0,
         }
     }
 

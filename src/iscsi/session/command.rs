@@ -62,10 +62,11 @@ impl Session {
         let mut buf = None;
         let got = data.len().min(data_want as usize);
         let mut buf_bytes = 0;
+        let mut whole = false;
         if got > 0 {
             // In order, with room and nobody waiting: the whole buffer at once, so the
             // immediate data is copied only once.
-            let whole = got < data_want as usize
+            whole = got < data_want as usize
                 && admit == Admit::Now
                 && self.wait_buffer.is_empty()
                 && self.budget.try_take(u64::from(data_want)).is_ok();
@@ -104,10 +105,12 @@ impl Session {
             generation: 0,
             arrived_ns: now_ns,
             stalled_secs: 0,
+            share_bytes: if whole { buf_bytes } else { 0 },
         };
         let Some(r) = self.tasks.insert(task) else {
             // The task never existed: the budget its immediate data took goes back.
-            self.budget.give_back(u64::from(buf_bytes));
+            self.budget
+                .give_back(u64::from(buf_bytes), if whole { buf_bytes } else { 0 });
             self.reject_cmd(RejectReason::OutOfResources, bhs, c, admit);
             return;
         };

@@ -927,3 +927,45 @@ fn a_command_refused_for_want_of_a_slot_gives_its_budget_back() {
         "its immediate data's bytes came back"
     );
 }
+
+/// Issue 11, the per-session share: two writes of one session waiting with immediate data,
+/// each larger than the session's share, are solicited one after the other. (Counting their
+/// unsolicited bytes in the share would make each wait for the other for ever.)
+#[test]
+fn writes_over_the_share_with_immediate_data_go_one_at_a_time() {
+    let params = FfpParams {
+        max_burst: 8192,
+        ..Default::default()
+    };
+    let budget = WriteBudget::new(8192);
+    budget.set_session_share_pct(25);
+    // Another session takes the whole budget first.
+    let mut other = session(params);
+    other.set_write_budget(budget.clone());
+    feed(&mut other, &cmd_pdu(9, 10, false, true, 8192, &[]));
+    let ttt = be32(other.out.pop_front().expect("R2T").bhs(), 20);
+    let mut s = session(params);
+    s.set_write_budget(budget.clone());
+    feed(&mut s, &cmd_pdu(1, 10, false, true, 4096, &[1u8; 512]));
+    feed(&mut s, &cmd_pdu(2, 11, false, true, 4096, &[2u8; 512]));
+    assert!(s.out.is_empty() && s.writes_waiting(), "both wait for room");
+    // The other session's write completes: its buffer returns.
+    feed(&mut other, &data_out(9, ttt, 0, true, &[9u8; 8192]));
+    let r = other.next_ready().expect("complete");
+    other.finish(r, good(DataIn::None), Some(8192));
+    assert_eq!(budget.used_bytes(), 1024, "the two immediate parts");
+    assert_eq!(s.admit_waiting_writes(), Err(NoRoom::Share), "one write, then the share");
+    let r2t = s.out.pop_front().expect("the first write's R2T");
+    assert_eq!(be32(r2t.bhs(), 16), 1);
+    assert!(s.out.is_empty());
+    feed(&mut s, &data_out(1, be32(r2t.bhs(), 20), 512, true, &[1u8; 3584]));
+    let a = s.next_ready().expect("first complete");
+    s.finish(a, good(DataIn::None), Some(4096));
+    let r2t = s
+        .out
+        .iter()
+        .find(|p| p.bhs()[0] == op::R2T)
+        .expect("the second write's R2T once the first finished");
+    assert_eq!(be32(r2t.bhs(), 16), 2);
+    assert!(!s.writes_waiting());
+}

@@ -12,7 +12,9 @@
 //! One session may hold at most a share of the budget (`tgtd --write-buffer-session-pct`,
 //! 25 %) before its next write waits, so a session that trickles its Data-Out, or just
 //! writes more than its share at once, cannot take the whole shard's room from the others.
-//! A session holding nothing may always take one write, whatever its size.
+//! A session holding no solicited buffer may always take one write, whatever its size
+//! (unsolicited bytes do not count: they never wait, so counting them could make two
+//! waiting writes with immediate data wait for each other).
 
 use super::Session;
 use crate::buf::BufPool;
@@ -103,8 +105,8 @@ impl WriteBudget {
     }
 }
 
-/// One session's hold on the shard's [`WriteBudget`]: what its tasks' buffers hold, so its
-/// takes can be capped at its share.
+/// One session's hold on the shard's [`WriteBudget`]: the solicited bytes its tasks'
+/// buffers hold, so its takes can be capped at its share.
 #[derive(Debug, Default)]
 pub(super) struct SessionShare {
     budget: WriteBudget,
@@ -133,16 +135,16 @@ impl SessionShare {
         Ok(())
     }
 
-    /// Takes `n` bytes whatever the limits: data the initiator may send unasked.
+    /// Takes `n` bytes whatever the limits: data the initiator may send unasked (not
+    /// counted in the share).
     pub(super) fn force_take(&mut self, n: u64) {
         self.budget.force_take(n);
-        self.held += n;
     }
 
-    /// Returns `n` bytes.
-    pub(super) fn give_back(&mut self, n: u64) {
+    /// Returns `n` bytes, `shared` of which counted in the share.
+    pub(super) fn give_back(&mut self, n: u64, shared: u32) {
         self.budget.give_back(n);
-        self.held = self.held.saturating_sub(n);
+        self.held = self.held.saturating_sub(u64::from(shared));
     }
 }
 
@@ -164,6 +166,7 @@ pub(super) fn grow(
         budget.force_take(more);
     } else {
         budget.try_take(more)?;
+        t.share_bytes += more as u32;
     }
     let mut b = pool.alloc(t.data_want as usize);
     if let Some(old) = &t.data {
@@ -215,7 +218,7 @@ impl Session {
     /// Removes a task from the table, returning its buffer's bytes to the budget.
     pub(super) fn remove_task(&mut self, r: TaskRef) -> Option<Task> {
         let t = self.tasks.remove(r)?;
-        self.budget.give_back(u64::from(t.buf_bytes));
+        self.budget.give_back(u64::from(t.buf_bytes), t.share_bytes);
         Some(t)
     }
 }
@@ -239,16 +242,17 @@ mod tests {
                 held: 0,
             },
         );
+        s1.force_take(10);
         assert_eq!(
             s1.try_take(600),
             Ok(()),
-            "a session holding nothing takes one write"
+            "a session holding nothing solicited takes one write"
         );
         assert_eq!(s1.try_take(1), Err(NoRoom::Share));
         assert_eq!(s2.try_take(200), Ok(()));
         assert_eq!(s2.try_take(50), Ok(()), "up to its share");
         assert_eq!(s2.try_take(1), Err(NoRoom::Share));
-        s1.give_back(600);
+        s1.give_back(610, 600);
         assert_eq!(s1.try_take(250), Ok(()));
         assert_eq!(b.used_bytes(), 500);
         s1.force_take(900);
