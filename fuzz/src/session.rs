@@ -595,8 +595,6 @@ pub struct Harness {
     corrupt_next: bool,
     /// Evidence collected while draining: ITTs answered, R2T'd or rejected.
     touched: HashSet<u32>,
-    /// Headers the target rejected (by ITT).
-    rejected: HashSet<u32>,
     /// The connection must end (logout, fatal framing, digest error).
     pub closed: bool,
     now: u64,
@@ -681,7 +679,6 @@ impl Harness {
             last_text_ttt: 0xffff_ffff,
             corrupt_next: false,
             touched: HashSet::new(),
-            rejected: HashSet::new(),
             closed: false,
             now: 0,
         }
@@ -997,7 +994,6 @@ impl Harness {
                     assert_eq!(payload.len(), BHS_LEN, "a Reject carries the header");
                     let ritt = be32(payload, 16);
                     self.touched.insert(ritt);
-                    self.rejected.insert(ritt);
                 }
                 op::NOP_IN if itt == 0xffff_ffff => self.last_ping_ttt = be32(&h, 20),
                 op::TEXT_RSP => self.last_text_ttt = be32(&h, 20),
@@ -1013,10 +1009,10 @@ impl Harness {
     }
 
     /// Records a non-immediate command's CmdSN as used when the target took it. A command
-    /// rejected on arrival (Task in progress, immediate-data rules, no task slot) did not
-    /// use its CmdSN.
-    fn took(&mut self, must: bool, cmd_sn: u32, itt: u32) {
-        if must && !self.rejected.contains(&itt) {
+    /// rejected on arrival (Task in progress, immediate-data rules, no task slot) uses its
+    /// CmdSN too (`Session::use_cmd_sn`: the Reject is its delivery).
+    fn took(&mut self, must: bool, cmd_sn: u32, _itt: u32) {
+        if must {
             self.taken.insert(cmd_sn);
         }
     }
@@ -1035,7 +1031,6 @@ impl Harness {
             return;
         }
         self.touched.clear();
-        self.rejected.clear();
         match op {
             Op::Cmd { .. } => self.cmd(op),
             Op::DataOut {
@@ -1241,7 +1236,10 @@ impl Harness {
         // progress). Asked of the session, not of `cmds`: a task aborted by task management
         // ends without a response, so the initiator's record of it can outlive it.
         let had_task = self.s.has_task(Itt(itt));
-        let must = !had_task && self.must_take(*immediate, cmd_sn);
+        // In the window and fresh: the target uses this CmdSN up whatever it makes of the
+        // command, a Reject for a live task's ITT included (`Session::use_cmd_sn`).
+        let in_window = self.must_take(*immediate, cmd_sn);
+        let must = !had_task && in_window;
         let imm_len = if write && p.immediate_data {
             (u32::from(*imm_data) % (p.first_burst + 1))
                 .min(edtl)
@@ -1304,7 +1302,7 @@ impl Harness {
         if !evidence && !had_task {
             self.cmds.remove(&itt);
         }
-        self.took(must && evidence, cmd_sn, itt);
+        self.took((must && evidence) || (in_window && had_task), cmd_sn, itt);
     }
 
     /// End of input: let every I/O complete, then check that the CmdSN stream was consumed

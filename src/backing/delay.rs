@@ -8,7 +8,9 @@
 //! it `--bstype delay` is an unknown type, as for any other name. The backing-store path says
 //! what to serve: `size=<bytes>[K|M|G]:delay_us=<min>[-<max>]`, e.g.
 //! `size=64M:delay_us=200-2000` (`:`-separated, since tgtadm's own request is
-//! `,`-separated; the whole medium is held in memory, zero filled at start).
+//! `,`-separated; the whole medium is held in memory, zero filled at start). A third key,
+//! `panic_offset=<bytes>`, makes a READ at exactly that byte offset panic the shard that
+//! starts it: the drill for a shard thread that dies (tests of what the daemon does then).
 
 use super::engine::{Completion, Engine, OpId, OpRequest, Reactor, TimerId};
 use super::file_engine::miscompare;
@@ -32,6 +34,7 @@ pub struct DelayStore {
     path: String,
     mem: Arc<Mutex<Vec<u8>>>,
     delay_us: (u64, u64),
+    panic_offset: Option<u64>,
 }
 
 fn bad(path: &str, why: &str) -> BackingError {
@@ -57,7 +60,7 @@ impl DelayStore {
         if oflags != BsOFlags::default() {
             return Err(BackingError::BadFlags(oflags.show().to_string()));
         }
-        let (mut size, mut delay) = (None, (0, 0));
+        let (mut size, mut delay, mut panic_offset) = (None, (0, 0), None);
         for kv in path.split(':') {
             match kv.split_once('=') {
                 Some(("size", v)) => size = parse_size(v),
@@ -69,6 +72,10 @@ impl DelayStore {
                     };
                     delay = (a.min(b), a.max(b));
                 }
+                Some(("panic_offset", v)) => match v.parse::<u64>() {
+                    Ok(v) => panic_offset = Some(v),
+                    Err(_) => return Err(bad(path, "panic_offset=BYTES")),
+                },
                 _ => return Err(bad(path, "expected size=N:delay_us=MIN[-MAX]")),
             }
         }
@@ -79,6 +86,7 @@ impl DelayStore {
             path: path.to_string(),
             mem: Arc::new(Mutex::new(vec![0; size as usize])),
             delay_us: delay,
+            panic_offset,
         })
     }
 }
@@ -112,6 +120,7 @@ impl BackingStore for DelayStore {
         Box::new(DelayEngine {
             mem: self.mem.clone(),
             delay_us: self.delay_us,
+            panic_offset: self.panic_offset,
             ops: Vec::new(),
             live: 0,
             rng: 0x9e37_79b9_7f4a_7c15 ^ env.shard as u64,
@@ -130,6 +139,7 @@ struct DelayOp {
 pub struct DelayEngine {
     mem: Arc<Mutex<Vec<u8>>>,
     delay_us: (u64, u64),
+    panic_offset: Option<u64>,
     ops: Vec<Option<DelayOp>>,
     live: usize,
     rng: u64,
@@ -172,6 +182,11 @@ impl Engine for DelayEngine {
         let idx = op.index as usize;
         if self.ops.len() <= idx {
             self.ops.resize_with(idx + 1, || None);
+        }
+        if let BlockIo::Read { offset, .. } = req.io {
+            if Some(offset) == self.panic_offset {
+                panic!("delay store: READ at panic_offset={offset}: the shard dies (test drill)");
+            }
         }
         // The read buffer is taken now, as a remote store's receive buffer would be.
         let read_buf = match req.io {

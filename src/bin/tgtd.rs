@@ -137,6 +137,16 @@ struct Args {
     /// for their R2Ts until buffers are freed. (This product's own.)
     #[arg(long = "write-buffer-mib", value_name = "MIB", default_value_t = (limits::SHARD_WRITE_DEFAULT >> 20) as u32, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
     write_buffer_mib: u32,
+    /// Percent of --write-buffer-mib one session may hold before its next WRITE waits for
+    /// its R2T (a session holding nothing always gets one write); 100 turns the cap off.
+    /// (This product's own.)
+    #[arg(long = "write-buffer-session-pct", value_name = "PCT", default_value_t = limits::SESSION_WRITE_PCT_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=100))]
+    write_buffer_session_pct: u32,
+    /// Close a connection whose write holds write-buffer room and has received no Data-Out
+    /// for this many seconds (an initiator that takes R2Ts and goes silent must not stall
+    /// the shard's other writers); 0 never closes. (This product's own.)
+    #[arg(long = "dataout-timeout", value_name = "SECONDS", default_value_t = curve_tgt::shard::DATAOUT_TIMEOUT_DEFAULT_SECS, value_parser = clap::value_parser!(u32).range(0..=3600))]
+    dataout_timeout: u32,
 }
 
 /// Parsed `--iscsi` options.
@@ -304,7 +314,9 @@ fn main() -> ExitCode {
             conns_per_portal: args.max_conns_per_portal as usize,
             conn_backlog_bytes: args.conn_backlog_kib as usize * 1024,
             shard_write_bytes: u64::from(args.write_buffer_mib) << 20,
+            session_write_pct: args.write_buffer_session_pct,
         },
+        dataout_timeout_secs: args.dataout_timeout,
     };
     let (plane, events) = match Plane::start_with(&cpus, zerocopy, shard_opts) {
         Ok(p) => p,

@@ -128,6 +128,27 @@ impl SessionRegistry {
         }
     }
 
+    /// Removes every session owned by `shard`, whose thread died: nobody else would ever
+    /// unregister them, so their TSIHs would stay taken and a later login naming one would
+    /// be told the session still exists. Returns (tid, entry) for each.
+    pub fn drop_shard(&self, shard: usize) -> Vec<(u32, SessionEntry)> {
+        let mut g = self.lock();
+        let keys: Vec<(u32, String)> = g
+            .by_port
+            .iter()
+            .filter(|(_, e)| e.shard == shard)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut gone = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(e) = g.by_port.remove(&key) {
+                g.by_tsih.remove(&(key.0, e.tsih));
+                gone.push((key.0, e));
+            }
+        }
+        gone
+    }
+
     /// Number of registered sessions.
     pub fn len(&self) -> usize {
         self.lock().by_port.len()
@@ -178,6 +199,31 @@ mod tests {
         r.unregister(1, a.tsih);
         assert_eq!(r.lookup(1, b.tsih).unwrap().shard, 0);
         assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn a_dead_shards_sessions_are_dropped_and_no_other() {
+        let r = SessionRegistry::new();
+        let a = r.register(1, "iqn.a,i,0x1", 0).unwrap();
+        let b = r.register(1, "iqn.b,i,0x1", 1).unwrap();
+        let c = r.register(2, "iqn.c,i,0x1", 1).unwrap();
+        let mut gone: Vec<_> = r
+            .drop_shard(1)
+            .into_iter()
+            .map(|(tid, e)| (tid, e.tsih))
+            .collect();
+        gone.sort_by_key(|(tid, _)| *tid);
+        assert_eq!(gone, vec![(1, b.tsih), (2, c.tsih)]);
+        assert_eq!(r.lookup(1, b.tsih), None);
+        assert_eq!(r.lookup(2, c.tsih), None);
+        assert_eq!(
+            r.lookup(1, a.tsih).unwrap().shard,
+            0,
+            "another shard's stays"
+        );
+        // The initiator port logs in again as a new session, not a reinstatement.
+        assert_eq!(r.register(1, "iqn.b,i,0x1", 0).unwrap().replaced, None);
+        assert!(r.drop_shard(1).is_empty());
     }
 
     #[test]

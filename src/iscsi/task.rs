@@ -93,6 +93,13 @@ pub struct Task {
     pub generation: u16,
     /// When the command arrived (for in-target latency).
     pub arrived_ns: u64,
+    /// Seconds this task has held write-budget bytes while waiting on the initiator (its
+    /// solicited or unsolicited Data-Out, or a CmdSN gap) without progress: the Data-Out
+    /// deadline (`Session::dataout_tick`) ends the connection when it reaches its limit.
+    pub stalled_secs: u16,
+    /// Of `buf_bytes`, those solicited (taken for its R2Ts), which count against the
+    /// session's share of the budget; unsolicited bytes never wait, so they do not.
+    pub share_bytes: u32,
 }
 
 impl Task {
@@ -246,6 +253,11 @@ impl TaskTable {
         })
     }
 
+    /// Every live task, mutably (slot order, no allocation).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Task> {
+        self.slots.iter_mut().flatten()
+    }
+
     /// Handles of every live task.
     pub fn refs(&self) -> Vec<TaskRef> {
         self.slots
@@ -307,6 +319,8 @@ mod tests {
             data_error: false,
             generation: 0,
             arrived_ns: 0,
+            stalled_secs: 0,
+            share_bytes: 0,
         }
     }
 

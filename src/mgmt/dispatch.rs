@@ -9,6 +9,7 @@ use super::ipc::{Mode, Op, Request, TgtadmError, ACCOUNT_OUTGOING, REQ_HDR_LEN};
 use super::server::DataPlane;
 use super::show::{self, ConnShow, SysShow};
 use super::stat::{self, Gathered};
+use super::stat_admission;
 use crate::backing::{self, BsOFlags, SUPPORTED_TYPES};
 use crate::scsi::lu::{LuInit, LuParamError};
 use crate::scsi::{DeviceType, LogicalUnit, Lun, UnitAttention};
@@ -127,6 +128,7 @@ fn system(
         Some(Op::Stats) => {
             let g = gather(plane);
             let mut out = stat::lu_report(cfg, &g, None, None);
+            out.push_str(&stat_admission::section(&plane.admission()));
             out.push_str(&stat::shard_resources(&g));
             text(out)
         }

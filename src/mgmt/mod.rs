@@ -9,5 +9,6 @@ pub mod ipc;
 pub mod server;
 pub mod show;
 pub mod stat;
+pub mod stat_admission;
 pub mod stat_zerocopy;
 pub mod targets_conf;

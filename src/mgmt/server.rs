@@ -53,6 +53,11 @@ pub trait DataPlane: Send {
     /// Every shard's counters and latency histograms (`--op stat`). The control thread
     /// waits a bounded moment for the answers; the shards answer from their loops.
     fn stats(&self) -> Vec<ShardStats>;
+    /// Connections refused or closed by a budget, and sessions lost with a dead shard
+    /// (`--op stat --mode sys`, after tgt's lines). None by default.
+    fn admission(&self) -> crate::shard::limits::AdmissionCounts {
+        crate::shard::limits::AdmissionCounts::default()
+    }
     /// Close everything and stop (after `sys delete`).
     fn shutdown(&self);
 }

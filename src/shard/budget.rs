@@ -11,14 +11,15 @@
 //!   [`WriteBudget`] of `shard_write_bytes` (the session side is in `iscsi::session::writebuf`:
 //!   a WRITE gets its R2Ts only once its whole buffer fits). Sessions whose writes wait are
 //!   queued here, oldest first, and admitted as buffers come back, so writers are paced by
-//!   R2Ts rather than by memory, and each waiting session is served in its turn.
+//!   R2Ts rather than by memory, and each waiting session is served in its turn; a session
+//!   that waits only because it holds its share of the budget goes to the back.
 //! - The [`ConnTicket`] of each connection, kept until the connection is freed.
 
 use super::conn::Phase;
 use super::event_loop::Shard;
 use super::limits::{ConnTicket, Limits};
 use super::slots::SlotKey;
-use crate::iscsi::session::WriteBudget;
+use crate::iscsi::session::{NoRoom, WriteBudget};
 use std::collections::{HashMap, VecDeque};
 
 /// Most PDUs queued for one connection before its receives stop, whatever their size (so
@@ -41,7 +42,11 @@ pub struct ShardBudgets {
 impl ShardBudgets {
     pub fn new(limits: &Limits) -> ShardBudgets {
         ShardBudgets {
-            write: WriteBudget::new(limits.shard_write_bytes),
+            write: {
+                let b = WriteBudget::new(limits.shard_write_bytes);
+                b.set_session_share_pct(limits.session_write_pct);
+                b
+            },
             waiters: VecDeque::new(),
             tickets: HashMap::new(),
             backlog_bytes: limits.conn_backlog_bytes,
@@ -107,10 +112,18 @@ impl Shard {
     }
 
     /// Admits waiting writes, session by session in the order they started waiting, as far as
-    /// the budget has room: a session whose oldest waiting write still does not fit stays
-    /// first in line (so a large write is not passed for ever by small ones).
+    /// the budget has room: a session whose oldest waiting write still does not fit the
+    /// budget stays first in line (so a large write is not passed for ever by small ones);
+    /// one that waits only because it holds its share of the budget goes to the back, and
+    /// the others are served (it is served again as its own writes finish).
     pub(super) fn admit_write_waiters(&mut self) {
+        // Each session is looked at most once per call: one over its share rotates.
+        let mut turns = self.budgets.waiters.len();
         while let Some(&k) = self.budgets.waiters.front() {
+            if turns == 0 {
+                return;
+            }
+            turns -= 1;
             let b = &self.budgets.write;
             if b.used_bytes() != 0 && b.used_bytes() >= b.limit_bytes() {
                 return;
@@ -128,16 +141,17 @@ impl Shard {
                 continue;
             }
             let before = s.out.len();
-            s.admit_waiting_writes();
-            let progressed = s.out.len() != before;
-            let still = s.writes_waiting();
-            if progressed {
+            let admitted = s.admit_waiting_writes();
+            if s.out.len() != before {
                 self.mark(k);
             }
-            if still {
-                return;
+            match admitted {
+                Ok(()) => {
+                    self.budgets.waiters.pop_front();
+                }
+                Err(NoRoom::Budget) => return,
+                Err(NoRoom::Share) => self.budgets.waiters.rotate_left(1),
             }
-            self.budgets.waiters.pop_front();
         }
     }
 }

@@ -290,9 +290,11 @@ impl Shard {
         }
     }
 
-    /// Keeps the keep-alive tick armed while some target wants NOP-In pings.
+    /// Keeps the one-second session tick armed while some target wants NOP-In pings, or
+    /// while the Data-Out deadline is on and the shard has connections.
     fn arm_nop(&mut self) {
-        let wanted = self.cfg.targets.values().any(|t| t.params.nop_interval > 0);
+        let wanted = self.cfg.targets.values().any(|t| t.params.nop_interval > 0)
+            || (self.shared.options.dataout_timeout_secs > 0 && !self.conns.is_empty());
         match (wanted, self.nop_timer) {
             (true, None) => {
                 let k = self
@@ -308,10 +310,12 @@ impl Shard {
         }
     }
 
-    /// One keep-alive second: ping each full-feature session of a target with nop_interval,
-    /// and close connections whose pings went unanswered more than nop_count times.
+    /// One session second: close connections whose writes missed the Data-Out deadline,
+    /// ping each full-feature session of a target with nop_interval, and close connections
+    /// whose pings went unanswered more than nop_count times.
     fn nop_tick(&mut self) {
         let cfg = self.cfg.clone();
+        let dataout_limit = self.shared.options.dataout_timeout_secs;
         for k in self.conns.keys() {
             let Some(c) = self.conns.get_mut(k) else {
                 continue;
@@ -322,6 +326,12 @@ impl Shard {
             let Phase::Ffp(s) = &mut c.phase else {
                 continue;
             };
+            if let Some(st) = s.dataout_tick(dataout_limit) {
+                crate::log::event::connection_closed(c.peer, &st);
+                self.shared.admission.count_dataout_deadline();
+                self.begin_close(k);
+                continue;
+            }
             let Kind::Normal { tid } = s.kind else {
                 continue;
             };
@@ -518,6 +528,7 @@ impl Shard {
         }
         self.budgets.conn_added(k, ticket);
         self.mark(k);
+        self.arm_nop();
     }
 
     /// The login deadline passed: a connection still logging in is closed.
@@ -528,6 +539,7 @@ impl Shard {
         c.login_timer = None;
         if matches!(c.phase, Phase::Login(_)) && !c.closing {
             tracing::warn!(peer = %c.peer, "login not finished in time, closing the connection");
+            self.shared.admission.count_login_deadline();
             self.begin_close(k);
         }
     }

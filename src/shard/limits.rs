@@ -33,6 +33,11 @@ pub const CONN_BACKLOG_DEFAULT: usize = 4 << 20;
 /// Default bytes of write buffers one shard's sessions hold at once (R2Ts pace writers beyond
 /// it): 256 MiB is 256 writes of 1 MiB in flight per core.
 pub const SHARD_WRITE_DEFAULT: u64 = 256 << 20;
+/// Default share of the shard's write budget one session may hold before its next write
+/// waits, in percent: a quarter (64 MiB of the default, 64 writes of 1 MiB in flight), so a
+/// session cannot take all the room from the others, and a single busy initiator still has
+/// far more than its queue needs.
+pub const SESSION_WRITE_PCT_DEFAULT: u32 = 25;
 
 /// The budgets every shard runs with (tgtd options).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -46,6 +51,9 @@ pub struct Limits {
     pub conn_backlog_bytes: usize,
     /// Bytes of write buffers one shard's sessions hold at once (`tgtd --write-buffer-mib`).
     pub shard_write_bytes: u64,
+    /// Percent of those one session holds before its next write waits
+    /// (`tgtd --write-buffer-session-pct`; 100: no cap).
+    pub session_write_pct: u32,
 }
 
 impl Default for Limits {
@@ -55,16 +63,49 @@ impl Default for Limits {
             conns_per_portal: CONNS_PER_PORTAL_DEFAULT,
             conn_backlog_bytes: CONN_BACKLOG_DEFAULT,
             shard_write_bytes: SHARD_WRITE_DEFAULT,
+            session_write_pct: SESSION_WRITE_PCT_DEFAULT,
         }
     }
 }
 
-/// Accept-side state every accept thread shares: which shards are dead, and how many
-/// connections were refused.
+/// Accept-side state every accept thread and shard shares: which shards are dead, and the
+/// counts of connections refused or closed by a budget (`tgtadm --op stat`).
 #[derive(Debug)]
 pub struct Admission {
     dead: Vec<AtomicBool>,
-    refused: AtomicU64,
+    refused_portal: AtomicU64,
+    refused_shards: AtomicU64,
+    refused_no_shard: AtomicU64,
+    login_deadline: AtomicU64,
+    dataout_deadline: AtomicU64,
+    dead_shard_sessions: AtomicU64,
+}
+
+/// The counts of [`Admission`] at one moment: connections refused at accept (by cause),
+/// connections closed by a deadline, and sessions dropped with a dead shard.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdmissionCounts {
+    /// Refused: the portal held `--max-conns-per-portal`.
+    pub refused_portal: u64,
+    /// Refused: every live shard held `--max-conns-per-shard`.
+    pub refused_shards: u64,
+    /// Refused: no shard was alive.
+    pub refused_no_shard: u64,
+    /// Closed: login not finished by `--login-timeout`.
+    pub login_deadline: u64,
+    /// Closed: a write's Data-Out made no progress for `--dataout-timeout`.
+    pub dataout_deadline: u64,
+    /// Sessions whose shard died, removed from the session table.
+    pub dead_shard_sessions: u64,
+    /// Shards that died.
+    pub dead_shards: u64,
+}
+
+impl AdmissionCounts {
+    /// Whether nothing was ever refused, closed or lost (the stat section is then left out).
+    pub fn is_idle(&self) -> bool {
+        *self == AdmissionCounts::default()
+    }
 }
 
 impl Admission {
@@ -72,7 +113,12 @@ impl Admission {
     pub fn new(shards: usize) -> Admission {
         Admission {
             dead: (0..shards).map(|_| AtomicBool::new(false)).collect(),
-            refused: AtomicU64::new(0),
+            refused_portal: AtomicU64::new(0),
+            refused_shards: AtomicU64::new(0),
+            refused_no_shard: AtomicU64::new(0),
+            login_deadline: AtomicU64::new(0),
+            dataout_deadline: AtomicU64::new(0),
+            dead_shard_sessions: AtomicU64::new(0),
         }
     }
 
@@ -81,18 +127,63 @@ impl Admission {
         self.dead.get(i).is_some_and(|d| d.load(Ordering::Acquire))
     }
 
-    /// Marks shard `i` dead; logs it the first time.
-    pub fn mark_dead(&self, i: usize, why: &str) {
+    /// Marks shard `i` dead; logs it the first time. Returns whether this call marked it.
+    pub fn mark_dead(&self, i: usize, why: &str) -> bool {
         if let Some(d) = self.dead.get(i) {
             if !d.swap(true, Ordering::AcqRel) {
                 tracing::error!("shard {i} died ({why}): no more connections are placed on it");
+                return true;
             }
         }
+        false
     }
 
     /// Connections refused so far (caps reached, or no live shard).
     pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
+        let c = self.counts();
+        c.refused_portal + c.refused_shards + c.refused_no_shard
+    }
+
+    fn count_refusal(&self, why: Refusal) {
+        let n = match why {
+            Refusal::PortalFull { .. } => &self.refused_portal,
+            Refusal::ShardsFull { .. } => &self.refused_shards,
+            Refusal::NoShard => &self.refused_no_shard,
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection was closed because its login did not finish in time.
+    pub fn count_login_deadline(&self) {
+        self.login_deadline.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection was closed because a write's Data-Out did not progress in time.
+    pub fn count_dataout_deadline(&self) {
+        self.dataout_deadline.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` sessions were dropped with their dead shard.
+    pub fn count_dead_shard_sessions(&self, n: u64) {
+        self.dead_shard_sessions.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn counts(&self) -> AdmissionCounts {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        AdmissionCounts {
+            refused_portal: get(&self.refused_portal),
+            refused_shards: get(&self.refused_shards),
+            refused_no_shard: get(&self.refused_no_shard),
+            login_deadline: get(&self.login_deadline),
+            dataout_deadline: get(&self.dataout_deadline),
+            dead_shard_sessions: get(&self.dead_shard_sessions),
+            dead_shards: self
+                .dead
+                .iter()
+                .filter(|d| d.load(Ordering::Relaxed))
+                .count() as u64,
+        }
     }
 }
 
@@ -187,7 +278,7 @@ pub fn place(
     let limits = shared.options.limits;
     let adm = &shared.admission;
     let refuse = |why: Refusal| {
-        adm.refused.fetch_add(1, Ordering::Relaxed);
+        adm.count_refusal(why);
         crate::log::event::connection_closed(peer, &why);
         Err(why)
     };
@@ -244,10 +335,54 @@ pub fn place(
 }
 
 /// Held by a shard's thread while it runs: when the thread ends by a panic, the shard is
-/// marked dead (and logged) at once, so no connection is placed on it meanwhile.
+/// marked dead (and logged) at once, so no connection is placed on it meanwhile, and the
+/// sessions it owned are cleaned up as their shard would have on close: dropped from the
+/// session table (their TSIHs free, a login naming one told it is gone), their nexuses'
+/// SPC-2 reservations and prevent locks released (in `cfg`, the latest configuration), and
+/// the control thread told each is down, so `--op show` no longer lists them.
 pub struct ShardLife {
     pub shared: Arc<Shared>,
     pub shard: usize,
+    pub cfg: Arc<std::sync::Mutex<Arc<crate::config::snapshot::ConfigSnapshot>>>,
+}
+
+impl ShardLife {
+    /// The shard died: drops what the session table and the LUs still hold for it.
+    fn clean_up(&self) {
+        let gone = self.shared.registry.drop_shard(self.shard);
+        if gone.is_empty() {
+            return;
+        }
+        let cfg = self
+            .cfg
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        for (tid, e) in &gone {
+            if let Some(t) = cfg.targets.get(tid) {
+                let id = crate::scsi::NexusId {
+                    tid: *tid,
+                    initiator_port: e.initiator_port.as_str().into(),
+                };
+                t.luns.values().for_each(|lu| lu.nexus_lost(&id));
+            }
+            let _ = self
+                .shared
+                .control
+                .send(super::msg::ControlEvent::SessionDown {
+                    tid: *tid,
+                    tsih: e.tsih.0,
+                });
+        }
+        self.shared
+            .admission
+            .count_dead_shard_sessions(gone.len() as u64);
+        tracing::error!(
+            "shard {}: {} sessions lost with it were removed",
+            self.shard,
+            gone.len()
+        );
+    }
 }
 
 impl Drop for ShardLife {
@@ -256,6 +391,7 @@ impl Drop for ShardLife {
             self.shared
                 .admission
                 .mark_dead(self.shard, "its thread panicked");
+            self.clean_up();
         }
     }
 }
@@ -270,6 +406,19 @@ mod tests {
     use std::os::fd::{FromRawFd, OwnedFd};
 
     fn shared(shards: usize, limits: Limits) -> (Arc<Shared>, Vec<Receiver<ShardMsg>>) {
+        let (s, rxs, _) = shared_ctl(shards, limits);
+        (s, rxs)
+    }
+
+    /// As `shared`, with the control thread's receiver of session events.
+    fn shared_ctl(
+        shards: usize,
+        limits: Limits,
+    ) -> (
+        Arc<Shared>,
+        Vec<Receiver<ShardMsg>>,
+        Receiver<super::super::msg::ControlEvent>,
+    ) {
         let mut handles = Vec::new();
         let mut rxs = Vec::new();
         for _ in 0..shards {
@@ -282,7 +431,7 @@ mod tests {
             handles.push(ShardHandle { tx, wake });
             rxs.push(rx);
         }
-        let (control, _) = unbounded();
+        let (control, control_rx) = unbounded();
         let s = Arc::new(Shared {
             shard_conns: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
             handles,
@@ -295,7 +444,7 @@ mod tests {
             },
             admission: Admission::new(shards),
         });
-        (s, rxs)
+        (s, rxs, control_rx)
     }
 
     fn conn() -> (TcpStream, SocketAddr) {
@@ -389,6 +538,10 @@ mod tests {
         assert_eq!(portal.load(Ordering::Relaxed), 0);
     }
 
+    fn no_config() -> Arc<std::sync::Mutex<Arc<crate::config::snapshot::ConfigSnapshot>>> {
+        Arc::default()
+    }
+
     #[test]
     fn a_panicking_shard_thread_is_marked_dead() {
         let (sh, _rxs) = shared(2, Limits::default());
@@ -397,6 +550,7 @@ mod tests {
             let _life = ShardLife {
                 shared: s2,
                 shard: 1,
+                cfg: no_config(),
             };
             panic!("shard bug");
         })
@@ -404,5 +558,57 @@ mod tests {
         assert!(r.is_err());
         assert!(sh.admission.is_dead(1));
         assert!(!sh.admission.is_dead(0));
+        assert_eq!(sh.admission.counts().dead_shards, 1);
+    }
+
+    #[test]
+    fn a_dead_shards_sessions_leave_the_table_and_the_control_side() {
+        use super::super::msg::ControlEvent;
+        use crate::iscsi::ids::Tsih;
+        let (sh, _rxs, control) = shared_ctl(2, Limits::default());
+        let reg = &sh.registry;
+        let live = reg.register(1, "iqn.live,i,0x1", 0).unwrap().tsih;
+        let a = reg.register(1, "iqn.a,i,0x1", 1).unwrap().tsih;
+        let b = reg.register(2, "iqn.b,i,0x1", 1).unwrap().tsih;
+        // A shard that ends normally (shutdown) leaves the table alone.
+        let s2 = sh.clone();
+        std::thread::spawn(move || {
+            let _life = ShardLife {
+                shared: s2,
+                shard: 1,
+                cfg: no_config(),
+            };
+        })
+        .join()
+        .unwrap();
+        assert_eq!(reg.len(), 3);
+        let s2 = sh.clone();
+        let r = std::thread::spawn(move || {
+            let _life = ShardLife {
+                shared: s2,
+                shard: 1,
+                cfg: no_config(),
+            };
+            panic!("shard bug");
+        })
+        .join();
+        assert!(r.is_err());
+        assert_eq!(reg.len(), 1, "only the live shard's session is left");
+        assert!(reg.lookup(1, live).is_some());
+        assert!(reg.lookup(1, a).is_none() && reg.lookup(2, b).is_none());
+        let mut downs: Vec<(u32, u16)> = control
+            .try_iter()
+            .map(|e| match e {
+                ControlEvent::SessionDown { tid, tsih } => (tid, tsih),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        downs.sort();
+        assert_eq!(downs, vec![(1, a.0), (2, b.0)]);
+        assert_eq!(sh.admission.counts().dead_shard_sessions, 2);
+        // The same initiator port now logs in as a new session on a live shard.
+        let again = reg.register(1, "iqn.a,i,0x1", 0).unwrap();
+        assert_eq!(again.replaced, None);
+        assert_ne!(again.tsih, Tsih(0));
     }
 }

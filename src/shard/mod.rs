@@ -73,16 +73,26 @@ pub struct ShardOptions {
     pub login_timeout: std::time::Duration,
     /// Connection caps, output backlog and write-buffer budget (`limits`).
     pub limits: limits::Limits,
+    /// A connection whose write holds write-budget bytes and sees no Data-Out for this many
+    /// seconds is closed (`tgtd --dataout-timeout`; 0: never). See `iscsi::session`'s
+    /// `deadline`.
+    pub dataout_timeout_secs: u32,
 }
 
 /// Default login deadline.
 pub const LOGIN_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(15);
+/// Default Data-Out deadline in seconds: well above what a working initiator takes to answer
+/// an R2T even on a congested link (TCP's own retransmission gives up on a dead peer after
+/// minutes, far too long to hold other writers back), and below typical SCSI command
+/// timeouts (30 s in Linux), so the initiator sees a reconnect, not a failed command.
+pub const DATAOUT_TIMEOUT_DEFAULT_SECS: u32 = 20;
 
 impl Default for ShardOptions {
     fn default() -> Self {
         ShardOptions {
             login_timeout: LOGIN_TIMEOUT_DEFAULT,
             limits: limits::Limits::default(),
+            dataout_timeout_secs: DATAOUT_TIMEOUT_DEFAULT_SECS,
         }
     }
 }

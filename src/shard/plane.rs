@@ -80,10 +80,12 @@ impl Plane {
             options,
             admission: super::limits::Admission::new(cpus.len()),
         });
+        let latest = Arc::new(Mutex::new(Arc::new(ConfigSnapshot::default())));
         let mut threads = Vec::new();
         for (i, ((rx, wake_fd), cpu)) in receivers.into_iter().zip(cpus.iter().copied()).enumerate()
         {
             let shared = shared.clone();
+            let cfg = latest.clone();
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             let t = std::thread::Builder::new()
                 .name(format!("tgtd/shard{i}"))
@@ -94,6 +96,7 @@ impl Plane {
                     let _life = super::limits::ShardLife {
                         shared: shared.clone(),
                         shard: i,
+                        cfg,
                     };
                     match Shard::new(i, rx, wake_fd, shared, zerocopy) {
                         Ok(s) => {
@@ -113,7 +116,7 @@ impl Plane {
         Ok((
             Plane {
                 shared,
-                latest: Arc::new(Mutex::new(Arc::new(ConfigSnapshot::default()))),
+                latest,
                 portals: Mutex::new(HashMap::new()),
                 shards: Mutex::new(threads),
             },
@@ -246,6 +249,10 @@ impl DataPlane for Plane {
         }
         crate::log::event::portal_down(addr);
         Ok(())
+    }
+
+    fn admission(&self) -> super::limits::AdmissionCounts {
+        self.shared.admission.counts()
     }
 
     fn stats(&self) -> Vec<ShardStats> {

@@ -86,6 +86,12 @@ fn connections_over_the_shard_cap_are_refused_and_logged_rate_limited() {
         "refused connections hold descriptors: {} > {fds_full}",
         fds(pid)
     );
+    // The log line is rate-limited; the count in `--op stat` is not.
+    let stat = t.tgtadm_ok(&["--op", "stat", "--mode", "sys"]);
+    assert!(
+        stat.contains("refused, shard connection limit: 20\n"),
+        "stat after 20 refusals:\n{stat}"
+    );
     // Refusals are logged, through the per-peer rate limit (5 lines per 5 s window).
     t.wait_log_line(&["refused", "limit of 3 connections"]);
     let lines = t
@@ -119,10 +125,20 @@ fn connections_over_the_portal_cap_are_refused() {
     let mut b = TcpStream::connect(("127.0.0.1", t.port)).unwrap();
     assert!(served(&mut a, "iqn.2026-11.test:a"));
     assert!(served(&mut b, "iqn.2026-11.test:b"));
+    // Nothing refused yet: the stat output is tgt's alone.
+    let stat = t.tgtadm_ok(&["--op", "stat", "--mode", "sys"]);
+    assert!(!stat.contains("refused"), "idle stat:\n{stat}");
     for _ in 0..5 {
         let mut c = TcpStream::connect(("127.0.0.1", t.port)).unwrap();
         assert!(closed_by_target(&mut c, Duration::from_secs(5)));
     }
+    let stat = t.tgtadm_ok(&["--op", "stat", "--mode", "sys"]);
+    assert!(
+        stat.contains("\nConnections refused or closed by a budget, since start:\n")
+            && stat.contains("refused, portal connection limit: 5\n")
+            && stat.contains("refused, shard connection limit: 0\n"),
+        "stat after 5 refusals:\n{stat}"
+    );
 }
 
 #[test]
@@ -156,6 +172,11 @@ fn a_login_sent_one_byte_at_a_time_is_closed_at_the_deadline() {
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(6),
         "closed after {took:?} ({sent} bytes)"
+    );
+    let stat = t.tgtadm_ok(&["--op", "stat", "--mode", "sys"]);
+    assert!(
+        stat.contains("closed, login deadline: 1\n"),
+        "stat after one login deadline:\n{stat}"
     );
 }
 
@@ -430,6 +451,241 @@ fn many_large_writes_are_paced_by_the_shard_write_budget() {
                     "session {si} write {w} offset {off}"
                 );
             }
+        }
+    }
+}
+
+/// Logs in on a fresh connection and collects the new nexus's POWER ON unit attention with a
+/// TEST UNIT READY; returns the stream and the next CmdSN.
+fn writer(t: &Tgtd, initiator: &str) -> (TcpStream, u32) {
+    let mut s = TcpStream::connect(("127.0.0.1", t.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let (_, cmd_sn, _) = login(&mut s, IQN, initiator);
+    s.write_all(&common::initiator::test_unit_ready(0x7777, cmd_sn))
+        .unwrap();
+    let (h, _) = read_pdu(&mut s).expect("TEST UNIT READY response");
+    assert_eq!(h[0] & 0x3f, 0x21);
+    (s, cmd_sn + 1)
+}
+
+/// Issue 11, the Data-Out deadline (`--dataout-timeout`): a session takes R2Ts for writes
+/// that fill the shard's whole write budget and then sends nothing. Before, it held the
+/// budget for as long as its connection lived and every other writer on the shard waited
+/// for ever; now its connection is closed at the deadline, the budget comes back, and
+/// another session's verified write completes within the deadline's bound.
+#[test]
+fn a_writer_silent_after_its_r2ts_loses_its_connection_not_the_shards_budget() {
+    const BUDGET_MIB: usize = 2;
+    const DEADLINE_S: u64 = 2;
+    let t = Tgtd::start_full(
+        Some("0"),
+        &[("CURVE_TGT_TEST_ENGINES", "1")],
+        &[
+            "--write-buffer-mib",
+            &BUDGET_MIB.to_string(),
+            "--dataout-timeout",
+            &DEADLINE_S.to_string(),
+            // No per-session share: the silent session may take the whole budget, which is
+            // what the deadline must get back.
+            "--write-buffer-session-pct",
+            "100",
+        ],
+    );
+    t.add_target(1, IQN);
+    let file = t.sparse_file("lu.img", (4 * MIB) as u64);
+    t.add_lun(1, 1, "rdwr", &file);
+    // The hostile session: two writes of 1 MiB take the whole budget; it reads their R2Ts
+    // (and a ping's answer, so it knows it has them all) and then goes silent.
+    let (mut hostile, cmd_sn) = writer(&t, "iqn.2026-11.test:silent");
+    for w in 0..2u32 {
+        hostile
+            .write_all(&write_1m(w, cmd_sn + w, w * (MIB / 512) as u32))
+            .unwrap();
+    }
+    hostile.write_all(&ping(0x9999, cmd_sn + 2, &[])).unwrap();
+    let mut r2ts = 0;
+    loop {
+        let (h, _) = read_pdu(&mut hostile).expect("R2T or NOP-In");
+        match h[0] & 0x3f {
+            0x31 => r2ts += 1,
+            0x20 => break,
+            op => panic!("unexpected opcode {op:#x}"),
+        }
+    }
+    assert_eq!(r2ts, 2, "both writes solicited");
+    assert_eq!(
+        shard_field(&t, "write_budget_bytes"),
+        (BUDGET_MIB * MIB) as u64,
+        "the silent session holds the whole budget"
+    );
+    let silent_since = Instant::now();
+    // Another session on the same shard writes 1 MiB: its R2T waits for room, then its
+    // data goes in and it completes.
+    let (mut victim, cmd_sn) = writer(&t, "iqn.2026-11.test:victim");
+    let lba = (2 * MIB / 512) as u32;
+    victim.write_all(&write_1m(7, cmd_sn, lba)).unwrap();
+    loop {
+        let (h, _) = read_pdu(&mut victim)
+            .expect("the waiting write got no R2T or response: the budget never came back");
+        match h[0] & 0x3f {
+            0x31 => {
+                let (itt, ttt) = (be32(&h, 16), be32(&h, 20));
+                let (off, len) = (be32(&h, 40) as usize, be32(&h, 44) as usize);
+                victim
+                    .write_all(&data_out(1, 7, itt, ttt, off, len))
+                    .unwrap();
+            }
+            0x21 => {
+                assert_eq!((h[2], h[3]), (0, 0), "the waiting write ends GOOD");
+                break;
+            }
+            op => panic!("unexpected opcode {op:#x}"),
+        }
+    }
+    let took = silent_since.elapsed();
+    // The deadline, plus up to one tick of the 1 s clock, plus the write itself; the margin
+    // is for a loaded machine, far below the 30 s the write would otherwise wait.
+    assert!(
+        took < Duration::from_secs(DEADLINE_S + 8),
+        "the waiting write took {took:?} with a {DEADLINE_S} s Data-Out deadline"
+    );
+    assert!(
+        closed_by_target(&mut hostile, Duration::from_secs(5)),
+        "the silent session's connection is closed"
+    );
+    // Every byte of the budget is back (bounded poll: the close completes on the shard).
+    let end = Instant::now() + Duration::from_secs(10);
+    while shard_field(&t, "write_budget_bytes") != 0 {
+        assert!(
+            Instant::now() < end,
+            "the write budget never returned to idle"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(shard_field(&t, "buffer_bytes_in_use"), 0, "no buffer held");
+    let stat = t.tgtadm_ok(&["--op", "stat", "--mode", "sys"]);
+    assert!(
+        stat.contains("closed, Data-Out deadline: 1\n"),
+        "stat after one Data-Out deadline:\n{stat}"
+    );
+    // The waiting write is on the medium; the silent one's range was never written.
+    let data = std::fs::read(&file).unwrap();
+    for off in (0..MIB).step_by(512) {
+        assert_eq!(data[2 * MIB + off], pattern(1, 7, off), "offset {off}");
+    }
+    assert!(data[..2 * MIB].iter().all(|b| *b == 0), "no silent data");
+}
+
+/// Sends `writes` WRITEs of 1 MiB (ITT = index, LBA from `first_lba`) and a ping; returns the
+/// R2Ts granted before the ping's answer as (itt, ttt, offset, length).
+fn send_writes(
+    s: &mut TcpStream,
+    cmd_sn: u32,
+    writes: u32,
+    first_lba: u32,
+) -> Vec<(u32, u32, u32, u32)> {
+    for w in 0..writes {
+        s.write_all(&write_1m(w, cmd_sn + w, first_lba + w * (MIB / 512) as u32))
+            .unwrap();
+    }
+    s.write_all(&ping(0x9999, cmd_sn + writes, &[])).unwrap();
+    let mut r2ts = Vec::new();
+    loop {
+        let (h, _) = read_pdu(s).expect("R2T or NOP-In");
+        match h[0] & 0x3f {
+            0x31 => r2ts.push((be32(&h, 16), be32(&h, 20), be32(&h, 40), be32(&h, 44))),
+            0x20 => return r2ts,
+            op => panic!("unexpected opcode {op:#x}"),
+        }
+    }
+}
+
+/// Answers `r2ts` and every R2T that follows until `writes` responses are in, all GOOD.
+fn finish_writes(s: &mut TcpStream, si: usize, writes: usize, r2ts: Vec<(u32, u32, u32, u32)>) {
+    for (itt, ttt, off, len) in r2ts {
+        s.write_all(&data_out(
+            si,
+            itt as usize,
+            itt,
+            ttt,
+            off as usize,
+            len as usize,
+        ))
+        .unwrap();
+    }
+    let mut finished = 0;
+    while finished < writes {
+        let (h, _) = read_pdu(s).expect("R2T or response");
+        match h[0] & 0x3f {
+            0x31 => {
+                let (itt, ttt) = (be32(&h, 16), be32(&h, 20));
+                let (off, len) = (be32(&h, 40) as usize, be32(&h, 44) as usize);
+                s.write_all(&data_out(si, itt as usize, itt, ttt, off, len))
+                    .unwrap();
+            }
+            0x21 => {
+                assert_eq!((h[2], h[3]), (0, 0), "write {} GOOD", be32(&h, 16));
+                finished += 1;
+            }
+            op => panic!("unexpected opcode {op:#x}"),
+        }
+    }
+}
+
+/// Issue 11, the per-session share (`--write-buffer-session-pct`): one session asking for
+/// the whole shard budget at once gets R2Ts only for its share, so another session's write
+/// is solicited at once instead of waiting behind it (a session that trickles its data can
+/// hold no more than that); the first session's other writes follow as its own finish, and
+/// everything lands on the medium.
+#[test]
+fn one_session_holds_at_most_its_share_of_the_write_budget() {
+    const BUDGET_MIB: usize = 4;
+    let t = Tgtd::start_full(
+        Some("0"),
+        &[("CURVE_TGT_TEST_ENGINES", "1")],
+        &[
+            "--write-buffer-mib",
+            &BUDGET_MIB.to_string(),
+            "--write-buffer-session-pct",
+            "25",
+        ],
+    );
+    t.add_target(1, IQN);
+    let file = t.sparse_file("lu.img", (8 * MIB) as u64);
+    t.add_lun(1, 1, "rdwr", &file);
+    let (mut greedy, cmd_sn) = writer(&t, "iqn.2026-11.test:greedy");
+    let granted = send_writes(&mut greedy, cmd_sn, 4, 0);
+    let writes_granted: std::collections::BTreeSet<u32> = granted.iter().map(|r| r.0).collect();
+    assert_eq!(
+        writes_granted.len(),
+        1,
+        "4 writes of 1 MiB asked with a 1 MiB share: R2Ts for {writes_granted:?}"
+    );
+    assert_eq!(shard_field(&t, "write_budget_bytes"), MIB as u64);
+    // Another session's write is solicited at once: the budget has room the greedy one
+    // may not take.
+    let (mut other, cmd_sn) = writer(&t, "iqn.2026-11.test:other");
+    let r2ts = send_writes(&mut other, cmd_sn, 1, (4 * MIB / 512) as u32);
+    assert!(!r2ts.is_empty(), "the second session's write got no R2T");
+    finish_writes(&mut other, 1, 1, r2ts);
+    // The greedy session's writes all complete, one share at a time.
+    finish_writes(&mut greedy, 0, 4, granted);
+    let end = Instant::now() + Duration::from_secs(10);
+    while shard_field(&t, "write_budget_bytes") != 0 {
+        assert!(
+            Instant::now() < end,
+            "the write budget never returned to idle"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let data = std::fs::read(&file).unwrap();
+    for (si, w, base) in [(0, 0, 0), (0, 1, 1), (0, 2, 2), (0, 3, 3), (1, 0, 4)] {
+        for off in (0..MIB).step_by(512) {
+            assert_eq!(
+                data[base * MIB + off],
+                pattern(si, w, off),
+                "session {si} write {w} offset {off}"
+            );
         }
     }
 }

@@ -27,6 +27,7 @@ mod delay_engine;
 mod durability;
 mod e2e_libiscsi;
 mod hostile;
+mod hostile_dead_shard;
 mod hostile_session;
 mod hostile_soak;
 mod lba_status_direct;

@@ -20,13 +20,14 @@ impl Session {
         if admit == Admit::Ignore {
             return;
         }
+        // A command rejected below still uses up its CmdSN (see `Session::use_cmd_sn`).
         if self.kind == Kind::Discovery {
             // RFC 7143 §4.3: only text, logout and NOP in discovery sessions.
-            self.reject(RejectReason::ProtocolError, bhs);
+            self.reject_cmd(RejectReason::ProtocolError, bhs, c, admit);
             return;
         }
         if self.tasks.has_itt(c.itt) {
-            self.reject(RejectReason::TaskInProgress, bhs);
+            self.reject_cmd(RejectReason::TaskInProgress, bhs, c, admit);
             return;
         }
         // Immediate data rules (RFC 7143 §13.10/§13.14): only with ImmediateData=Yes, at most
@@ -36,7 +37,7 @@ impl Session {
                 || !self.params.immediate_data
                 || data.len() as u32 > self.params.first_burst)
         {
-            self.reject(RejectReason::ProtocolError, bhs);
+            self.reject_cmd(RejectReason::ProtocolError, bhs, c, admit);
             return;
         }
         let cdb_ext = parse_ext_cdb(ahs);
@@ -61,13 +62,14 @@ impl Session {
         let mut buf = None;
         let got = data.len().min(data_want as usize);
         let mut buf_bytes = 0;
+        let mut whole = false;
         if got > 0 {
             // In order, with room and nobody waiting: the whole buffer at once, so the
             // immediate data is copied only once.
-            let whole = got < data_want as usize
+            whole = got < data_want as usize
                 && admit == Admit::Now
                 && self.wait_buffer.is_empty()
-                && self.budget.try_take(u64::from(data_want));
+                && self.budget.try_take(u64::from(data_want)).is_ok();
             buf_bytes = if whole { data_want as usize } else { got };
             if !whole {
                 self.budget.force_take(got as u64);
@@ -102,9 +104,14 @@ impl Session {
             data_error: false,
             generation: 0,
             arrived_ns: now_ns,
+            stalled_secs: 0,
+            share_bytes: if whole { buf_bytes } else { 0 },
         };
         let Some(r) = self.tasks.insert(task) else {
-            self.reject(RejectReason::OutOfResources, bhs);
+            // The task never existed: the budget its immediate data took goes back.
+            self.budget
+                .give_back(u64::from(buf_bytes), if whole { buf_bytes } else { 0 });
+            self.reject_cmd(RejectReason::OutOfResources, bhs, c, admit);
             return;
         };
         match admit {
@@ -113,6 +120,14 @@ impl Session {
             Admit::Ahead => self.window.hold(c.cmd_sn, r),
             Admit::Ignore => unreachable!("returned above"),
         }
+    }
+}
+
+impl Session {
+    /// Rejects a SCSI Command PDU inside the window; its CmdSN is used up all the same.
+    fn reject_cmd(&mut self, reason: RejectReason, bhs: &[u8; BHS_LEN], c: &ScsiCmd, admit: Admit) {
+        self.use_cmd_sn(admit, c.immediate, c.cmd_sn);
+        self.reject(reason, bhs);
     }
 }
 

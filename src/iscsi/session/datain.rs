@@ -26,7 +26,8 @@ impl Session {
         self.release_window(&t);
         if self.writes_waiting() {
             // Its buffer went back to the budget: a waiting write of this session may go.
-            self.admit_waiting_writes();
+            // What still waits stays in the shard's queue of waiting sessions.
+            let _ = self.admit_waiting_writes();
         }
         if t.state == TaskState::Aborted {
             return None;

@@ -24,8 +24,10 @@ impl Session {
         }
         if t.unsolicited_got < t.unsolicited_end {
             // Unsolicited Data-Out may come at any moment (InitialR2T=No): room for it now.
-            grow(t, &self.pool, &self.budget, true);
-        } else if !self.wait_buffer.is_empty() || !grow(t, &self.pool, &self.budget, false) {
+            let _ = grow(t, &self.pool, &mut self.budget, true);
+        } else if !self.wait_buffer.is_empty()
+            || grow(t, &self.pool, &mut self.budget, false).is_err()
+        {
             // No R2T until the shard's write budget has room (behind earlier waiters).
             t.state = TaskState::WaitBuffer;
             self.wait_buffer.push_back(r);
@@ -63,6 +65,8 @@ impl Session {
         let ttt = TaskTable::ttt_for(r);
         let mut new = Vec::new();
         if let Some(t) = self.tasks.get_mut(r) {
+            // New R2Ts give the initiator the whole deadline to answer them.
+            t.stalled_secs = 0;
             while t.r2ts.len() < max_out && t.next_r2t_offset < t.data_want {
                 let len = (t.data_want - t.next_r2t_offset).min(max_burst);
                 let r2t = R2t {
@@ -147,9 +151,11 @@ impl Session {
             }
             None => t.data_error = true,
         }
+        // Progress: the Data-Out deadline counts again from here (see `deadline`).
+        t.stalled_secs = 0;
         if d.ttt == Ttt::RESERVED {
             // Unsolicited data of a task still held behind a CmdSN gap: room for it now.
-            grow(t, &self.pool, &self.budget, true);
+            let _ = grow(t, &self.pool, &mut self.budget, true);
         }
         if let Some(buf) = t.data.as_mut() {
             let s = off as usize;

@@ -2,12 +2,12 @@
 //! (§11.9).
 
 use super::{CloseAfter, Session};
-use crate::iscsi::pdu::{Bhs, LogoutReason, LogoutReq};
+use crate::iscsi::pdu::{Bhs, LogoutReason, LogoutReq, RejectReason, BHS_LEN};
 use crate::iscsi::tx::Payload;
 use crate::scsi::Lun;
 
 impl Session {
-    pub(super) fn on_logout(&mut self, l: &LogoutReq) {
+    pub(super) fn on_logout(&mut self, l: &LogoutReq, bhs: &[u8; BHS_LEN]) {
         if !self.take_cmd_sn(l.immediate, l.cmd_sn) {
             return;
         }
@@ -17,7 +17,13 @@ impl Session {
             LogoutReason::CloseConnection if l.cid == self.cid => 0,
             LogoutReason::CloseConnection => 1,
             LogoutReason::RemoveForRecovery => 2,
-            LogoutReason::Other(_) => 2,
+            LogoutReason::Other(_) => {
+                // §11.14.1 defines reason codes 0-2 and reserves the rest: a reserved value
+                // is a malformed request, answered with a Reject (Protocol Error, §11.17.1),
+                // not a Logout Response, and the session carries on. Its CmdSN is used.
+                self.reject(RejectReason::ProtocolError, bhs);
+                return;
+            }
         };
         self.queue(Bhs::logout_response(l.itt, response, 2, 20), Payload::None);
         crate::log::event::logout(&self.initiator_name, self.tsih.0, &l.reason);

@@ -24,14 +24,16 @@ use std::collections::VecDeque;
 mod command;
 mod datain;
 mod dataout;
+mod deadline;
 mod logout;
 mod nop;
 mod text;
 mod tmf;
 mod window;
 mod writebuf;
+pub use deadline::Stalled;
 use window::{Admit, CmdWindow};
-pub use writebuf::WriteBudget;
+pub use writebuf::{NoRoom, WriteBudget};
 
 /// Negotiated values the full feature phase runs on.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -132,8 +134,8 @@ pub struct Session {
     /// more from it (Logout, TARGET COLD RESET, a data digest error; RFC 7143 §11.14).
     pub close: Option<CloseAfter>,
     pool: BufPool,
-    /// The shard's write-buffer budget (see `writebuf`).
-    budget: WriteBudget,
+    /// This session's hold on the shard's write-buffer budget (see `writebuf`).
+    budget: writebuf::SessionShare,
     /// Writes waiting for room in `budget` before their R2Ts, oldest first.
     wait_buffer: VecDeque<TaskRef>,
     /// Outstanding NOP-In pings (TTT counter).
@@ -179,7 +181,7 @@ impl Session {
             events: VecDeque::new(),
             close: None,
             pool,
-            budget: WriteBudget::default(),
+            budget: writebuf::SessionShare::default(),
             wait_buffer: VecDeque::new(),
             ping_ttt: 0,
             pings_unanswered: 0,
@@ -271,7 +273,7 @@ impl Session {
             }
             Request::NopOut(n) => self.on_nop_out(n, data),
             Request::TaskMgmt(t) => self.on_tmf(t),
-            Request::Logout(l) => self.on_logout(l),
+            Request::Logout(l) => self.on_logout(l, &pdu.bhs),
             Request::Text(t) => self.on_text(t, data, &pdu.bhs),
             Request::Login(_) => {
                 // A login PDU in full feature phase is a protocol error (RFC 7143 §6.1).
@@ -288,18 +290,29 @@ impl Session {
     /// Text, Logout, task management): false when it is to be silently ignored (outside the
     /// window, or a duplicate, RFC 7143 §3.2.2.1).
     fn take_cmd_sn(&mut self, immediate: bool, cmd_sn: CmdSn) -> bool {
-        match self.window.admit(immediate, cmd_sn) {
-            Admit::Ignore => false,
+        let admit = self.window.admit(immediate, cmd_sn);
+        self.use_cmd_sn(admit, immediate, cmd_sn);
+        admit != Admit::Ignore
+    }
+
+    /// Uses up the CmdSN of a request admitted as `admit` that is handled without becoming
+    /// a task: one handled at once, and one inside the window answered with a Reject.
+    ///
+    /// RFC 7143 is silent on whether a rejected command consumes its CmdSN, so the choice
+    /// follows from the window rules: the initiator advanced CmdSN when it sent the command
+    /// (§3.2.2.1), the target acknowledges every command below ExpCmdSN as received
+    /// (§4.2.2.1), and at ErrorRecoveryLevel 0 nothing ever resends that CmdSN. A Reject that
+    /// left ExpCmdSN on it would hold every later command behind a gap nobody fills: the
+    /// session hangs (the failure of issue 11 item 1). The Reject is the command's delivery.
+    fn use_cmd_sn(&mut self, admit: Admit, immediate: bool, cmd_sn: CmdSn) {
+        match admit {
+            Admit::Ignore => {}
             Admit::Now => {
                 if !immediate {
                     self.delivered(None);
                 }
-                true
             }
-            Admit::Ahead => {
-                self.window.used_ahead(cmd_sn);
-                true
-            }
+            Admit::Ahead => self.window.used_ahead(cmd_sn),
         }
     }
 

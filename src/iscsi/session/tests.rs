@@ -785,3 +785,187 @@ fn a_closed_window_ignores_the_command_at_exp_cmd_sn() {
     assert_eq!(s.task(b).unwrap().itt, Itt(3));
     assert_eq!(s.exp_cmd_sn(), CmdSn(12));
 }
+
+/// Issue 11, the Data-Out deadline: a write that took its buffer and its R2T but gets no
+/// Data-Out is reported once it has waited the limit without progress; one whose data keeps
+/// coming is not, however long it takes; one waiting for budget room holds nothing and is
+/// never reported; the deadline off (0) reports nothing.
+#[test]
+fn the_dataout_deadline_counts_seconds_without_progress_only() {
+    let mut s = session(FfpParams {
+        max_burst: 4096,
+        ..Default::default()
+    });
+    let budget = WriteBudget::new(8192);
+    s.set_write_budget(budget.clone());
+    // A: 8 KiB, solicited 4 KiB at a time; B: waits for room (no R2T, holds nothing).
+    feed(&mut s, &cmd_pdu(1, 10, false, true, 8192, &[]));
+    feed(&mut s, &cmd_pdu(2, 11, false, true, 4096, &[]));
+    assert_eq!(budget.used_bytes(), 8192);
+    assert!(s.writes_waiting());
+    let ttt = be32(s.out.pop_front().expect("A's R2T").bhs(), 20);
+    assert_eq!(s.dataout_tick(0), None, "off");
+    // Two seconds of silence; then A's first burst arrives: the count starts again.
+    assert_eq!(s.dataout_tick(3), None);
+    assert_eq!(s.dataout_tick(3), None);
+    feed(&mut s, &data_out(1, ttt, 0, true, &[1u8; 4096]));
+    let ttt = be32(s.out.pop_front().expect("A's second R2T").bhs(), 20);
+    assert_eq!(s.dataout_tick(3), None);
+    assert_eq!(s.dataout_tick(3), None);
+    // The third second without progress reports A (and never B, which holds no budget).
+    let st = s.dataout_tick(3).expect("A stalled");
+    assert_eq!((st.itt, st.held_bytes, st.secs), (Itt(1), 8192, 3));
+    assert!(st.to_string().contains("Data-Out deadline"), "{st}");
+    // Progress again: not reported; and once complete, nothing waits on the initiator.
+    feed(&mut s, &data_out(1, ttt, 4096, true, &[1u8; 4096]));
+    assert_eq!(s.dataout_tick(1), None);
+    let a = s.next_ready().expect("A complete");
+    for _ in 0..5 {
+        assert_eq!(
+            s.dataout_tick(1),
+            None,
+            "A runs on the medium, not on the initiator"
+        );
+    }
+    s.finish(a, good(DataIn::None), Some(8192));
+    // B was admitted when A's buffer came back: its own R2T starts its own count.
+    assert_eq!(budget.used_bytes(), 4096);
+    assert_eq!(s.dataout_tick(2), None);
+    assert_eq!(s.dataout_tick(2).map(|st| st.itt), Some(Itt(2)));
+}
+
+/// Issue 11 (minor): a SCSI command inside the window that is answered with a Reject still
+/// uses up its CmdSN, at ExpCmdSN and ahead of it; otherwise every later command waits
+/// behind a gap the initiator never fills. The Reject already carries the advanced ExpCmdSN.
+#[test]
+fn a_rejected_command_uses_up_its_cmd_sn() {
+    let mut s = session(FfpParams::default());
+    // CmdSN 10 = ExpCmdSN: a READ with immediate data breaks §13.10 and is rejected.
+    feed(&mut s, &cmd_pdu(1, 10, true, false, 512, &[1u8; 512]));
+    let rej = s.out.pop_front().expect("Reject");
+    assert_eq!(rej.bhs()[0], op::REJECT);
+    assert_eq!(
+        be32(rej.bhs(), 28),
+        11,
+        "the Reject's ExpCmdSN passed the rejected one"
+    );
+    assert_eq!(s.exp_cmd_sn(), CmdSn(11));
+    // The next command runs.
+    feed(&mut s, &cmd_pdu(2, 11, true, false, 512, &[]));
+    assert!(
+        s.next_ready().is_some(),
+        "the command after the Reject runs"
+    );
+    assert_eq!(s.exp_cmd_sn(), CmdSn(12));
+    // Ahead of ExpCmdSN: CmdSN 13 is rejected (its ITT is in use), then 12 arrives:
+    // ExpCmdSN passes both.
+    feed(&mut s, &cmd_pdu(2, 13, true, false, 512, &[]));
+    assert_eq!(s.out.pop_front().expect("Reject").bhs()[0], op::REJECT);
+    feed(&mut s, &cmd_pdu(3, 12, true, false, 512, &[]));
+    assert_eq!(
+        s.exp_cmd_sn(),
+        CmdSn(14),
+        "the rejected CmdSN ahead was used up"
+    );
+    // A rejected CmdSN is used: the same CmdSN again is a duplicate, silently ignored.
+    feed(&mut s, &cmd_pdu(9, 13, true, false, 512, &[]));
+    assert!(s.out.is_empty() && !s.has_task(Itt(9)));
+}
+
+/// Issue 11 (minor): RFC 7143 §11.14.1 reserves Logout reason codes above 2: such a Logout
+/// gets a Reject (Protocol Error), not a Logout Response, and the session carries on with
+/// its CmdSN used.
+#[test]
+fn a_reserved_logout_reason_is_rejected_and_the_session_stays() {
+    let mut s = session(FfpParams::default());
+    let mut l = vec![0u8; BHS_LEN];
+    l[0] = op::LOGOUT;
+    l[1] = 0x80 | 3;
+    l[16..20].copy_from_slice(&3u32.to_be_bytes());
+    l[24..28].copy_from_slice(&10u32.to_be_bytes());
+    feed(&mut s, &l);
+    let r = s.out.pop_front().expect("an answer");
+    assert_eq!(r.bhs()[0], op::REJECT);
+    assert_eq!(r.bhs()[2], 0x04, "Protocol Error");
+    assert!(s.out.is_empty(), "no Logout Response");
+    assert_eq!(s.close, None, "the session carries on");
+    assert_eq!(s.exp_cmd_sn(), CmdSn(11));
+    feed(&mut s, &cmd_pdu(1, 11, true, false, 512, &[]));
+    assert!(s.next_ready().is_some());
+}
+
+/// A command refused for want of a task slot gives back the write-budget bytes its
+/// immediate data took.
+#[test]
+fn a_command_refused_for_want_of_a_slot_gives_its_budget_back() {
+    let mut s = session(FfpParams {
+        max_queue_cmd: 1,
+        ..Default::default()
+    });
+    let budget = WriteBudget::new(1 << 20);
+    s.set_write_budget(budget.clone());
+    // Fill every slot (the window plus the extra ones) with immediate commands.
+    let mut itt = 100;
+    while s.task_count() < 1 + EXTRA_TASK_SLOTS {
+        let mut p = cmd_pdu(itt, 10, true, false, 512, &[]);
+        p[0] |= 0x40;
+        feed(&mut s, &p);
+        itt += 1;
+    }
+    let before = budget.used_bytes();
+    let mut p = cmd_pdu(1, 10, false, true, 4096, &[7u8; 512]);
+    p[0] |= 0x40;
+    feed(&mut s, &p);
+    assert_eq!(
+        s.out.pop_back().expect("Reject").bhs()[2],
+        0x0a,
+        "Out of Resources"
+    );
+    assert_eq!(
+        budget.used_bytes(),
+        before,
+        "its immediate data's bytes came back"
+    );
+}
+
+/// Issue 11, the per-session share: two writes of one session waiting with immediate data,
+/// each larger than the session's share, are solicited one after the other. (Counting their
+/// unsolicited bytes in the share would make each wait for the other for ever.)
+#[test]
+fn writes_over_the_share_with_immediate_data_go_one_at_a_time() {
+    let params = FfpParams {
+        max_burst: 8192,
+        ..Default::default()
+    };
+    let budget = WriteBudget::new(8192);
+    budget.set_session_share_pct(25);
+    // Another session takes the whole budget first.
+    let mut other = session(params);
+    other.set_write_budget(budget.clone());
+    feed(&mut other, &cmd_pdu(9, 10, false, true, 8192, &[]));
+    let ttt = be32(other.out.pop_front().expect("R2T").bhs(), 20);
+    let mut s = session(params);
+    s.set_write_budget(budget.clone());
+    feed(&mut s, &cmd_pdu(1, 10, false, true, 4096, &[1u8; 512]));
+    feed(&mut s, &cmd_pdu(2, 11, false, true, 4096, &[2u8; 512]));
+    assert!(s.out.is_empty() && s.writes_waiting(), "both wait for room");
+    // The other session's write completes: its buffer returns.
+    feed(&mut other, &data_out(9, ttt, 0, true, &[9u8; 8192]));
+    let r = other.next_ready().expect("complete");
+    other.finish(r, good(DataIn::None), Some(8192));
+    assert_eq!(budget.used_bytes(), 1024, "the two immediate parts");
+    assert_eq!(s.admit_waiting_writes(), Err(NoRoom::Share), "one write, then the share");
+    let r2t = s.out.pop_front().expect("the first write's R2T");
+    assert_eq!(be32(r2t.bhs(), 16), 1);
+    assert!(s.out.is_empty());
+    feed(&mut s, &data_out(1, be32(r2t.bhs(), 20), 512, true, &[1u8; 3584]));
+    let a = s.next_ready().expect("first complete");
+    s.finish(a, good(DataIn::None), Some(4096));
+    let r2t = s
+        .out
+        .iter()
+        .find(|p| p.bhs()[0] == op::R2T)
+        .expect("the second write's R2T once the first finished");
+    assert_eq!(be32(r2t.bhs(), 16), 2);
+    assert!(!s.writes_waiting());
+}

@@ -41,7 +41,8 @@ impl Session {
             // Aborted tasks gave their write buffers back to the budget: a write waiting for
             // room may go now (only `finish` admitted them before, so a session whose
             // buffer-holding writes were all aborted never sent its waiting writes an R2T).
-            self.admit_waiting_writes();
+            // What still waits stays in the shard's queue of waiting sessions.
+            let _ = self.admit_waiting_writes();
         }
         if t.function == TmfFunction::TargetColdReset {
             self.close = Some(CloseAfter::Flush);

@@ -8,6 +8,13 @@
 //! initiator may send unasked (immediate data, the unsolicited burst with InitialR2T=No) is
 //! bounded by FirstBurstLength per command and always taken, so the budget can be exceeded
 //! by at most that.
+//!
+//! One session may hold at most a share of the budget (`tgtd --write-buffer-session-pct`,
+//! 25 %) before its next write waits, so a session that trickles its Data-Out, or just
+//! writes more than its share at once, cannot take the whole shard's room from the others.
+//! A session holding no solicited buffer may always take one write, whatever its size
+//! (unsolicited bytes do not count: they never wait, so counting them could make two
+//! waiting writes with immediate data wait for each other).
 
 use super::Session;
 use crate::buf::BufPool;
@@ -24,6 +31,8 @@ pub struct WriteBudget(Rc<Counts>);
 struct Counts {
     limit: Cell<u64>,
     used: Cell<u64>,
+    /// Most bytes one session holds before its next write waits.
+    session_cap: Cell<u64>,
 }
 
 impl Default for WriteBudget {
@@ -38,7 +47,23 @@ impl WriteBudget {
         WriteBudget(Rc::new(Counts {
             limit: Cell::new(limit_bytes),
             used: Cell::new(0),
+            session_cap: Cell::new(u64::MAX),
         }))
+    }
+
+    /// Caps what one session holds at `pct` percent of the limit (100: no cap).
+    pub fn set_session_share_pct(&self, pct: u32) {
+        let cap = if pct >= 100 {
+            u64::MAX
+        } else {
+            (u128::from(self.limit_bytes()) * u128::from(pct) / 100) as u64
+        };
+        self.0.session_cap.set(cap);
+    }
+
+    /// Most bytes one session holds before its next write waits.
+    pub fn session_cap_bytes(&self) -> u64 {
+        self.0.session_cap.get()
     }
 
     /// Bytes held now.
@@ -80,18 +105,68 @@ impl WriteBudget {
     }
 }
 
+/// One session's hold on the shard's [`WriteBudget`]: the solicited bytes its tasks'
+/// buffers hold, so its takes can be capped at its share.
+#[derive(Debug, Default)]
+pub(super) struct SessionShare {
+    budget: WriteBudget,
+    held: u64,
+}
+
+/// Why a write could not take its buffer.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum NoRoom {
+    /// The shard's budget is full.
+    Budget,
+    /// This session holds its share already.
+    Share,
+}
+
+impl SessionShare {
+    /// Takes `n` bytes if the session's share and the budget allow.
+    pub(super) fn try_take(&mut self, n: u64) -> Result<(), NoRoom> {
+        if self.held != 0 && self.held.saturating_add(n) > self.budget.session_cap_bytes() {
+            return Err(NoRoom::Share);
+        }
+        if !self.budget.try_take(n) {
+            return Err(NoRoom::Budget);
+        }
+        self.held += n;
+        Ok(())
+    }
+
+    /// Takes `n` bytes whatever the limits: data the initiator may send unasked (not
+    /// counted in the share).
+    pub(super) fn force_take(&mut self, n: u64) {
+        self.budget.force_take(n);
+    }
+
+    /// Returns `n` bytes, `shared` of which counted in the share.
+    pub(super) fn give_back(&mut self, n: u64, shared: u32) {
+        self.budget.give_back(n);
+        self.held = self.held.saturating_sub(u64::from(shared));
+    }
+}
+
 /// Gives `t` its full buffer of `data_want` bytes, keeping the bytes already placed. With
-/// `force` the budget is taken whether it has room or not; otherwise false when it has none.
-pub(super) fn grow(t: &mut Task, pool: &BufPool, budget: &WriteBudget, force: bool) -> bool {
+/// `force` the budget is taken whether it has room or not; otherwise an error when the
+/// budget or the session's share has none.
+pub(super) fn grow(
+    t: &mut Task,
+    pool: &BufPool,
+    budget: &mut SessionShare,
+    force: bool,
+) -> Result<(), NoRoom> {
     let have = t.data.as_ref().map_or(0, |b| b.len());
     if have >= t.data_want as usize {
-        return true;
+        return Ok(());
     }
     let more = u64::from(t.data_want - t.buf_bytes.min(t.data_want));
     if force {
         budget.force_take(more);
-    } else if !budget.try_take(more) {
-        return false;
+    } else {
+        budget.try_take(more)?;
+        t.share_bytes += more as u32;
     }
     let mut b = pool.alloc(t.data_want as usize);
     if let Some(old) = &t.data {
@@ -100,14 +175,15 @@ pub(super) fn grow(t: &mut Task, pool: &BufPool, budget: &WriteBudget, force: bo
     }
     t.data = Some(b);
     t.buf_bytes = t.data_want;
-    true
+    Ok(())
 }
 
 impl Session {
     /// Makes this session take its write buffers from `budget` (the shard's), instead of
     /// the unlimited default.
     pub fn set_write_budget(&mut self, budget: WriteBudget) {
-        self.budget = budget;
+        debug_assert_eq!(self.budget.held, 0, "set before any write");
+        self.budget.budget = budget;
     }
 
     /// Whether writes wait for room in the write budget. The owner calls
@@ -118,8 +194,10 @@ impl Session {
     }
 
     /// Solicits the data of writes that waited for room in the write budget, oldest first,
-    /// as far as the budget now allows.
-    pub fn admit_waiting_writes(&mut self) {
+    /// as far as the budget now allows: Ok when none waits any more, otherwise why the
+    /// oldest still waits (the shard serves other sessions meanwhile when it is this
+    /// session's share).
+    pub fn admit_waiting_writes(&mut self) -> Result<(), NoRoom> {
         while let Some(&r) = self.wait_buffer.front() {
             let Some(t) = self.tasks.get_mut(r) else {
                 self.wait_buffer.pop_front(); // aborted meanwhile
@@ -129,19 +207,18 @@ impl Session {
                 self.wait_buffer.pop_front();
                 continue;
             }
-            if !grow(t, &self.pool, &self.budget, false) {
-                return;
-            }
+            grow(t, &self.pool, &mut self.budget, false)?;
             t.state = TaskState::ReceivingData;
             self.wait_buffer.pop_front();
             self.send_r2ts(r);
         }
+        Ok(())
     }
 
     /// Removes a task from the table, returning its buffer's bytes to the budget.
     pub(super) fn remove_task(&mut self, r: TaskRef) -> Option<Task> {
         let t = self.tasks.remove(r)?;
-        self.budget.give_back(u64::from(t.buf_bytes));
+        self.budget.give_back(u64::from(t.buf_bytes), t.share_bytes);
         Some(t)
     }
 }
@@ -149,6 +226,44 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_holds_at_most_its_share_but_always_one_write() {
+        let b = WriteBudget::new(1000);
+        b.set_session_share_pct(25);
+        assert_eq!(b.session_cap_bytes(), 250);
+        let (mut s1, mut s2) = (
+            SessionShare {
+                budget: b.clone(),
+                held: 0,
+            },
+            SessionShare {
+                budget: b.clone(),
+                held: 0,
+            },
+        );
+        s1.force_take(10);
+        assert_eq!(
+            s1.try_take(600),
+            Ok(()),
+            "a session holding nothing solicited takes one write"
+        );
+        assert_eq!(s1.try_take(1), Err(NoRoom::Share));
+        assert_eq!(s2.try_take(200), Ok(()));
+        assert_eq!(s2.try_take(50), Ok(()), "up to its share");
+        assert_eq!(s2.try_take(1), Err(NoRoom::Share));
+        s1.give_back(610, 600);
+        assert_eq!(s1.try_take(250), Ok(()));
+        assert_eq!(b.used_bytes(), 500);
+        s1.force_take(900);
+        let mut s3 = SessionShare {
+            budget: b.clone(),
+            held: 0,
+        };
+        assert_eq!(s3.try_take(1), Err(NoRoom::Budget), "the budget is full");
+        b.set_session_share_pct(100);
+        assert_eq!(b.session_cap_bytes(), u64::MAX, "100 %: no cap");
+    }
 
     #[test]
     fn budget_admits_up_to_its_limit_and_one_oversized_alone() {
