@@ -15,7 +15,8 @@ import sys
 FIELDS = ['target', 'lu', 'job', 'rw', 'bs', 'iodepth', 'iops', 'mb_s', 'clat_p50_us', 'clat_p99_us',
           'clat_p999_us', 'target_cpu_s', 'wall_s', 'target_cores_busy', 'ios_per_target_cpu_s',
           'fio_cpu_pct', 'loadavg1_before', 'fio_rc', 'fio_errors', 'intarget_cmds', 'intarget_p50_us',
-          'intarget_p99_us']
+          'intarget_p99_us', 'target_ctxt_switches', 'cpu_us_per_io', 'ctxt_per_io', 'cluster_cs_cpu_s',
+          'cluster_cs_cpu_us_per_io', 'cluster_other_cpu_s']
 
 
 def read_tsv(path):
@@ -107,6 +108,25 @@ def collect(d):
         busy = row['target_cpu_s'] / row['wall_s'] if row['wall_s'] > 0 else 0
         row['target_cores_busy'] = round(busy, 3)
         row['ios_per_target_cpu_s'] = round(row['iops'] / busy) if busy > 0 and 'iops' in row else None
+        # Per-I/O costs at that steady rate: target CPU µs and context switches (all target
+        # threads), and the Curve cluster's chunk-server CPU µs (curve LU; older runs lack them).
+        rate = row.get('iops') or 0
+        wall = row['wall_s']
+
+        def per_io(v, scale=1.0):
+            return round(scale * v / wall / rate, 2) if v is not None and wall > 0 and rate > 0 else None
+
+        def num(k):
+            v = r.get(k)
+            return float(v) if v not in (None, '') else None
+
+        row['target_ctxt_switches'] = num('target_ctxt_switches')
+        row['cluster_cs_cpu_s'] = num('cluster_cs_cpu_s')
+        row['cluster_other_cpu_s'] = num('cluster_other_cpu_s')
+        row['cpu_us_per_io'] = per_io(row['target_cpu_s'], 1e6)
+        row['ctxt_per_io'] = per_io(row['target_ctxt_switches'])
+        row['cluster_cs_cpu_us_per_io'] = (per_io(row['cluster_cs_cpu_s'], 1e6)
+                                           if row['lu'] == 'curve' else None)
         runs.append(row)
     tcp = {}
     tdir = os.path.join(d, 'tcp')
@@ -158,9 +178,35 @@ def base_comparisons(runs):
         c = {'lu': lu, 'job': job,
              'iops_ratio': ratio(o.get('iops'), b.get('iops')),
              'p99_ratio': ratio(o.get('clat_p99_us'), b.get('clat_p99_us')),
-             'ios_per_cpu_s_ratio': ratio(o.get('ios_per_target_cpu_s'), b.get('ios_per_target_cpu_s'))}
+             'ios_per_cpu_s_ratio': ratio(o.get('ios_per_target_cpu_s'), b.get('ios_per_target_cpu_s')),
+             'cpu_us_per_io_ours': o.get('cpu_us_per_io'), 'cpu_us_per_io_base': b.get('cpu_us_per_io'),
+             'ctxt_per_io_ours': o.get('ctxt_per_io'), 'ctxt_per_io_base': b.get('ctxt_per_io')}
         c['worse'] = any(v is not None and v < 0.95 for v in (c['iops_ratio'], c['ios_per_cpu_s_ratio']))
         out.append(c)
+    return out
+
+
+def curve_over_null(runs):
+    """Pair each target's curve LU with its null LU for the same job: what the Curve path costs
+    on top of the iSCSI path (CPU and context switches per I/O, latency)."""
+    by = {(r['target'], r['lu'], r['job']): r for r in runs}
+    out = []
+    for (t, lu, job), c in sorted(by.items(), key=lambda kv: (kv[0][0], kv[1]['rw'], kv[1]['bs'], kv[1]['iodepth'])):
+        n = by.get((t, 'null', job))
+        if lu != 'curve' or n is None:
+            continue
+
+        def diff(k):
+            a, b = c.get(k), n.get(k)
+            return round(a - b, 2) if a is not None and b is not None else None
+
+        out.append({'target': t, 'job': job,
+                    'cpu_us_per_io_null': n.get('cpu_us_per_io'), 'cpu_us_per_io_curve': c.get('cpu_us_per_io'),
+                    'cpu_us_per_io_added': diff('cpu_us_per_io'),
+                    'ctxt_per_io_null': n.get('ctxt_per_io'), 'ctxt_per_io_curve': c.get('ctxt_per_io'),
+                    'ctxt_per_io_added': diff('ctxt_per_io'),
+                    'clat_p50_us_added': diff('clat_p50_us'), 'clat_p99_us_added': diff('clat_p99_us'),
+                    'cluster_cs_cpu_us_per_io': c.get('cluster_cs_cpu_us_per_io')})
     return out
 
 
@@ -207,7 +253,46 @@ def chart(path, runs):
     return None
 
 
-def report_md(d, meta, runs, tcp, comps, chart_note, base=None):
+def per_io_md(runs, con):
+    """The per-I/O cost tables: every run, then curve over null."""
+    L = []
+    rows = [r for r in runs if r.get('cpu_us_per_io') is not None]
+    if not rows:
+        return L
+    L.append('## Per-I/O cost\n')
+    L.append('"CPU µs/IO" is target CPU (utime+stime, all threads) per I/O; "cs/IO" is the target\'s '
+             'context switches (voluntary + involuntary, summed over `/proc/<pid>/task/*/status`) per '
+             'I/O; both over the whole fio run (login and ramp included) divided by fio\'s IOPS. '
+             '"Curve CS µs/IO" is the CPU the cluster\'s three chunk servers spent per I/O (curve LU '
+             'only): what Curve costs, not us. CPU per I/O is the figure to trust on a busy machine; '
+             'p50/p99 (fio clat, µs) move with the load.\n')
+    L.append('| target | lu | job | IOPS | CPU µs/IO | cs/IO | p50 | p99 | Curve CS µs/IO |')
+    L.append('|---|---|---|---:|---:|---:|---:|---:|---:|')
+    for r in sorted(rows, key=lambda r: (r['rw'], r['bs'], r['iodepth'], r['target'], r['lu'])):
+        L.append(f'| {r["target"]} | {r["lu"]} | {r["job"]} | {fmt(r.get("iops"))} | '
+                 f'{fmt(r["cpu_us_per_io"], 1)} | {fmt(r.get("ctxt_per_io"), 2)} | '
+                 f'{fmt(r.get("clat_p50_us"), 1)} | {fmt(r.get("clat_p99_us"), 1)} | '
+                 f'{fmt(r.get("cluster_cs_cpu_us_per_io"), 1)} |')
+    L.append('')
+    if con:
+        L.append('### Curve over null\n')
+        L.append('The same target and job on the curve LU and on the null LU: the null LU is the iSCSI '
+                 'path alone, so "added" is what the Curve client path costs on top of it (CPU and '
+                 'context switches per I/O in the target, fio latency).\n')
+        L.append('| target | job | CPU µs/IO null | curve | added | cs/IO null | curve | added | '
+                 'p50 added | p99 added | Curve CS µs/IO |')
+        L.append('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+        for c in con:
+            L.append(f'| {c["target"]} | {c["job"]} | {fmt(c["cpu_us_per_io_null"], 1)} | '
+                     f'{fmt(c["cpu_us_per_io_curve"], 1)} | {fmt(c["cpu_us_per_io_added"], 1)} | '
+                     f'{fmt(c["ctxt_per_io_null"], 2)} | {fmt(c["ctxt_per_io_curve"], 2)} | '
+                     f'{fmt(c["ctxt_per_io_added"], 2)} | {fmt(c["clat_p50_us_added"], 1)} | '
+                     f'{fmt(c["clat_p99_us_added"], 1)} | {fmt(c["cluster_cs_cpu_us_per_io"], 1)} |')
+        L.append('')
+    return L
+
+
+def report_md(d, meta, runs, tcp, comps, chart_note, base=None, con=None):
     L = []
     L.append(f'# Benchmark {os.path.basename(os.path.abspath(d))}\n')
     L.append(f'Mode: {meta.get("mode", "compare")}; targets: {meta.get("targets", "?")}; '
@@ -260,6 +345,7 @@ def report_md(d, meta, runs, tcp, comps, chart_note, base=None):
                  f'{fmt(r["target_cores_busy"], 2)} | {fmt(r["ios_per_target_cpu_s"])} | '
                  f'{fmt(r["fio_cpu_pct"], 0)} | {fmt(r["loadavg1_before"], 2)} |')
     L.append('')
+    L.extend(per_io_md(runs, con))
     own = [r for r in runs if r.get('intarget_p50_us') is not None]
     if own:
         L.append('### In-target latency (ours)\n')
@@ -289,11 +375,13 @@ def report_md(d, meta, runs, tcp, comps, chart_note, base=None):
         L.append('## ours / base (OURS_BASE)\n')
         L.append('Ratios above 1 mean ours is higher. A job is flagged when ours is more than 5% '
                  'worse in IOPS or IO/CPU-s.\n')
-        L.append('| lu | job | IOPS | p99 | IO/CPU-s | |')
-        L.append('|---|---|---:|---:|---:|---|')
+        L.append('| lu | job | IOPS | p99 | IO/CPU-s | CPU µs/IO ours | base | cs/IO ours | base | |')
+        L.append('|---|---|---:|---:|---:|---:|---:|---:|---:|---|')
         for c in base:
             L.append(f'| {c["lu"]} | {c["job"]} | {fmt(c["iops_ratio"], 2)} | {fmt(c["p99_ratio"], 2)} | '
-                     f'{fmt(c["ios_per_cpu_s_ratio"], 2)} | {"**>5% worse**" if c["worse"] else ""} |')
+                     f'{fmt(c["ios_per_cpu_s_ratio"], 2)} | {fmt(c.get("cpu_us_per_io_ours"), 1)} | '
+                     f'{fmt(c.get("cpu_us_per_io_base"), 1)} | {fmt(c.get("ctxt_per_io_ours"), 2)} | '
+                     f'{fmt(c.get("ctxt_per_io_base"), 2)} | {"**>5% worse**" if c["worse"] else ""} |')
         L.append('')
     if tcp:
         L.append('## Loopback TCP baseline (iperf3, one stream, pinned like target and fio)\n')
@@ -343,13 +431,14 @@ def main():
     runs, tcp = collect(d)
     comps = comparisons(runs)
     base = base_comparisons(runs)
+    con = curve_over_null(runs)
     with open(os.path.join(d, 'results.json'), 'w') as f:
-        json.dump({'meta': meta, 'runs': runs, 'tcp_mb_s': tcp, 'ours_vs_tgt': comps, 'ours_vs_base': base},
-                  f, indent=1)
+        json.dump({'meta': meta, 'runs': runs, 'tcp_mb_s': tcp, 'ours_vs_tgt': comps, 'ours_vs_base': base,
+                   'curve_over_null': con}, f, indent=1)
     write_tsv(os.path.join(d, 'results.tsv'), runs)
     note = chart(os.path.join(d, 'chart.png'), runs)
     with open(os.path.join(d, 'report.md'), 'w') as f:
-        f.write(report_md(d, meta, runs, tcp, comps, note, base))
+        f.write(report_md(d, meta, runs, tcp, comps, note, base, con))
     print(f'wrote {d}/results.json results.tsv report.md' + ('' if note else ' chart.png'))
 
 

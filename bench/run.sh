@@ -22,6 +22,8 @@
 #   CURVE_CLUSTER_SH (default ../shared/curve/cluster.sh), CURVE_BENCH_SPAN=1G (fio's --size
 #   on the curve LU), CURVE_TMP (where the cluster keeps its data; default $TMPDIR or /tmp);
 #   SCALING_TARGET=tgt runs --scaling against Debian's tgtd (single-threaded: a plumbing check).
+#   BENCH_PERF=1 records `perf record -g` of our tgtd during each of its jobs into
+#   perf/<target>-<lu>-<job>.data (its own CPU then counts in the target's figures a little).
 #   OURS_BASE=<git rev> adds a third target, "base": that revision of ours, built (release)
 #   from `git archive` into OURS_BASE_DIR (default target/bench-base/<rev>, reused when built
 #   already), run exactly like ours (same --cores, same LUs); report.md then has an
@@ -208,12 +210,34 @@ curve_start() {
 }
 CURVE_BENCH_SPAN=${CURVE_BENCH_SPAN:-1G}
 
+# ctxt_switches PID: voluntary + involuntary context switches of all of PID's live threads
+# (/proc/PID/status counts only the thread it names, so sum /proc/PID/task/*/status).
+ctxt_switches() {
+  cat "/proc/$1/task"/*/status 2>/dev/null \
+    | awk '/^(voluntary|nonvoluntary)_ctxt_switches:/ {n += $2} END {print n + 0}'
+}
+
+# curve_cluster_ticks: CPU ticks (utime+stime) of the cluster's chunk servers, then of its MDS
+# and etcd: what Curve itself spends, beside what our target spends. "0 0" without a cluster.
+curve_cluster_ticks() {
+  local cs=0 other=0 n pid t
+  if [ -n "$CURVE_UP" ]; then
+    for n in cs0 cs1 cs2 mds etcd; do
+      pid=$(cat "$CURVE_RUN/pids/$n.pid" 2>/dev/null) || continue
+      t=$(proc_cpu_ticks "$pid" 2>/dev/null) || continue
+      case $n in cs*) cs=$((cs + t)) ;; *) other=$((other + t)) ;; esac
+    done
+  fi
+  echo "$cs $other"
+}
+
 # run_fio KIND LU NAME RW BS QD [EXTRA FIO ARGS]: one fio run, plus the target's CPU time and
-# the load average before it; appends a row to runs.tsv.
+# context switches, the Curve cluster's CPU time (curve LU) and the load average before it;
+# appends a row to runs.tsv.
 run_fio() {
   local kind=$1 lu=$2 name=$3 rw=$4 bs=$5 qd=$6; shift 6
   local pid=${LIB_TGT_PID[${CTRL[$kind]}]} json="fio/$kind-$lu-$name.json" rc=0
-  local load c0 c1 t0 t1
+  local load c0 c1 t0 t1 x0 x1 k0 k1
   kill -0 "$pid" 2>/dev/null || die "$kind tgtd (PID $pid) is gone; see $OUT/meta/tgtd-$kind.log"
   # Ours keeps per-LU latency histograms from the LU's creation (tgtadm --op stat): a fresh
   # LU before each job makes them this job's (ramp included). No session is logged in here.
@@ -225,21 +249,30 @@ run_fio() {
   [ "$lu" != curve ] || set -- "$@" --size="$CURVE_BENCH_SPAN"
   load=$(cut -d' ' -f1 /proc/loadavg)
   log "$kind $lu $name (load $load)"
-  c0=$(proc_cpu_ticks "$pid"); t0=$(now_s)
+  local perf_pid=''
+  if [ -n "${BENCH_PERF:-}" ] && is_ours "$kind"; then
+    mkdir -p "$OUT/perf"
+    perf record -q -g -p "$pid" -o "$OUT/perf/$kind-$lu-$name.data" > "$OUT/perf/$kind-$lu-$name.log" 2>&1 &
+    perf_pid=$!
+  fi
+  k0=$(curve_cluster_ticks); x0=$(ctxt_switches "$pid"); c0=$(proc_cpu_ticks "$pid"); t0=$(now_s)
   timeout -k 5 $((DURATION + RAMP + 60)) taskset -c "$FIO_CPUS" "$FIO" --name="$name" \
     --ioengine=libiscsi --filename="$(fio_url "${PORT[$kind]}" "$IQN_BASE-$lu")" \
     --initiator=iqn.2026-11.io.curve-tgt:bench-fio \
     --rw="$rw" --bs="$bs" --iodepth="$qd" --time_based=1 --runtime="$DURATION" --ramp_time="$RAMP" \
     "$@" --output-format=json --output="$OUT/$json" > "$OUT/$json.log" 2>&1 || rc=$?
-  c1=$(proc_cpu_ticks "$pid"); t1=$(now_s)
+  c1=$(proc_cpu_ticks "$pid"); t1=$(now_s); x1=$(ctxt_switches "$pid"); k1=$(curve_cluster_ticks)
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" 2>/dev/null || true; fi
   if is_ours "$kind" && [ -n "${LU_TID[$lu]:-}" ]; then
     tadm "${CTRL[$kind]}" --lld iscsi --op stat --mode logicalunit --tid "${LU_TID[$lu]}" --lun 1 \
       > "$OUT/${json%.json}.stat.txt" 2>&1 || log "warning: tgtadm --op stat failed for $lu"
   fi
   [ "$rc" = 0 ] || log "warning: fio exited $rc for $kind $lu $name; see $OUT/$json.log"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$lu" "$name" "$rw" "$bs" "$qd" "$rc" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$lu" "$name" "$rw" "$bs" "$qd" "$rc" \
     "$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" 'BEGIN {printf "%.2f", (b - a) / hz}')" \
-    "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')" "$load" "$json" >> "$OUT/runs.tsv"
+    "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')" "$load" "$json" "$((x1 - x0))" \
+    "$(awk -v a="$k0" -v b="$k1" -v hz="$HZ" 'BEGIN {split(a, x, " "); split(b, y, " "); printf "%.2f\t%.2f", (y[1] - x[1]) / hz, (y[2] - x[2]) / hz}')" \
+    >> "$OUT/runs.tsv"
 }
 
 # iperf_run NAME LEN SENDER_CPUS RECEIVER_CPUS: single-stream loopback TCP with LEN-byte
@@ -277,7 +310,7 @@ main_compare() {
     curve_start
   fi
   for kind in "${kinds[@]}"; do start_bench_target "$kind"; done
-  printf 'target\tlu\tjob\trw\tbs\tiodepth\tfio_rc\ttarget_cpu_s\twall_s\tloadavg1_before\tfio_json\n' > "$OUT/runs.tsv"
+  printf 'target\tlu\tjob\trw\tbs\tiodepth\tfio_rc\ttarget_cpu_s\twall_s\tloadavg1_before\tfio_json\ttarget_ctxt_switches\tcluster_cs_cpu_s\tcluster_other_cpu_s\n' > "$OUT/runs.tsv"
 
   # Alternate the targets job by job (and swap who goes first every other job), so drift in
   # the machine's state (other load, page cache, thermal) falls on both alike.
@@ -316,7 +349,7 @@ main_scaling() {
   meta mode scaling
   meta targets "$kind"
   meta lus null
-  printf 'target\tlu\tjob\trw\tbs\tiodepth\tfio_rc\ttarget_cpu_s\twall_s\tloadavg1_before\tfio_json\n' > "$OUT/runs.tsv"
+  printf 'target\tlu\tjob\trw\tbs\tiodepth\tfio_rc\ttarget_cpu_s\twall_s\tloadavg1_before\tfio_json\ttarget_ctxt_switches\tcluster_cs_cpu_s\tcluster_other_cpu_s\n' > "$OUT/runs.tsv"
   for n in ${SCALING_CORES:-1 2 4 8}; do
     if ((n + 1 > ncpu)); then log "scaling: skipping --cores $n: needs $((n + 1)) CPUs, have $ncpu"; continue; fi
     cores=$(seq -s, 0 $((n - 1)))

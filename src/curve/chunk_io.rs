@@ -1335,8 +1335,18 @@ impl<R: AsMut<[u8]>, W: AsRef<[u8]> + Clone> ChunkIo<R, W> {
                 match (key, target) {
                     (Some(k), Some(a)) if a != addr && members.iter().any(|m| m.addr == a) => {
                         self.leaders.insert(k, a);
-                        self.set_where(p, Where::Ready);
-                        self.ready.push_back(p);
+                        // Followed at once the first time; two members that keep naming each
+                        // other get backoff instead of one RPC per round trip.
+                        let again = self.piece_mut(p).is_some_and(|piece| {
+                            piece.attempts += 1;
+                            piece.attempts > 1
+                        });
+                        if again {
+                            self.delay(now, p, false);
+                        } else {
+                            self.set_where(p, Where::Ready);
+                            self.ready.push_back(p);
+                        }
                     }
                     (Some(k), _) => {
                         if self.leaders.get(&k) == Some(&addr) {

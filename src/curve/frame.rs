@@ -130,8 +130,8 @@ enum State {
     Body {
         meta_len: usize,
         body_len: usize,
-        /// meta + payload length, once the meta is decoded.
-        head_len: Option<usize>,
+        /// The meta and the attachment length, once the meta is decoded (once per frame).
+        decoded: Option<(RpcMeta, usize)>,
         buf: Vec<u8>,
     },
     Attachment {
@@ -190,8 +190,9 @@ impl FrameDecoder {
                             self.state = State::Body {
                                 meta_len,
                                 body_len,
-                                head_len: None,
-                                buf: Vec::with_capacity(body_len.min(64 << 10)),
+                                decoded: None,
+                                // The meta first; the payload's room once its length is known.
+                                buf: Vec::with_capacity(meta_len),
                             }
                         }
                         Err(e) => return Err(self.fail(e)),
@@ -199,13 +200,16 @@ impl FrameDecoder {
                 }
                 State::Body {
                     meta_len,
-                    head_len,
+                    body_len,
+                    decoded,
                     buf,
-                    ..
                 } => {
                     // Only meta + payload are buffered. The attachment length (and so the
                     // payload length) is known once the meta is decoded, so fill the meta first.
-                    let want = head_len.unwrap_or(*meta_len);
+                    let want = match decoded {
+                        Some((_, attachment)) => *body_len - *attachment,
+                        None => *meta_len,
+                    };
                     if buf.len() < want {
                         if input.is_empty() {
                             return Ok(None);
@@ -215,11 +219,12 @@ impl FrameDecoder {
                         *input = &input[take..];
                         continue;
                     }
-                    if head_len.is_none() {
-                        match self.head_len() {
-                            Ok(n) => {
-                                if let State::Body { head_len, .. } = &mut self.state {
-                                    *head_len = Some(n);
+                    if decoded.is_none() {
+                        match self.decode_head() {
+                            Ok(d) => {
+                                if let State::Body { decoded, buf, .. } = &mut self.state {
+                                    buf.reserve_exact(d.1);
+                                    *decoded = Some(d.0);
                                 }
                             }
                             Err(e) => return Err(self.fail(e)),
@@ -286,8 +291,9 @@ impl FrameDecoder {
         Ok((meta as usize, body as usize))
     }
 
-    /// meta + payload length, from the decoded meta's attachment size.
-    fn head_len(&self) -> Result<usize, FrameError> {
+    /// Decodes the buffered meta (the only time per frame) and checks the attachment and
+    /// payload lengths it implies: `((meta, attachment length), payload length)`.
+    fn decode_head(&self) -> Result<((RpcMeta, usize), usize), FrameError> {
         let State::Body {
             meta_len,
             body_len,
@@ -295,7 +301,7 @@ impl FrameDecoder {
             ..
         } = &self.state
         else {
-            unreachable!("head_len only in Body")
+            unreachable!("decode_head only in Body")
         };
         let meta = decode_meta(&buf[..*meta_len])?;
         let attachment = attachment_len(&meta, *body_len - *meta_len, &self.limits)?;
@@ -306,21 +312,19 @@ impl FrameDecoder {
                 max: self.limits.max_payload_bytes,
             });
         }
-        Ok(*meta_len + payload)
+        Ok(((meta, attachment), payload))
     }
 
     fn finish_head(&mut self) -> Result<FrameHead, FrameError> {
         let State::Body {
             meta_len,
-            body_len,
+            decoded: Some((meta, attachment)),
             buf,
             ..
         } = std::mem::replace(&mut self.state, State::Attachment { remaining: 0 })
         else {
-            unreachable!("finish_head only in Body")
+            unreachable!("finish_head only in Body with the meta decoded")
         };
-        let meta = decode_meta(&buf[..meta_len])?;
-        let attachment = attachment_len(&meta, body_len - meta_len, &self.limits)?;
         let correlation_id = match meta.correlation_id {
             Some(c) if c >= 0 => CorrelationId(c as u64),
             _ => return Err(FrameError::NoCorrelationId),

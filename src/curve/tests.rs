@@ -305,6 +305,40 @@ fn a_redirect_field_naming_a_member_is_followed_directly() {
 }
 
 #[test]
+fn members_redirecting_to_each_other_get_backoff_not_a_tight_loop() {
+    let mut h = Harness::new(ClientConfig::default());
+    h.io.read(h.now, OpId(1), 0, vec![0; 4096]);
+    let mut rpcs = h.data_rpcs(cs_addr(0));
+    let redirect_to = |n: u16| cs::ChunkResponse {
+        status: cs::ChunkOpStatus::Redirected as i32,
+        redirect: Some(format!("{}:0", cs_addr(n))),
+        applied_index: None,
+    };
+    // The first redirect is followed at once.
+    h.reply(&rpcs[0], &redirect_to(1), &[]);
+    rpcs = h.sent();
+    assert_eq!(h.addr(rpcs[0].peer), cs_addr(1));
+    // The second, back to the first member, waits.
+    h.reply(&rpcs[0], &redirect_to(0), &[]);
+    assert!(
+        h.sent().is_empty(),
+        "no immediate retry after a second redirect"
+    );
+    let wait = h.io.poll_timeout().unwrap() - h.now;
+    assert!(wait >= Duration::from_millis(50), "{wait:?}");
+    h.advance(wait);
+    let rpcs = h.sent();
+    assert_eq!(
+        (rpcs.len(), h.addr(rpcs[0].peer)),
+        (1, cs_addr(0)),
+        "retried at the named member after the backoff"
+    );
+    h.chunk_status(&rpcs[0], cs::ChunkOpStatus::Success, &[1; 4096]);
+    assert_eq!(h.completion().unwrap().result, Ok(()));
+    assert_eq!(h.io.stats().retries_redirect, 2);
+}
+
+#[test]
 fn overload_backs_off_about_100ms_then_retries() {
     let mut h = Harness::new(ClientConfig::default());
     h.io.read(h.now, OpId(1), 0, vec![0; 4096]);

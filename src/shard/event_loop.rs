@@ -18,6 +18,7 @@ use super::owners::{ConnOp, Cqe, Owner};
 use super::reclaim::Reclaim;
 use super::ring::{clock, Ring, Wait};
 use super::slots::{Slab, SlotKey};
+use super::spin::{SpinPolicy, WaitKind};
 use super::stats::{
     LatencyTable, SessionSnap, ShardResources, ShardStats, ZcConnSnap, ZcShardSnap,
 };
@@ -70,8 +71,9 @@ pub struct Shard {
     /// Connections holding responses back, and the earliest of their deadlines.
     pub(super) holding: Vec<SlotKey>,
     pub(super) hold_deadline: Option<u64>,
-    /// How long to poll for completions before sleeping (`CURVE_TGT_POLL_US`, 0 = never).
-    spin_ns: u64,
+    /// Whether and how long to poll for completions before sleeping (`CURVE_TGT_POLL_US`,
+    /// 0 = never), learnt per kind of wait (`super::spin`).
+    spin: SpinPolicy,
     /// The keep-alive tick, armed while some target has nop_interval > 0.
     nop_timer: Option<TimerKey>,
     /// Per-LU read/write latency histograms (`tgtadm --op stat`).
@@ -122,10 +124,12 @@ impl Shard {
             latency: LatencyTable::default(),
             reclaim: Reclaim::new(),
             budgets,
-            spin_ns: std::env::var("CURVE_TGT_POLL_US")
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-                .map_or(POLL_NS, |us| us * 1000),
+            spin: SpinPolicy::new(
+                std::env::var("CURVE_TGT_POLL_US")
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map_or(POLL_NS, |us| us * 1000),
+            ),
             cqes: Vec::with_capacity(1024),
             expired: Vec::new(),
             done: Vec::new(),
@@ -159,8 +163,15 @@ impl Shard {
                     break;
                 }
             }
-            let how = self.wait_mode();
-            if let Err(e) = self.ring.wait(how) {
+            let kind = self.wait_kind();
+            let how = self.wait_mode(kind);
+            let judged = matches!(how, Wait::One | Wait::SpinThenOne(_));
+            let waited_from = clock();
+            let waited = self.ring.wait(how);
+            if judged {
+                self.spin.record(kind, clock() - waited_from);
+            }
+            if let Err(e) = waited {
                 if e.raw_os_error() != Some(libc::EINTR) && e.raw_os_error() != Some(libc::EBUSY) {
                     tracing::error!(shard = self.id, "io_uring wait failed: {e}");
                     break;
@@ -239,13 +250,24 @@ impl Shard {
         std::mem::forget(std::mem::take(&mut self.backends));
     }
 
-    fn wait_mode(&self) -> Wait {
+    /// What the shard waits for: a backend's reply while some operation is outstanding.
+    fn wait_kind(&self) -> WaitKind {
+        if self.backends.ops.is_empty() {
+            WaitKind::Initiator
+        } else {
+            WaitKind::Backend
+        }
+    }
+
+    fn wait_mode(&self, kind: WaitKind) -> Wait {
         match self.hold_deadline {
             Some(deadline) => Wait::Until {
                 deadline,
                 want: self.hold_wait_events(),
             },
-            None if self.spin_ns > 0 && self.worth_spinning() => Wait::SpinThenOne(self.spin_ns),
+            None if self.spin.should_spin(kind) && self.worth_spinning() => {
+                Wait::SpinThenOne(self.spin.window_ns())
+            }
             None => Wait::One,
         }
     }

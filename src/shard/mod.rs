@@ -19,6 +19,7 @@ pub mod reclaim;
 pub mod ring;
 mod scsi_glue;
 pub mod slots;
+mod spin;
 mod sq_overflow;
 pub mod stats;
 pub mod timers;
