@@ -27,7 +27,9 @@ fn pat(off: u64, len: u64, seed: u32) -> Vec<u8> {
 
 #[test]
 fn a_lazy_clone_reads_its_source_and_keeps_our_writes() {
-    let Some(c) = Cluster::start("curve_clone") else { return };
+    let Some(c) = Cluster::start("curve_clone") else {
+        return;
+    };
     let (ok, out) = c.sh(&["vol", "create", "/src", OWNER, "10"]);
     assert!(ok, "vol create: {out}");
     // The source's data, written by Curve's own client: in chunk 0, across a chunk edge and

@@ -11,8 +11,8 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::common::{self, initiator as ini};
 use crate::common::curve::{Cluster, OWNER};
+use crate::common::{self, initiator as ini};
 use crate::curve_lu::add_curve_lu;
 use curve_tgt::curve::pattern;
 
@@ -226,7 +226,9 @@ fn permutations(n: usize, mut f: impl FnMut(&[usize]) -> bool) -> bool {
 
 #[test]
 fn curve_lu_512_reads_and_writes_partial_blocks_in_order() {
-    let Some(c) = Cluster::start("curve_rmw") else { return };
+    let Some(c) = Cluster::start("curve_rmw") else {
+        return;
+    };
     let (ok, out) = c.sh(&["vol", "create", "/rmw", OWNER, "10"]);
     assert!(ok, "vol create: {out}");
     // Curve's own client writes the surroundings: at a chunk edge and a segment edge.

@@ -954,11 +954,18 @@ fn writes_over_the_share_with_immediate_data_go_one_at_a_time() {
     let r = other.next_ready().expect("complete");
     other.finish(r, good(DataIn::None), Some(8192));
     assert_eq!(budget.used_bytes(), 1024, "the two immediate parts");
-    assert_eq!(s.admit_waiting_writes(), Err(NoRoom::Share), "one write, then the share");
+    assert_eq!(
+        s.admit_waiting_writes(),
+        Err(NoRoom::Share),
+        "one write, then the share"
+    );
     let r2t = s.out.pop_front().expect("the first write's R2T");
     assert_eq!(be32(r2t.bhs(), 16), 1);
     assert!(s.out.is_empty());
-    feed(&mut s, &data_out(1, be32(r2t.bhs(), 20), 512, true, &[1u8; 3584]));
+    feed(
+        &mut s,
+        &data_out(1, be32(r2t.bhs(), 20), 512, true, &[1u8; 3584]),
+    );
     let a = s.next_ready().expect("first complete");
     s.finish(a, good(DataIn::None), Some(4096));
     let r2t = s
