@@ -152,10 +152,14 @@ impl Conn {
 
     /// Sizes the receive buffer for the next receive and returns the free room in it (never
     /// empty). A receive that filled all the room it was offered doubles the buffer (up to
-    /// `RX_BUF_BUSY`, or more when a PDU needs it); with nothing buffered after a receive that
-    /// used little of the room, the buffer (and the send batch's vectors) shrink back, so an
-    /// idle connection holds only `RX_BUF_MIN` (no sooner than `RX_SHRINK_AFTER_NS` after the
-    /// last growth). Call only with no receive in flight.
+    /// `RX_BUF_BUSY`, or more when a PDU needs it); on an idle connection (no task live,
+    /// nothing to send), with nothing buffered after a receive that used little of the room,
+    /// the buffer (and the send batch's vectors) shrink back, so an idle connection holds
+    /// only `RX_BUF_MIN` (no sooner than `RX_SHRINK_AFTER_NS` after the last growth). A busy
+    /// connection keeps its room: at a deep queue an initiator's commands arrive a few per
+    /// receive, which alone would shrink the buffer every second and regrow it through
+    /// receives cut short at each size (an mmap and munmap of `RX_BUF_BUSY` each time, see
+    /// `shard/reclaim.rs`). Call only with no receive in flight.
     pub fn rx_room(&mut self, now_ns: u64) -> &mut [u8] {
         let cap = self.rx.len();
         let filled = self.rx_offered > 0 && self.rx_last == self.rx_offered;
@@ -166,6 +170,7 @@ impl Conn {
             && cap > RX_BUF_MIN
             && self.rx_last < cap / RX_SHRINK_RATIO
             && now_ns.saturating_sub(self.rx_grown_ns) >= RX_SHRINK_AFTER_NS
+            && self.idle()
         {
             self.rx = vec![0u8; RX_BUF_MIN];
             if !self.send_inflight && self.tx_batch.is_empty() {
@@ -175,6 +180,12 @@ impl Conn {
         }
         self.rx_offered = self.rx.len() - self.rx_len;
         &mut self.rx[self.rx_len..]
+    }
+
+    /// Whether the connection has nothing under way: no live task and nothing to send (a
+    /// connection still logging in has no tasks).
+    fn idle(&self) -> bool {
+        !self.has_output() && !matches!(&self.phase, Phase::Ffp(s) if s.task_count() > 0)
     }
 
     /// Makes room for a PDU of `need` bytes at the start of `rx` (the framer asked for it).
@@ -324,6 +335,50 @@ mod tests {
             len: 4096,
         };
         (TxPdu::new(bhs, p, false, false), b)
+    }
+
+    /// Grows `c`'s receive buffer to `RX_BUF_BUSY` through receives that fill their room.
+    fn grow_busy(c: &mut Conn, now_ns: u64) {
+        for _ in 0..32 {
+            if c.rx.len() >= RX_BUF_BUSY {
+                return;
+            }
+            let n = c.rx_room(now_ns).len();
+            c.received(n);
+            c.rx_len = 0;
+        }
+        panic!("the receive buffer did not grow to RX_BUF_BUSY");
+    }
+
+    #[test]
+    fn a_receive_buffer_shrinks_only_when_the_connection_is_idle() {
+        let pool = crate::buf::BufPool::new();
+        let mut c = conn();
+        assert_eq!(c.rx.len(), RX_BUF_MIN);
+        grow_busy(&mut c, 0);
+        let later = RX_SHRINK_AFTER_NS;
+        // A small receive a quiet second later, but a response is waiting to go out: the
+        // connection is busy and keeps its room.
+        let (p, _b) = pdu(&pool);
+        c.login_out.push_back(p);
+        c.rx_room(later);
+        c.received(100);
+        c.rx_len = 0;
+        assert_eq!(c.rx_room(later).len(), RX_BUF_BUSY, "busy: no shrink");
+        // Nothing under way any more: the next arm gives the memory back.
+        c.login_out.clear();
+        c.received(100);
+        c.rx_len = 0;
+        assert_eq!(
+            c.rx_room(later).len(),
+            RX_BUF_MIN,
+            "idle: back to RX_BUF_MIN"
+        );
+        // Sooner than a quiet second after growing, even an idle connection keeps it.
+        grow_busy(&mut c, 2 * later);
+        c.received(100);
+        c.rx_len = 0;
+        assert_eq!(c.rx_room(2 * later + 1).len(), RX_BUF_BUSY);
     }
 
     #[test]
