@@ -44,24 +44,8 @@ const MDS_HOLD_DOWN: Duration = Duration::from_secs(6);
 /// Adds LUN 1 of target 1: the curve volume `name` of OWNER on `mds`.
 fn add_curve_lu(t: &common::Tgtd, name: &str, mds: &str) {
     let backing = format!("cbd:pool//{name}_{OWNER}_");
-    t.tgtadm_ok(&[
-        "--lld",
-        "iscsi",
-        "--op",
-        "new",
-        "--mode",
-        "logicalunit",
-        "--tid",
-        "1",
-        "--lun",
-        "1",
-        "--bstype",
-        "curve",
-        "--backing-store",
-        &backing,
-        "--bsopts",
-        &format!("mds={mds}"),
-    ]);
+    let o = common::curve::add_curve_lu(t, &backing, &format!("mds={mds}"), &[]);
+    assert!(o.status.success(), "tgtadm new curve LU: {o:?}");
 }
 
 /// A random-write job over `size` bytes at `offset`, every block verified (crc32c) after the

@@ -24,7 +24,7 @@ use curve_tgt::curve::pattern;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const CHUNK: u64 = 16 * MIB;
-use crate::common::curve::OWNER;
+use crate::common::curve::{add_curve_lu, OWNER};
 const IQN: &str = "iqn.2026-11.org.curve-tgt:curve-lu";
 const INI: &str = "iqn.2026-11.org.curve-tgt:curve-lu-initiator";
 /// Bytes per WRITE command.
@@ -243,35 +243,6 @@ fn pattern(off: u64, len: u64, seed: u32) -> Vec<u8> {
     let mut v = vec![0u8; len as usize];
     pattern::fill(&mut v, off, seed);
     v
-}
-
-pub(crate) fn add_curve_lu(
-    t: &common::Tgtd,
-    backing: &str,
-    bsopts: &str,
-    extra: &[&str],
-) -> std::process::Output {
-    let mut args = vec![
-        "--lld",
-        "iscsi",
-        "--op",
-        "new",
-        "--mode",
-        "logicalunit",
-        "--tid",
-        "1",
-        "--lun",
-        "1",
-        "--bstype",
-        "curve",
-        "--backing-store",
-        backing,
-    ];
-    if !bsopts.is_empty() {
-        args.extend_from_slice(&["--bsopts", bsopts]);
-    }
-    args.extend_from_slice(extra);
-    t.tgtadm(&args)
 }
 
 #[test]

@@ -11,9 +11,8 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::common::curve::{Cluster, OWNER};
+use crate::common::curve::{add_curve_lu, Cluster, OWNER};
 use crate::common::{self, initiator as ini};
-use crate::curve_lu::add_curve_lu;
 use curve_tgt::curve::pattern;
 
 const MIB: u64 = 1 << 20;

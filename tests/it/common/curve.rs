@@ -268,3 +268,34 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// `tgtadm --op new --mode logicalunit` for LUN 1 of target 1 on a curve backing store, with
+/// `--bsopts` when not empty and any `extra` arguments; the tgtadm output as it came.
+pub fn add_curve_lu(
+    t: &super::Tgtd,
+    backing: &str,
+    bsopts: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "--lld",
+        "iscsi",
+        "--op",
+        "new",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "1",
+        "--bstype",
+        "curve",
+        "--backing-store",
+        backing,
+    ];
+    if !bsopts.is_empty() {
+        args.extend_from_slice(&["--bsopts", bsopts]);
+    }
+    args.extend_from_slice(extra);
+    t.tgtadm(&args)
+}
