@@ -854,27 +854,8 @@ mod tests {
     #[test]
     fn mailbox_reaches_the_stores_engine_on_the_named_shard() {
         use super::super::msg::ShardMsg;
-        use super::super::{ShardHandle, Shared};
-        use std::os::fd::FromRawFd;
-        let (tx, rx) = crossbeam_channel::unbounded();
-        // SAFETY: eventfd returns a new descriptor or -1 (checked).
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        assert!(fd >= 0);
-        // SAFETY: `fd` is a fresh descriptor we own.
-        let wake = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        let (ctl, _ctl_rx) = crossbeam_channel::unbounded();
-        let shared = Arc::new(Shared {
-            handles: vec![ShardHandle { tx, wake }],
-            shard_conns: vec![std::sync::atomic::AtomicUsize::new(0)],
-            registry: Default::default(),
-            control: ctl,
-            callbacks: super::super::callback::CallbackRunner::new(
-                1,
-                std::time::Duration::from_secs(1),
-            ),
-            options: Default::default(),
-            admission: super::super::limits::Admission::new(1),
-        });
+        let (shared, mut rxs, _ctl_rx) = super::super::test_shared(1, Default::default());
+        let (rx, _fd) = rxs.remove(0);
         let mut ring = Ring::new().unwrap();
         let mut timers = Timers::default();
         let pool = BufPool::new();

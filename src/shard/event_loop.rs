@@ -865,11 +865,8 @@ impl Shard {
 
 #[cfg(test)]
 mod tests {
-    use super::super::callback::CallbackRunner;
     use super::super::zerocopy::Engine as ZcEngine;
-    use super::super::{ShardHandle, Shared};
     use super::*;
-    use std::os::fd::FromRawFd;
     use std::time::Duration;
 
     /// Shutdown ends within its bound (SHUTDOWN_DRAIN_NS) even when a connection never
@@ -878,22 +875,8 @@ mod tests {
     /// connection to be freed, and tgtd's shutdown (which joins the shards) hung for ever.
     #[test]
     fn shutdown_is_bounded_when_a_connection_never_frees() {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        // SAFETY: eventfd returns a new descriptor or -1 (checked).
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        assert!(fd >= 0);
-        // SAFETY: `fd` is a fresh descriptor we own.
-        let wake = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        let (ctl, _ctl_rx) = crossbeam_channel::unbounded();
-        let shared = Arc::new(Shared {
-            handles: vec![ShardHandle { tx, wake }],
-            shard_conns: vec![std::sync::atomic::AtomicUsize::new(0)],
-            registry: Default::default(),
-            control: ctl,
-            callbacks: CallbackRunner::new(1, Duration::from_secs(1)),
-            options: Default::default(),
-            admission: super::super::limits::Admission::new(1),
-        });
+        let (shared, mut rxs, _ctl_rx) = super::super::test_shared(1, Default::default());
+        let (rx, fd) = rxs.remove(0);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -927,22 +910,8 @@ mod tests {
         use super::super::owners::CQE_F_NOTIF;
         use super::super::zerocopy::link::Drain;
         use crate::iscsi::tx::{Payload, TxPdu};
-        let (tx, rx) = crossbeam_channel::unbounded();
-        // SAFETY: eventfd returns a new descriptor or -1 (checked).
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        assert!(fd >= 0);
-        // SAFETY: `fd` is a fresh descriptor we own.
-        let wake = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        let (ctl, _ctl_rx) = crossbeam_channel::unbounded();
-        let shared = Arc::new(Shared {
-            handles: vec![ShardHandle { tx, wake }],
-            shard_conns: vec![std::sync::atomic::AtomicUsize::new(0)],
-            registry: Default::default(),
-            control: ctl,
-            callbacks: CallbackRunner::new(1, Duration::from_secs(1)),
-            options: Default::default(),
-            admission: super::super::limits::Admission::new(1),
-        });
+        let (shared, mut rxs, _ctl_rx) = super::super::test_shared(1, Default::default());
+        let (rx, fd) = rxs.remove(0);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let mut shard = Shard::new(0, rx, fd, shared.clone(), ZcConfig::default()).unwrap();

@@ -399,11 +399,8 @@ impl Drop for ShardLife {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iscsi::registry::SessionRegistry;
-    use crate::shard::callback::CallbackRunner;
     use crate::shard::ShardOptions;
-    use crossbeam_channel::{unbounded, Receiver};
-    use std::os::fd::{FromRawFd, OwnedFd};
+    use crossbeam_channel::Receiver;
 
     fn shared(shards: usize, limits: Limits) -> (Arc<Shared>, Vec<Receiver<ShardMsg>>) {
         let (s, rxs, _) = shared_ctl(shards, limits);
@@ -419,32 +416,12 @@ mod tests {
         Vec<Receiver<ShardMsg>>,
         Receiver<super::super::msg::ControlEvent>,
     ) {
-        let mut handles = Vec::new();
-        let mut rxs = Vec::new();
-        for _ in 0..shards {
-            let (tx, rx) = unbounded();
-            // SAFETY: eventfd returns a new descriptor or -1 (checked).
-            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-            assert!(fd >= 0);
-            // SAFETY: a fresh descriptor we own.
-            let wake = unsafe { OwnedFd::from_raw_fd(fd) };
-            handles.push(ShardHandle { tx, wake });
-            rxs.push(rx);
-        }
-        let (control, control_rx) = unbounded();
-        let s = Arc::new(Shared {
-            shard_conns: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
-            handles,
-            registry: SessionRegistry::default(),
-            control,
-            callbacks: CallbackRunner::from_env(),
-            options: ShardOptions {
-                limits,
-                ..ShardOptions::default()
-            },
-            admission: Admission::new(shards),
-        });
-        (s, rxs, control_rx)
+        let options = ShardOptions {
+            limits,
+            ..ShardOptions::default()
+        };
+        let (s, rxs, control_rx) = super::super::test_shared(shards, options);
+        (s, rxs.into_iter().map(|(rx, _)| rx).collect(), control_rx)
     }
 
     fn conn() -> (TcpStream, SocketAddr) {

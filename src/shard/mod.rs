@@ -113,3 +113,42 @@ impl Shared {
         }
     }
 }
+
+/// Test fixture: the shared state of `shards` shards run with `options`, each shard's message
+/// receiver with the raw fd of its wake eventfd (owned by its handle; what `Shard::new`
+/// takes), and the control thread's receiver of session events.
+#[cfg(test)]
+#[allow(clippy::type_complexity)]
+pub(crate) fn test_shared(
+    shards: usize,
+    options: ShardOptions,
+) -> (
+    std::sync::Arc<Shared>,
+    Vec<(crossbeam_channel::Receiver<ShardMsg>, std::os::fd::RawFd)>,
+    crossbeam_channel::Receiver<ControlEvent>,
+) {
+    use std::os::fd::FromRawFd;
+    let mut handles = Vec::new();
+    let mut rxs = Vec::new();
+    for _ in 0..shards {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        // SAFETY: eventfd returns a new descriptor or -1 (checked).
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(fd >= 0);
+        // SAFETY: a fresh descriptor we own.
+        let wake = unsafe { OwnedFd::from_raw_fd(fd) };
+        handles.push(ShardHandle { tx, wake });
+        rxs.push((rx, fd));
+    }
+    let (control, control_rx) = crossbeam_channel::unbounded();
+    let s = std::sync::Arc::new(Shared {
+        shard_conns: (0..shards).map(|_| AtomicUsize::new(0)).collect(),
+        handles,
+        registry: SessionRegistry::default(),
+        control,
+        callbacks: CallbackRunner::new(1, std::time::Duration::from_secs(1)),
+        options,
+        admission: limits::Admission::new(shards),
+    });
+    (s, rxs, control_rx)
+}
