@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-FIELDS = ['target', 'lu', 'job', 'rw', 'bs', 'iodepth', 'iops', 'mb_s', 'clat_p50_us', 'clat_p99_us',
+FIELDS = ['target', 'lu', 'job', 'reps', 'rw', 'bs', 'iodepth', 'iops', 'mb_s', 'clat_p50_us', 'clat_p99_us',
           'clat_p999_us', 'target_cpu_s', 'wall_s', 'target_cores_busy', 'ios_per_target_cpu_s',
           'fio_cpu_pct', 'loadavg1_before', 'fio_rc', 'fio_errors', 'intarget_cmds', 'intarget_p50_us',
           'intarget_p99_us', 'target_ctxt_switches', 'cpu_us_per_io', 'ctxt_per_io', 'cluster_cs_cpu_s',
@@ -98,6 +98,7 @@ def collect(d):
         m = fio_metrics(os.path.join(d, r['fio_json']), r['rw'])
         row = {k: r.get(k) for k in ('target', 'lu', 'job', 'rw', 'bs', 'fio_rc', 'fio_json')}
         row['iodepth'] = int(r['iodepth'])
+        row['rep'] = int(r.get('rep') or 1)
         row['target_cpu_s'] = float(r['target_cpu_s'])
         row['wall_s'] = float(r['wall_s'])
         row['loadavg1_before'] = float(r['loadavg1_before'])
@@ -137,6 +138,37 @@ def collect(d):
     return runs, tcp
 
 
+def median(vals):
+    v = sorted(x for x in vals if x is not None)
+    if not v:
+        return None
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2
+
+
+def medians(runs):
+    """One row per (target, lu, job): with --reps N each numeric figure is the median of its N
+    runs (each figure on its own, so a row need not be one actual run); 'reps' says how many."""
+    groups = {}
+    for r in runs:
+        groups.setdefault((r['target'], r['lu'], r['job']), []).append(r)
+    out = []
+    for rs in groups.values():
+        if len(rs) == 1:
+            out.append(dict(rs[0], reps=1))
+            continue
+        row = dict(rs[0], reps=len(rs))
+        for k, v in rs[0].items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ('iodepth', 'rep'):
+                m = median(x.get(k) for x in rs)
+                row[k] = round(m, 2) if isinstance(m, float) else m
+        bad = [x for x in rs if x.get('fio_rc') != '0' or x.get('fio_errors') or 'error' in x]
+        if bad:
+            row.update({k: bad[0].get(k) for k in ('fio_rc', 'fio_errors', 'error', 'fio_json') if k in bad[0]})
+        out.append(row)
+    return out
+
+
 def ratio(a, b):
     return round(a / b, 2) if a is not None and b not in (None, 0) else None
 
@@ -168,19 +200,36 @@ def comparisons(runs):
 
 
 def base_comparisons(runs):
-    """Pair ours with base (another build of ours, OURS_BASE) for the same LU and job."""
-    by = {(r['target'], r['lu'], r['job']): r for r in runs}
+    """Pair ours with base (another build of ours, OURS_BASE) for the same LU and job. With
+    --reps N, repetition k of ours is paired with repetition k of base (they ran back to back),
+    and each ratio is the median of the N paired ratios, with their range."""
+    by = {}
+    for r in runs:
+        by.setdefault((r['target'], r['lu'], r['job']), {})[r.get('rep', 1)] = r
     out = []
-    for (t, lu, job), o in sorted(by.items(), key=lambda kv: (kv[0][1], kv[1]['rw'], kv[1]['bs'], kv[1]['iodepth'])):
-        b = by.get(('base', lu, job))
-        if t != 'ours' or b is None:
+    for (t, lu, job), orep in sorted(by.items(), key=lambda kv: (kv[0][1], next(iter(kv[1].values()))['rw'],
+                                                                  next(iter(kv[1].values()))['bs'],
+                                                                  next(iter(kv[1].values()))['iodepth'])):
+        brep = by.get(('base', lu, job))
+        if t != 'ours' or brep is None:
             continue
-        c = {'lu': lu, 'job': job,
-             'iops_ratio': ratio(o.get('iops'), b.get('iops')),
-             'p99_ratio': ratio(o.get('clat_p99_us'), b.get('clat_p99_us')),
-             'ios_per_cpu_s_ratio': ratio(o.get('ios_per_target_cpu_s'), b.get('ios_per_target_cpu_s')),
-             'cpu_us_per_io_ours': o.get('cpu_us_per_io'), 'cpu_us_per_io_base': b.get('cpu_us_per_io'),
-             'ctxt_per_io_ours': o.get('ctxt_per_io'), 'ctxt_per_io_base': b.get('ctxt_per_io')}
+        pairs = [(orep[k], brep[k]) for k in sorted(orep) if k in brep]
+
+        def paired(key):
+            rs = [ratio(o.get(key), b.get(key)) for o, b in pairs]
+            rs = [x for x in rs if x is not None]
+            return (round(median(rs), 2) if rs else None), (min(rs) if rs else None), (max(rs) if rs else None)
+
+        iops, iops_lo, iops_hi = paired('iops')
+        cpu, cpu_lo, cpu_hi = paired('ios_per_target_cpu_s')
+        c = {'lu': lu, 'job': job, 'pairs': len(pairs),
+             'iops_ratio': iops, 'iops_ratio_range': [iops_lo, iops_hi],
+             'p99_ratio': paired('clat_p99_us')[0],
+             'ios_per_cpu_s_ratio': cpu, 'ios_per_cpu_s_ratio_range': [cpu_lo, cpu_hi],
+             'cpu_us_per_io_ours': median(o.get('cpu_us_per_io') for o, _ in pairs),
+             'cpu_us_per_io_base': median(b.get('cpu_us_per_io') for _, b in pairs),
+             'ctxt_per_io_ours': median(o.get('ctxt_per_io') for o, _ in pairs),
+             'ctxt_per_io_base': median(b.get('ctxt_per_io') for _, b in pairs)}
         c['worse'] = any(v is not None and v < 0.95 for v in (c['iops_ratio'], c['ios_per_cpu_s_ratio']))
         out.append(c)
     return out
@@ -296,7 +345,9 @@ def report_md(d, meta, runs, tcp, comps, chart_note, base=None, con=None):
     L = []
     L.append(f'# Benchmark {os.path.basename(os.path.abspath(d))}\n')
     L.append(f'Mode: {meta.get("mode", "compare")}; targets: {meta.get("targets", "?")}; '
-             f'fio {meta.get("duration_s")} s per job after a {meta.get("ramp_s")} s ramp.\n')
+             f'fio {meta.get("duration_s")} s per job after a {meta.get("ramp_s")} s ramp'
+             + (f'; every job {meta["reps"]} times per target, figures are medians' if meta.get('reps', '1') != '1' else '')
+             + '.\n')
     L.append('## Machine and versions\n')
     for k in ('date_utc', 'host', 'cpu_model', 'cpus_online', 'mem_total', 'os', 'kernel', 'governor',
               'optmem_max', 'fio', 'libiscsi', 'iperf3', 'tgt_version', 'ours_version', 'base_version',
@@ -374,12 +425,19 @@ def report_md(d, meta, runs, tcp, comps, chart_note, base=None, con=None):
     if base:
         L.append('## ours / base (OURS_BASE)\n')
         L.append('Ratios above 1 mean ours is higher. A job is flagged when ours is more than 5% '
-                 'worse in IOPS or IO/CPU-s.\n')
-        L.append('| lu | job | IOPS | p99 | IO/CPU-s | CPU µs/IO ours | base | cs/IO ours | base | |')
-        L.append('|---|---|---:|---:|---:|---:|---:|---:|---:|---|')
+                 'worse in IOPS or IO/CPU-s. With --reps N each ratio is the median of N pairs of runs '
+                 'made back to back (order alternating), the range in brackets.\n')
+        L.append('| lu | job | pairs | IOPS | (range) | p99 | IO/CPU-s | (range) | CPU µs/IO ours | base | '
+                 'cs/IO ours | base | |')
+        L.append('|---|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---|')
+
+        def rng(r):
+            return f'{fmt(r[0], 2)}–{fmt(r[1], 2)}' if r and r[0] is not None else '–'
         for c in base:
-            L.append(f'| {c["lu"]} | {c["job"]} | {fmt(c["iops_ratio"], 2)} | {fmt(c["p99_ratio"], 2)} | '
-                     f'{fmt(c["ios_per_cpu_s_ratio"], 2)} | {fmt(c.get("cpu_us_per_io_ours"), 1)} | '
+            L.append(f'| {c["lu"]} | {c["job"]} | {c["pairs"]} | {fmt(c["iops_ratio"], 2)} | '
+                     f'{rng(c["iops_ratio_range"])} | {fmt(c["p99_ratio"], 2)} | '
+                     f'{fmt(c["ios_per_cpu_s_ratio"], 2)} | {rng(c["ios_per_cpu_s_ratio_range"])} | '
+                     f'{fmt(c.get("cpu_us_per_io_ours"), 1)} | '
                      f'{fmt(c.get("cpu_us_per_io_base"), 1)} | {fmt(c.get("ctxt_per_io_ours"), 2)} | '
                      f'{fmt(c.get("ctxt_per_io_base"), 2)} | {"**>5% worse**" if c["worse"] else ""} |')
         L.append('')
@@ -428,12 +486,13 @@ def main():
         sys.exit(__doc__)
     d = sys.argv[1]
     meta = read_meta(d)
-    runs, tcp = collect(d)
+    every, tcp = collect(d)
+    base = base_comparisons(every)
+    runs = medians(every)
     comps = comparisons(runs)
-    base = base_comparisons(runs)
     con = curve_over_null(runs)
     with open(os.path.join(d, 'results.json'), 'w') as f:
-        json.dump({'meta': meta, 'runs': runs, 'tcp_mb_s': tcp, 'ours_vs_tgt': comps, 'ours_vs_base': base,
+        json.dump({'meta': meta, 'runs': runs, 'every_run': every, 'tcp_mb_s': tcp, 'ours_vs_tgt': comps, 'ours_vs_base': base,
                    'curve_over_null': con}, f, indent=1)
     write_tsv(os.path.join(d, 'results.tsv'), runs)
     note = chart(os.path.join(d, 'chart.png'), runs)

@@ -15,6 +15,9 @@
 #     --file-size SIZE    size of the /dev/shm backing file (default 1G)
 #     --no-iperf          skip the loopback TCP baseline
 #     --out DIR           results directory (default bench/results/<UTC timestamp>)
+#     --reps N            run every job N times per target, interleaved (ours, base, base, ours,
+#                         ...); the report gives medians, and ours/base as the median of the
+#                         N paired ratios with their range (default 1)
 #     --scaling           many-core mode: ours only, N fio sessions against --cores 1,2,4,8
 #   Environment: OURS=skip or TGT=skip leaves one target out (e.g. OURS=skip while our tgtd
 #   cannot serve I/O yet); FIO=/opt/fio-iscsi/fio; OURS_TGTD/OURS_TGTADM/TGT_TGTD/TGT_TGTADM
@@ -36,7 +39,7 @@ REPO=$(cd "$HERE/.." && pwd)
 source "$REPO/scripts/lib.sh"
 
 DURATION=20 RAMP=2 TARGET_CPUS=0 FIO_CPUS=1 LUS="null rdwr aio" JOB_RE=. FILE_SIZE=1G IPERF=1
-OUT='' SCALING=0
+OUT='' SCALING=0 REPS=1
 while [ $# -gt 0 ]; do
   case $1 in
     --duration) DURATION=$2; shift 2 ;;
@@ -49,10 +52,12 @@ while [ $# -gt 0 ]; do
     --no-iperf) IPERF=0; shift ;;
     --out) OUT=$2; shift 2 ;;
     --scaling) SCALING=1; shift ;;
+    --reps) REPS=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
 done
+[[ $REPS =~ ^[1-9][0-9]?$ ]] || die "--reps wants a count from 1 to 99, not '$REPS'"
 FIO=${FIO:-/opt/fio-iscsi/fio}
 OURS=${OURS:-run} TGT=${TGT:-run} OURS_BASE=${OURS_BASE:-}
 OUT=${OUT:-$HERE/results/$(date -u +%Y%m%dT%H%M%SZ)}
@@ -236,7 +241,7 @@ curve_cluster_ticks() {
 # appends a row to runs.tsv.
 run_fio() {
   local kind=$1 lu=$2 name=$3 rw=$4 bs=$5 qd=$6; shift 6
-  local pid=${LIB_TGT_PID[${CTRL[$kind]}]} json="fio/$kind-$lu-$name.json" rc=0
+  local pid=${LIB_TGT_PID[${CTRL[$kind]}]} json="fio/$kind-$lu-$name${REP_TAG:-}.json" rc=0
   local load c0 c1 t0 t1 x0 x1 k0 k1
   kill -0 "$pid" 2>/dev/null || die "$kind tgtd (PID $pid) is gone; see $OUT/meta/tgtd-$kind.log"
   # Ours keeps per-LU latency histograms from the LU's creation (tgtadm --op stat): a fresh
@@ -248,7 +253,7 @@ run_fio() {
   # The curve LU: only the span written beforehand (unallocated space reads as zeros locally).
   [ "$lu" != curve ] || set -- "$@" --size="$CURVE_BENCH_SPAN"
   load=$(cut -d' ' -f1 /proc/loadavg)
-  log "$kind $lu $name (load $load)"
+  log "$kind $lu $name${REP_TAG:-} (load $load)"
   local perf_pid=''
   if [ -n "${BENCH_PERF:-}" ] && is_ours "$kind"; then
     mkdir -p "$OUT/perf"
@@ -268,11 +273,11 @@ run_fio() {
       > "$OUT/${json%.json}.stat.txt" 2>&1 || log "warning: tgtadm --op stat failed for $lu"
   fi
   [ "$rc" = 0 ] || log "warning: fio exited $rc for $kind $lu $name; see $OUT/$json.log"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$lu" "$name" "$rw" "$bs" "$qd" "$rc" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$lu" "$name" "$rw" "$bs" "$qd" "$rc" \
     "$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" 'BEGIN {printf "%.2f", (b - a) / hz}')" \
     "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')" "$load" "$json" "$((x1 - x0))" \
     "$(awk -v a="$k0" -v b="$k1" -v hz="$HZ" 'BEGIN {split(a, x, " "); split(b, y, " "); printf "%.2f\t%.2f", (y[1] - x[1]) / hz, (y[2] - x[2]) / hz}')" \
-    >> "$OUT/runs.tsv"
+    "${REP:-1}" >> "$OUT/runs.tsv"
 }
 
 # iperf_run NAME LEN SENDER_CPUS RECEIVER_CPUS: single-stream loopback TCP with LEN-byte
@@ -301,6 +306,7 @@ main_compare() {
   meta mode compare
   meta targets "${kinds[*]}"
   meta lus "$LUS"
+  meta reps "$REPS"
   if [[ " $LUS " == *" rdwr "* || " $LUS " == *" aio "* ]]; then
     log "backing file $BACKING ($FILE_SIZE, allocated)"
     make_backing_file "$BACKING" "$FILE_SIZE" thick
@@ -310,23 +316,28 @@ main_compare() {
     curve_start
   fi
   for kind in "${kinds[@]}"; do start_bench_target "$kind"; done
-  printf 'target\tlu\tjob\trw\tbs\tiodepth\tfio_rc\ttarget_cpu_s\twall_s\tloadavg1_before\tfio_json\ttarget_ctxt_switches\tcluster_cs_cpu_s\tcluster_other_cpu_s\n' > "$OUT/runs.tsv"
+  printf 'target\tlu\tjob\trw\tbs\tiodepth\tfio_rc\ttarget_cpu_s\twall_s\tloadavg1_before\tfio_json\ttarget_ctxt_switches\tcluster_cs_cpu_s\tcluster_other_cpu_s\trep\n' > "$OUT/runs.tsv"
 
-  # Alternate the targets job by job (and swap who goes first every other job), so drift in
-  # the machine's state (other load, page cache, thermal) falls on both alike.
+  # Alternate the targets job by job and repetition by repetition (and swap who goes first
+  # every other time), so drift in the machine's state (other load, page cache, thermal) falls
+  # on all alike and each pair of runs being compared ran back to back.
   i=0
   for lu in $LUS; do
     for j in "${JOBS[@]}"; do
       read -r name rw bs qd <<<"$j"
       [[ $name =~ $JOB_RE ]] || continue
-      if ((i % 2 == 0)); then order=("${kinds[@]}"); else order=(); for ((k = ${#kinds[@]} - 1; k >= 0; k--)); do order+=("${kinds[k]}"); done; fi
-      for kind in "${order[@]}"; do
-        lu_runs_on "$lu" "$kind" || continue
-        run_fio "$kind" "$lu" "$name" "$rw" "$bs" "$qd"
+      for ((REP = 1; REP <= REPS; REP++)); do
+        if ((REPS > 1)); then REP_TAG=-r$REP; else REP_TAG=''; fi
+        if ((i % 2 == 0)); then order=("${kinds[@]}"); else order=(); for ((k = ${#kinds[@]} - 1; k >= 0; k--)); do order+=("${kinds[k]}"); done; fi
+        for kind in "${order[@]}"; do
+          lu_runs_on "$lu" "$kind" || continue
+          run_fio "$kind" "$lu" "$name" "$rw" "$bs" "$qd"
+        done
+        i=$((i + 1))
       done
-      i=$((i + 1))
     done
   done
+  REP=1 REP_TAG=''
   for kind in "${kinds[@]}"; do stop_target "${CTRL[$kind]}"; done
   curve_stop
 
@@ -349,7 +360,7 @@ main_scaling() {
   meta mode scaling
   meta targets "$kind"
   meta lus null
-  printf 'target\tlu\tjob\trw\tbs\tiodepth\tfio_rc\ttarget_cpu_s\twall_s\tloadavg1_before\tfio_json\ttarget_ctxt_switches\tcluster_cs_cpu_s\tcluster_other_cpu_s\n' > "$OUT/runs.tsv"
+  printf 'target\tlu\tjob\trw\tbs\tiodepth\tfio_rc\ttarget_cpu_s\twall_s\tloadavg1_before\tfio_json\ttarget_ctxt_switches\tcluster_cs_cpu_s\tcluster_other_cpu_s\trep\n' > "$OUT/runs.tsv"
   for n in ${SCALING_CORES:-1 2 4 8}; do
     if ((n + 1 > ncpu)); then log "scaling: skipping --cores $n: needs $((n + 1)) CPUs, have $ncpu"; continue; fi
     cores=$(seq -s, 0 $((n - 1)))
