@@ -29,7 +29,7 @@ use super::zerocopy::link::{
 };
 use super::zerocopy::policy::SendErrorAction;
 use super::zerocopy::probe::KernelSupport;
-use super::zerocopy::runs::{cut_iov, run_at, RunKind};
+use super::zerocopy::runs::{cut_iov, largest_payload_in, run_at, RunKind};
 use super::zerocopy::{Engine, ZcConfig};
 use crate::buf::BufPool;
 use crate::iscsi::tx::Payload;
@@ -164,6 +164,11 @@ impl Shard {
         c.msg.msg_iovlen = cut_iov(&mut c.iov, run.len);
         c.msg.msg_iov = c.iov.as_mut_ptr();
         let RunKind::ZeroCopy { pdu } = run.kind else {
+            // By copy: counted as a large send when it carries a large payload (copy mode).
+            let largest = largest_payload_in(&c.tx_batch, &run);
+            if !c.zc.policy.wants_zerocopy(largest) {
+                c.zc.policy.on_submit(largest);
+            }
             return Some((false, None));
         };
         let Payload::Buf { buf, len, .. } = &c.tx_batch[pdu].payload else {

@@ -88,6 +88,27 @@ pub fn run_at(batch: &[TxPdu], from: usize, eligible: impl Fn(usize) -> bool) ->
     })
 }
 
+/// The largest pooled Data-In payload with bytes in `run` (for the `large` counter of a copy
+/// run: a connection in copy mode still counts the large payloads it copies).
+pub fn largest_payload_in(batch: &[TxPdu], run: &Run) -> usize {
+    let (lo, hi) = (run.start, run.start + run.len);
+    let mut base = 0;
+    let mut best = 0;
+    for p in batch {
+        if base >= hi {
+            break;
+        }
+        if let Payload::Buf { len, .. } = &p.payload {
+            let s = base + usize::from(p.header_len);
+            if s < hi && s + len > lo {
+                best = best.max(*len);
+            }
+        }
+        base += p.wire_len();
+    }
+    best
+}
+
 /// Cuts an iovec list (which starts at the run's first byte) to the run's `len` bytes.
 /// Returns the number of iovecs kept.
 pub fn cut_iov(iov: &mut Vec<libc::iovec>, len: usize) -> usize {
@@ -202,15 +223,20 @@ mod tests {
         let total: usize = lens.iter().sum();
         assert_eq!(runs.iter().map(|r| r.len).sum::<usize>(), total);
         assert_eq!(run_at(&batch, total, eligible), None);
-        // A connection in copy mode: one run, the whole batch.
+        // A connection in copy mode: one run, the whole batch, and its large payloads count.
+        let all = run_at(&batch, 0, |_| false).unwrap();
         assert_eq!(
-            run_at(&batch, 0, |_| false),
-            Some(Run {
+            all,
+            Run {
                 kind: RunKind::Copy,
                 start: 0,
                 len: total
-            })
+            }
         );
+        assert_eq!(largest_payload_in(&batch, &all), 65536);
+        // The copy runs between the large payloads hold only the small one.
+        assert_eq!(largest_payload_in(&batch, &runs[2]), 4000);
+        assert_eq!(largest_payload_in(&batch, &runs[4]), 0);
     }
 
     #[test]
