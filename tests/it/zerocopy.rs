@@ -640,12 +640,12 @@ fn enomem_from_the_locked_memory_limit_falls_back_once_per_connection() {
         euid, 0,
         "this test needs root (to start tgtd as another user)"
     );
-    // As nobody, without CAP_IPC_LOCK, io_uring charges SEND_ZC's pinned pages to the
-    // user's RLIMIT_MEMLOCK: 1 MiB holds the ring but not a batch of 256 KiB payloads. In
-    // payload-only mode each send is one payload, and the pool's buffers are registered
-    // first: 32 KiB holds no payload buffer (64 KiB and up), so the registration is refused
-    // (counted once for the shard) and then each connection's first unregistered SEND_ZC.
-    for (payload_only, memlock) in [("0", 1u64 << 20), ("1", 32 << 10)] {
+    // As nobody, without CAP_IPC_LOCK, io_uring charges SEND_ZC's pinned pages (and its
+    // rings, about 800 KiB here) to the user's RLIMIT_MEMLOCK: 1 MiB holds the ring but not a
+    // batch of 256 KiB payloads. In payload-only mode each send is one payload, from a pool
+    // buffer registered first: the 1 MiB read's buffer cannot be registered (the shard counts
+    // the refusal once and registers no more), and then no unregistered 256 KiB payload fits.
+    for (payload_only, memlock) in [("0", 1u64 << 20), ("1", 1 << 20)] {
         let args = ["--zerocopy-payload-only", payload_only];
         let t = target(&TgtdOpts {
             cores: Some("0"),
@@ -685,9 +685,11 @@ fn enomem_from_the_locked_memory_limit_falls_back_once_per_connection() {
             .filter(|l| l.contains("registering payload buffers failed: ENOMEM"))
             .count();
         if payload_only == "1" {
+            // (The 64 KiB read's buffer may have fitted, and gone by fixed-buffer sends, one
+            // per connection: a buffer registered before the refusal keeps its slot.)
+            assert!(registered <= 1 && sends <= 2, "{out}");
             assert_eq!(
-                (registered, sends, failures),
-                (0, 0, 1),
+                failures, 1,
                 "the refused registration is counted once for the shard:\n{out}"
             );
             assert_eq!(refusals, 1, "logged once per shard:\n{log}");
