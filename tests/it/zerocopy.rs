@@ -362,8 +362,14 @@ fn payload_only_sends_payloads_zero_copy_and_headers_by_copy_exactly() {
 
 #[test]
 fn auto_mode_steps_aside_when_the_kernel_copies() {
-    for engine in ["uring", "msg"] {
-        let args = forced(engine);
+    for (engine, payload_only) in [("uring", "0"), ("msg", "0"), ("uring", "1")] {
+        let args = [
+            "--zerocopy-engine",
+            engine,
+            "--zerocopy-payload-only",
+            payload_only,
+        ];
+        let engine = format!("{engine} payload-only {payload_only}");
         let t = target(&TgtdOpts {
             cores: Some("0"),
             args: &args,
