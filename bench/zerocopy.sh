@@ -12,7 +12,11 @@
 #     --ramp S            fio ramp_time per job (default 2)
 #     --target-cpus LIST  CPUs the targets are pinned to (taskset and --cores) (default 0)
 #     --fio-cpus LIST     CPUs fio is pinned to (default 1)
-#     --modes "LIST"      of off, auto:ENGINE, on:ENGINE (default "off auto:uring on:uring auto:msg on:msg")
+#     --modes "LIST"      of off, auto:ENGINE[:SPLIT], on:ENGINE[:SPLIT] (default "off auto:uring
+#                         on:uring auto:msg on:msg"); SPLIT: batch (default: a batch with a large
+#                         payload is one zero-copy send), payload (--zerocopy-payload-only 1:
+#                         payloads zero-copy, headers by copy, registered buffers on uring),
+#                         payload-nofixed (the same without registered buffers)
 #     --file-size SIZE    the /dev/shm backing file (default 1G)
 #     --out DIR           results directory (default bench/results/zerocopy-<UTC timestamp>)
 #
@@ -73,8 +77,15 @@ make_backing_file "$BACKING" "$FILE_SIZE" thick
 i=0
 for m in $MODES; do
   i=$((i + 1))
-  mode=${m%%:*} engine=${m#*:}; [ "$engine" = "$m" ] && engine=uring
+  IFS=: read -r mode engine split <<<"$m"
+  engine=${engine:-uring} split=${split:-batch}
   args=(--cores "$TARGET_CPUS" --zerocopy-engine "$engine")
+  case $split in
+    batch) ;;
+    payload) args+=(--zerocopy-payload-only 1) ;;
+    payload-nofixed) args+=(--zerocopy-payload-only 1 --zerocopy-fixed-buffers 0) ;;
+    *) die "unknown split '$split' in '$m' (batch, payload, payload-nofixed)" ;;
+  esac
   env=()
   case $mode in
     off) args+=(--tcp_zerocopy 0) ;;
@@ -84,7 +95,7 @@ for m in $MODES; do
   esac
   PORT[$m]=$(free_tcp_port); CTRL[$m]=$((60 + i))
   if [ ${#env[@]} -gt 0 ]; then export "${env[@]}"; fi
-  LIB_LOG_NAME="tgtd-${m/:/-}.log" start_target ours "127.0.0.1:${PORT[$m]}" "${CTRL[$m]}" "$TARGET_CPUS" "${args[@]}"
+  LIB_LOG_NAME="tgtd-${m//:/-}.log" start_target ours "127.0.0.1:${PORT[$m]}" "${CTRL[$m]}" "$TARGET_CPUS" "${args[@]}"
   unset CURVE_TGT_ZEROCOPY_FORCE
   PID[$m]=$LIB_LAST_PID
   setup_single_lu "${CTRL[$m]}" 1 "$IQN" file "$BACKING"
@@ -100,7 +111,7 @@ for j in "${JOBS[@]}"; do
   order=($MODES); ((k % 2)) || order=($(printf '%s\n' "${order[@]}" | tac))
   k=$((k + 1))
   for m in "${order[@]}"; do
-    json="$OUT/fio/${m/:/-}-$name-r$round.json" rc=0
+    json="$OUT/fio/${m//:/-}-$name-r$round.json" rc=0
     url="iscsi://127.0.0.1:${PORT[$m]}/$IQN/1"
     load=$(cut -d' ' -f1 /proc/loadavg)
     log "round $round: $m $name (load $load)"

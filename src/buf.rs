@@ -8,7 +8,7 @@
 //! so the pool needs no lock.
 
 use std::alloc::{alloc, dealloc, Layout};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
 use std::rc::Rc;
 
@@ -23,8 +23,27 @@ const NR_CLASSES: usize = (MAX_CLASS_SHIFT - MIN_CLASS_SHIFT + 1) as usize;
 const CACHE_BYTES_PER_CLASS: usize = 64 << 20;
 
 struct FreeLists {
-    classes: [Vec<NonNull<u8>>; NR_CLASSES],
+    /// Free buffers per size class, each with its registration slot (if registered).
+    classes: [Vec<(NonNull<u8>, Option<u16>)>; NR_CLASSES],
     counters: PoolCounters,
+    /// The ring's registered-buffer table, once the shard opened one ([`BufPool::enable_registry`]).
+    reg: Option<RegTable>,
+}
+
+/// Which slots of the shard ring's registered-buffer table the pool's buffers occupy. A
+/// pooled buffer is registered on first use by a zero-copy send and keeps its slot while it
+/// lives in the pool (handed out or free); when its memory goes back to the allocator its slot
+/// is queued for clearing, and reused only once the shard has cleared it in the kernel (so a
+/// slot never names two buffers). The syscalls are the shard's (`shard/zerocopy/fixed.rs`):
+/// this table is bookkeeping only.
+struct RegTable {
+    /// Slots free for a new registration.
+    free: Vec<u16>,
+    /// Slots whose buffer went back to the allocator; the kernel still has them registered.
+    clear: Vec<u16>,
+    /// Buffers registered now, and their bytes.
+    registered: u64,
+    registered_bytes: u64,
 }
 
 /// What a pool has handed out, for `--op stat` test hooks and leak checks.
@@ -36,6 +55,9 @@ pub struct PoolCounters {
     pub in_use_bytes: u64,
     /// Buffers handed out since the pool was made.
     pub allocs: u64,
+    /// Buffers registered with the shard's ring (fixed buffers), and their bytes.
+    pub registered: u64,
+    pub registered_bytes: u64,
 }
 
 impl Drop for FreeLists {
@@ -46,7 +68,8 @@ impl Drop for FreeLists {
         for (class, list) in self.classes.iter_mut().enumerate() {
             let layout = Layout::from_size_align(1 << (class as u32 + MIN_CLASS_SHIFT), ALIGN)
                 .expect("buffer layout");
-            for p in list.drain(..) {
+            for (p, _) in list.drain(..) {
+                // (Registered slots need no clearing: the ring goes with the shard.)
                 // SAFETY: every pointer on class `class`'s list came from `raw_alloc` with this
                 // layout (`class_of`) and no handle refers to it any more.
                 unsafe { dealloc(p.as_ptr(), layout) };
@@ -76,6 +99,7 @@ impl BufPool {
             free: Rc::new(RefCell::new(FreeLists {
                 classes: std::array::from_fn(|_| Vec::new()),
                 counters: PoolCounters::default(),
+                reg: None,
             })),
         }
     }
@@ -90,9 +114,9 @@ impl BufPool {
             f.counters.allocs += 1;
             class.and_then(|c| f.classes[c].pop())
         };
-        let ptr = match recycled {
+        let (ptr, reg) = match recycled {
             Some(p) => p,
-            None => raw_alloc(cap),
+            None => (raw_alloc(cap), None),
         };
         IoBuf {
             inner: Rc::new(Inner {
@@ -101,7 +125,73 @@ impl BufPool {
                 len,
                 pool: self.free.clone(),
                 class,
+                reg: Cell::new(reg),
             }),
+        }
+    }
+
+    /// Opens a registered-buffer table of `slots` slots (the shard registered a sparse table
+    /// of that size with its ring).
+    pub fn enable_registry(&self, slots: u16) {
+        self.free.borrow_mut().reg = Some(RegTable {
+            free: (0..slots).rev().collect(),
+            clear: Vec::new(),
+            registered: 0,
+            registered_bytes: 0,
+        });
+    }
+
+    /// Gives `buf` a registered-buffer slot: takes a free one and calls `register(slot,
+    /// base, capacity)` (the syscall), keeping the slot when it succeeds. `Ok(None)` when the
+    /// buffer cannot be registered (no table, the table is full, or a buffer too large to
+    /// pool, whose memory would leave with it); `Err` is the registration's error (the slot
+    /// stays free). A buffer already registered returns its slot.
+    pub fn register(
+        &self,
+        buf: &IoBuf,
+        register: impl FnOnce(u16, *mut u8, usize) -> std::io::Result<()>,
+    ) -> std::io::Result<Option<u16>> {
+        if let Some(slot) = buf.reg_index() {
+            return Ok(Some(slot));
+        }
+        if buf.inner.class.is_none() {
+            return Ok(None);
+        }
+        let slot = {
+            let mut f = self.free.borrow_mut();
+            match f.reg.as_mut().and_then(|r| r.free.pop()) {
+                Some(s) => s,
+                None => return Ok(None),
+            }
+        };
+        let r = register(slot, buf.inner.ptr.as_ptr(), buf.inner.cap);
+        let mut f = self.free.borrow_mut();
+        let t = f.reg.as_mut().expect("the table that gave the slot");
+        match r {
+            Ok(()) => {
+                t.registered += 1;
+                t.registered_bytes += buf.inner.cap as u64;
+                buf.inner.reg.set(Some(slot));
+                Ok(Some(slot))
+            }
+            Err(e) => {
+                t.free.push(slot);
+                Err(e)
+            }
+        }
+    }
+
+    /// Clears, through `clear(slot)` (the syscall), the slots of buffers that went back to
+    /// the allocator, and frees them for new registrations. A slot whose clearing fails is
+    /// never reused.
+    pub fn clear_registrations(&self, mut clear: impl FnMut(u16) -> std::io::Result<()>) {
+        let slots = match self.free.borrow_mut().reg.as_mut() {
+            Some(t) if !t.clear.is_empty() => std::mem::take(&mut t.clear),
+            _ => return,
+        };
+        let cleared: Vec<u16> = slots.into_iter().filter(|s| clear(*s).is_ok()).collect();
+        if let Some(t) = self.free.borrow_mut().reg.as_mut() {
+            t.free.extend(cleared);
         }
     }
 
@@ -110,11 +200,15 @@ impl BufPool {
     /// of I/O does not keep its peak memory for the life of the process.
     pub fn trim(&self, keep_per_class: usize) {
         let mut free = self.free.borrow_mut();
+        let free = &mut *free;
         for (c, list) in free.classes.iter_mut().enumerate() {
             let cap = 1usize << (c as u32 + MIN_CLASS_SHIFT);
             let keep = keep_per_class / cap;
             while list.len() > keep {
-                let p = list.pop().expect("list longer than keep");
+                let (p, reg) = list.pop().expect("list longer than keep");
+                if let (Some(slot), Some(t)) = (reg, free.reg.as_mut()) {
+                    t.unregistered(slot, cap);
+                }
                 let layout = Layout::from_size_align(cap, ALIGN).expect("buffer layout");
                 // SAFETY: pooled pointers of class `c` were allocated by `raw_alloc` with
                 // exactly this layout, and a pointer on a free list has no handle left.
@@ -133,9 +227,15 @@ impl BufPool {
             .sum()
     }
 
-    /// What this pool has handed out.
+    /// What this pool has handed out (and registered).
     pub fn counters(&self) -> PoolCounters {
-        self.free.borrow().counters
+        let f = self.free.borrow();
+        let mut c = f.counters;
+        if let Some(t) = &f.reg {
+            c.registered = t.registered;
+            c.registered_bytes = t.registered_bytes;
+        }
+        c
     }
 
     /// A buffer holding a copy of `data` (for small generated responses such as INQUIRY data).
@@ -176,20 +276,35 @@ struct Inner {
     pool: Rc<RefCell<FreeLists>>,
     /// Size class, `None` for buffers too large to pool.
     class: Option<usize>,
+    /// The registered-buffer slot of this memory, once registered (kept across recycling).
+    reg: Cell<Option<u16>>,
+}
+
+impl RegTable {
+    /// A registered buffer's memory goes back to the allocator: its slot waits for clearing.
+    fn unregistered(&mut self, slot: u16, cap: usize) {
+        self.clear.push(slot);
+        self.registered -= 1;
+        self.registered_bytes -= cap as u64;
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         {
             let mut free = self.pool.borrow_mut();
+            let free = &mut *free;
             free.counters.in_use -= 1;
             free.counters.in_use_bytes -= self.cap as u64;
             if let Some(class) = self.class {
                 let list = &mut free.classes[class];
                 if (list.len() + 1) * self.cap <= CACHE_BYTES_PER_CLASS.max(self.cap) {
-                    list.push(self.ptr);
+                    list.push((self.ptr, self.reg.get()));
                     return;
                 }
+            }
+            if let (Some(slot), Some(t)) = (self.reg.get(), free.reg.as_mut()) {
+                t.unregistered(slot, self.cap);
             }
         }
         let layout = Layout::from_size_align(self.cap, ALIGN).expect("buffer layout");
@@ -257,6 +372,12 @@ impl IoBuf {
         let inner = Rc::get_mut(&mut self.inner).expect("IoBuf resized while shared");
         assert!(len <= inner.cap, "IoBuf length beyond capacity");
         inner.len = len;
+    }
+
+    /// The slot this buffer's memory has in the ring's registered-buffer table, if any (a
+    /// fixed-buffer send names it with `buf_index`; its whole capacity is registered).
+    pub fn reg_index(&self) -> Option<u16> {
+        self.inner.reg.get()
     }
 
     /// Number of handles sharing this buffer (used by tests and zero-copy accounting).

@@ -113,6 +113,16 @@ struct Args {
     /// (This product's own.)
     #[arg(long = "zerocopy-threshold", value_name = "BYTES", default_value_t = curve_tgt::shard::zerocopy::DEFAULT_THRESHOLD_BYTES)]
     zerocopy_threshold: usize,
+    /// 1: only Data-In payloads go zero-copy, headers and digests by ordinary sends (one send
+    /// per run); 0 (default): a batch with a large payload is one zero-copy send. (This
+    /// product's own.)
+    #[arg(long = "zerocopy-payload-only", value_name = "0|1", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    zerocopy_payload_only: u8,
+    /// 1 (default): with --zerocopy-payload-only 1 and the uring engine, send payloads from
+    /// buffers registered with io_uring (fixed buffers); 0: never register. (This product's
+    /// own.)
+    #[arg(long = "zerocopy-fixed-buffers", value_name = "0|1", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    zerocopy_fixed_buffers: u8,
     /// CPUs to run shards on, e.g. 0,2-3; default: every CPU in the affinity mask (so
     /// `taskset` works too). (This product's own.)
     #[arg(long = "cores", value_name = "LIST")]
@@ -273,6 +283,8 @@ fn main() -> ExitCode {
         enabled: args.tcp_zerocopy == 1,
         engine: Engine::parse(&args.zerocopy_engine).unwrap_or(Engine::Uring),
         threshold_bytes: args.zerocopy_threshold,
+        payload_only: args.zerocopy_payload_only == 1,
+        fixed_buffers: args.zerocopy_fixed_buffers == 1,
         keep_when_copied: false,
     }
     .with_env();

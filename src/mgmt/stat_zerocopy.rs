@@ -1,7 +1,8 @@
 //! The zero-copy table of `tgtadm --op stat` (this target's addition, like the latency
 //! table): one row per connection that has sent a Data-In payload at or above the zero-copy
 //! threshold, with its mode (`zc`, or `copy:<reason>`) and counters, then one line of shard
-//! totals (closed connections, pooled buffers handed out, connections draining). Empty when
+//! totals (closed connections, pooled buffers handed out, connections draining, registered
+//! payload buffers and the registrations the kernel refused). Empty when
 //! no connection has sent a large payload and every pool is idle, so idle output stays
 //! byte-identical to tgt's.
 
@@ -19,6 +20,7 @@ pub fn sum_shards<'a>(it: impl IntoIterator<Item = &'a ZcShardSnap>) -> ZcShardS
         t.closed.add(&s.closed);
         t.pool_buffers_out += s.pool_buffers_out;
         t.draining += s.draining;
+        t.fixed.add(&s.fixed);
     }
     t
 }
@@ -61,6 +63,12 @@ pub fn zc_table(sessions: &[&SessionSnap], shards: Option<&ZcShardSnap>) -> Stri
             counters_words(&t.closed),
             t.pool_buffers_out,
             t.draining
+        );
+        let f = &t.fixed;
+        let _ = writeln!(
+            b,
+            "registered payload buffers: {} ({} bytes), fixed-buffer sends: {}, registration failures: {}",
+            f.registered, f.registered_bytes, f.sends, f.failures
         );
     }
     b
@@ -176,5 +184,6 @@ mod tests {
             ]
         );
         assert!(out.contains("pooled buffers out: 4,"));
+        assert!(out.contains("registration failures: 0\n"), "{out}");
     }
 }

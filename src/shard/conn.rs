@@ -435,6 +435,76 @@ mod tests {
     }
 
     #[test]
+    fn payload_only_runs_put_every_byte_on_the_wire_once_in_order_despite_short_sends() {
+        use crate::shard::zerocopy::runs::{cut_iov, run_at, RunKind};
+        let pool = crate::buf::BufPool::new();
+        let mut c = conn();
+        let mut want = Vec::new();
+        for (i, n) in [65536usize, 100, 20000, 4096, 131072]
+            .into_iter()
+            .enumerate()
+        {
+            let mut b = pool.alloc(n);
+            for (j, x) in b.as_mut_slice().iter_mut().enumerate() {
+                *x = (i * 31 + j * 7) as u8;
+            }
+            let bhs =
+                crate::iscsi::pdu::Bhs::reject(crate::iscsi::pdu::RejectReason::ProtocolError);
+            let p = Payload::Buf {
+                buf: b,
+                offset: 0,
+                len: n,
+            };
+            let pdu = TxPdu::new(bhs, p, i % 2 == 0, i % 2 == 0);
+            want.extend(pdu.to_vec());
+            c.login_out.push_back(pdu);
+        }
+        // The socket takes at most these many bytes per send, in turn: short sends in every
+        // kind of run (inside headers, digests, payloads).
+        let takes = [7usize, 1000, 50, 3, 70000, 13, 1];
+        let mut wire = Vec::new();
+        let (mut sends, mut zc_sends) = (0, 0);
+        for round in 0..10_000 {
+            assert!(c.prepare_send(), "round {round}: bytes left to send");
+            let run = run_at(&c.tx_batch, c.tx_sent, |len| len >= 10 * 1024).unwrap();
+            assert_eq!(
+                run.start, c.tx_sent,
+                "a send starts at the first unsent byte"
+            );
+            let n = cut_iov(&mut c.iov, run.len);
+            let iov_bytes: usize = c.iov[..n].iter().map(|v| v.iov_len).sum();
+            assert_eq!(iov_bytes, run.len);
+            if let RunKind::ZeroCopy { .. } = run.kind {
+                assert_eq!(n, 1, "a zero-copy run is one payload slice");
+                zc_sends += 1;
+            }
+            sends += 1;
+            let take = takes[round % takes.len()].min(run.len);
+            let mut left = take;
+            for v in &c.iov[..n] {
+                let k = v.iov_len.min(left);
+                // SAFETY: the iovec points into the batch, alive and unchanged here.
+                wire.extend_from_slice(unsafe {
+                    std::slice::from_raw_parts(v.iov_base as *const u8, k)
+                });
+                left -= k;
+            }
+            if c.sent(take) {
+                break;
+            }
+        }
+        assert_eq!(wire.len(), want.len());
+        assert!(
+            wire == want,
+            "the bytes on the wire are the batch's, in order"
+        );
+        assert!(
+            sends > 10 && zc_sends >= 3,
+            "{sends} sends, {zc_sends} zero-copy"
+        );
+    }
+
+    #[test]
     fn a_batch_sent_by_copy_is_not_held_for_an_earlier_zero_copy_send() {
         let pool = crate::buf::BufPool::new();
         let mut c = conn();

@@ -101,9 +101,12 @@ impl Shard {
     ) -> std::io::Result<Shard> {
         let budgets = super::budget::ShardBudgets::new(&shared.options.limits);
         let mailboxes = shared.clone();
+        let mut ring = Ring::new()?;
+        let pool = BufPool::new();
+        let zc = ZcShard::new(id, zerocopy, &mut ring, &pool);
         Ok(Shard {
             id,
-            ring: Ring::new()?,
+            ring,
             rx,
             wake_fd,
             wake_buf: Box::new(0),
@@ -111,7 +114,7 @@ impl Shard {
             cfg: Arc::new(ConfigSnapshot::default()),
             conns: Slab::default(),
             dirty: Vec::new(),
-            pool: BufPool::new(),
+            pool,
             backends: Backends::new(mailboxes),
             timers: Timers::default(),
             shutting_down: false,
@@ -133,7 +136,7 @@ impl Shard {
             cqes: Vec::with_capacity(1024),
             expired: Vec::new(),
             done: Vec::new(),
-            zc: ZcShard::new(id, zerocopy),
+            zc,
         })
     }
 
@@ -284,7 +287,11 @@ impl Shard {
                     self.arm_nop();
                 }
                 TimerOwner::LoginDeadline { conn } => self.login_deadline(conn),
-                TimerOwner::Reclaim => self.reclaim.run(self.conns.len(), &self.pool),
+                TimerOwner::Reclaim => {
+                    self.reclaim.run(self.conns.len(), &self.pool);
+                    // Trimmed buffers that were registered: unpin them now.
+                    super::zerocopy::fixed::FixedBufs::clear_freed(&mut self.ring, &self.pool);
+                }
                 TimerOwner::ShutdownDeadline => self.shutdown_expired = true,
                 TimerOwner::ZcDrainTick => self.zc_drain_tick(),
                 other => {
@@ -470,6 +477,7 @@ impl Shard {
                 closed: self.zc.closed,
                 pool_buffers_out: pool.in_use as usize,
                 draining: self.zc.draining,
+                fixed: self.zc.fixed.snap(&self.pool),
             },
             resources: ShardResources {
                 buffers_in_use: pool.in_use,

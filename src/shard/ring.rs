@@ -130,6 +130,54 @@ impl Ring {
         }
     }
 
+    /// Opens a sparse registered-buffer table of `slots` empty slots (5.19+; costs no
+    /// locked memory until a slot is filled).
+    pub fn register_buffers_sparse(&mut self, slots: u16) -> std::io::Result<()> {
+        self.ring
+            .submitter()
+            .register_buffers_sparse(u32::from(slots))
+    }
+
+    /// Registers `len` bytes at `base` in slot `slot` (pins the pages; charged to
+    /// `RLIMIT_MEMLOCK` without CAP_IPC_LOCK: ENOMEM past it).
+    ///
+    /// # Safety
+    /// The memory must stay allocated until the slot is cleared ([`Ring::clear_buffer`]) or
+    /// the ring is dropped, and fixed-buffer sends name the slot only while it holds it.
+    pub unsafe fn register_buffer(
+        &mut self,
+        slot: u16,
+        base: *mut u8,
+        len: usize,
+    ) -> std::io::Result<()> {
+        let iov = libc::iovec {
+            iov_base: base.cast(),
+            iov_len: len,
+        };
+        // SAFETY: the caller keeps the memory allocated while the slot names it.
+        unsafe {
+            self.ring
+                .submitter()
+                .register_buffers_update(u32::from(slot), &[iov], None)
+        }
+        .map(drop)
+    }
+
+    /// Empties slot `slot` (the kernel unpins its pages once no request uses them).
+    pub fn clear_buffer(&mut self, slot: u16) -> std::io::Result<()> {
+        let iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        // SAFETY: an empty iovec registers nothing.
+        unsafe {
+            self.ring
+                .submitter()
+                .register_buffers_update(u32::from(slot), &[iov], None)
+        }
+        .map(drop)
+    }
+
     /// The armed timeout's CQE arrived: nothing is armed now.
     pub fn timer_fired(&mut self) {
         self.armed = None;

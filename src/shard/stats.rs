@@ -139,6 +139,8 @@ pub struct ZcShardSnap {
     pub pool_buffers_out: usize,
     /// Connections closed but kept while notifications drain.
     pub draining: usize,
+    /// Registered payload buffers (`shard/zerocopy/fixed.rs`).
+    pub fixed: crate::shard::zerocopy::fixed::FixedSnap,
 }
 
 /// Everything one shard reports.

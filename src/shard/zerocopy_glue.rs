@@ -19,16 +19,20 @@
 
 use super::event_loop::Shard;
 use super::owners::{ConnOp, Cqe, Owner};
-use super::ring::clock;
+use super::ring::{clock, Ring};
 use super::slots::SlotKey;
 use super::timers::TimerOwner;
+use super::zerocopy::fixed::FixedBufs;
 use super::zerocopy::link::{
-    largest_payload, reset_tcp, set_so_zerocopy, Drain, DrainStep, SendKind, ZcLink,
+    largest_payload, reset_tcp, set_so_zerocopy, Drain, DrainStep, FixedSlice, SendKind, ZcLink,
     IORING_NOTIF_USAGE_ZC_COPIED,
 };
 use super::zerocopy::policy::SendErrorAction;
 use super::zerocopy::probe::KernelSupport;
+use super::zerocopy::runs::{cut_iov, largest_payload_in, run_at, RunKind};
 use super::zerocopy::{Engine, ZcConfig};
+use crate::buf::BufPool;
+use crate::iscsi::tx::Payload;
 use io_uring::squeue;
 use std::os::fd::AsRawFd;
 
@@ -49,11 +53,14 @@ pub struct ZcShard {
     pub abandoned_conns: u64,
     pub abandoned_batches: u64,
     pub tick_armed: bool,
+    /// Registered payload buffers (payload-only mode, `uring` engine).
+    pub fixed: FixedBufs,
 }
 
 impl ZcShard {
-    /// Probes the kernel (on a small ring of its own) and logs what will be used, once.
-    pub fn new(id: usize, cfg: ZcConfig) -> ZcShard {
+    /// Probes the kernel (on a small ring of its own) and logs what will be used, once; opens
+    /// the registered-buffer table on the shard's `ring` when payloads will use it.
+    pub fn new(id: usize, cfg: ZcConfig, ring: &mut Ring, pool: &BufPool) -> ZcShard {
         let kernel = match io_uring::IoUring::new(2) {
             Ok(r) => KernelSupport::probe(&r),
             Err(_) => {
@@ -77,7 +84,14 @@ impl ZcShard {
                 );
             }
         }
+        let wants_fixed = cfg.enabled
+            && cfg.payload_only
+            && cfg.fixed_buffers
+            && cfg.engine == Engine::Uring
+            && kernel.supports(Engine::Uring);
+        let fixed = FixedBufs::open(id, wants_fixed, ring, pool);
         ZcShard {
+            fixed,
             cfg,
             kernel,
             closed: Default::default(),
@@ -123,15 +137,62 @@ impl Shard {
     /// the policy says so for this batch.
     pub(super) fn zc_send_entry(&mut self, k: SlotKey) -> Option<(squeue::Entry, Owner)> {
         let c = self.conns.get_mut(k)?;
-        let zc = c.zc.policy.on_submit(largest_payload(&c.tx_batch));
+        let (zc, fixed) = if c.zc.payload_only {
+            self.zc_run(k)?
+        } else {
+            (c.zc.policy.on_submit(largest_payload(&c.tx_batch)), None)
+        };
+        let c = self.conns.get_mut(k)?;
         let fd = c.stream.as_raw_fd();
         let msg: *const libc::msghdr = &*c.msg;
-        let e = c.zc.send_entry(fd, msg, zc);
+        let e = c.zc.send_entry(fd, msg, zc, fixed);
         let op = match c.zc.send {
             SendKind::ZeroCopy { id: Some(id), .. } => ConnOp::SendZc { id },
             _ => ConnOp::Send,
         };
         Some((e, Owner::Conn { conn: k, op }))
+    }
+
+    /// Payload-only mode: cuts the prepared send (the batch from its first unsent byte) to
+    /// the run that starts there (`zerocopy::runs`, which explains why byte order holds),
+    /// and says whether it goes zero-copy and, for a payload in a registered buffer, from
+    /// which slot.
+    fn zc_run(&mut self, k: SlotKey) -> Option<(bool, Option<FixedSlice>)> {
+        let c = self.conns.get_mut(k)?;
+        let policy = &c.zc.policy;
+        let run = run_at(&c.tx_batch, c.tx_sent, |len| policy.wants_zerocopy(len))?;
+        c.msg.msg_iovlen = cut_iov(&mut c.iov, run.len);
+        c.msg.msg_iov = c.iov.as_mut_ptr();
+        let RunKind::ZeroCopy { pdu } = run.kind else {
+            // By copy: counted as a large send when it carries a large payload (copy mode).
+            let largest = largest_payload_in(&c.tx_batch, &run);
+            if !c.zc.policy.wants_zerocopy(largest) {
+                c.zc.policy.on_submit(largest);
+            }
+            return Some((false, None));
+        };
+        let Payload::Buf { buf, len, .. } = &c.tx_batch[pdu].payload else {
+            return Some((false, None));
+        };
+        if !c.zc.policy.on_submit(*len) {
+            return Some((false, None));
+        }
+        let (Engine::Uring, Ok(n)) = (c.zc.engine, u32::try_from(c.iov[0].iov_len)) else {
+            return Some((true, None));
+        };
+        let ptr = c.iov[0].iov_base as *const u8;
+        let buf = buf.clone();
+        // A buffer registered before a refusal keeps its slot (`FixedState::Failed` only
+        // stops new registrations).
+        let fixed = self
+            .zc
+            .fixed
+            .slot_for(self.id, &mut self.ring, &self.pool, &buf)
+            .map(|slot| FixedSlice { ptr, len: n, slot });
+        if fixed.is_some() {
+            self.zc.fixed.sent();
+        }
+        Some((true, fixed))
     }
 
     /// A send's completion as zero-copy sees it: counts its bytes, and for a refused

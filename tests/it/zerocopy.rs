@@ -245,6 +245,31 @@ fn forced(engine: &'static str) -> [&'static str; 2] {
     ["--zerocopy-engine", engine]
 }
 
+/// The registered-buffer line of the stat output: (registered buffers, fixed-buffer sends,
+/// registration failures).
+fn fixed_line(out: &str) -> Option<(u64, u64, u64)> {
+    let l = out
+        .lines()
+        .find_map(|l| l.strip_prefix("registered payload buffers: "))?;
+    let num = |after: &str| -> Option<u64> {
+        let rest = &l[l.find(after)? + after.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((
+        num("")?,
+        num("fixed-buffer sends: ")?,
+        num("registration failures: ")?,
+    ))
+}
+
+/// Payload bytes of the Data-In PDUs at or above the default threshold (10 KiB) that
+/// `read_and_check` makes with 256 KiB PDUs: 64 KiB, 4 x 256 KiB (plus a 512-byte PDU, below),
+/// 4 x 256 KiB, 32 x 256 KiB.
+const LARGE_PAYLOAD_BYTES: u64 = 65536 + 2 * (4 * 262144) + 8 * 1048576;
+
 #[test]
 fn reads_are_exact_through_both_engines_with_and_without_digests() {
     for engine in ["uring", "msg"] {
@@ -277,9 +302,74 @@ fn reads_are_exact_through_both_engines_with_and_without_digests() {
 }
 
 #[test]
+fn payload_only_sends_payloads_zero_copy_and_headers_by_copy_exactly() {
+    // (engine, extra options, fixed-buffer sends expected)
+    let cases: [(&str, &[&str], bool); 3] = [
+        ("uring", &[], true),
+        ("uring", &["--zerocopy-fixed-buffers", "0"], false),
+        ("msg", &[], false),
+    ];
+    for (engine, extra, fixed) in cases {
+        let mut args = vec!["--zerocopy-engine", engine, "--zerocopy-payload-only", "1"];
+        args.extend_from_slice(extra);
+        let t = target(&TgtdOpts {
+            cores: Some("0"),
+            args: &args,
+            env: &[("CURVE_TGT_ZEROCOPY_FORCE", "1")],
+            ..TgtdOpts::default()
+        });
+        let what = format!("{engine} {extra:?}");
+        let mut conns = Vec::new();
+        for dd in [false, true] {
+            let mut c = Conn::login(t.port, &format!("iqn.2026-11.test:po-{engine}-{dd}"), dd);
+            read_and_check(&mut c);
+            conns.push(c);
+        }
+        let (rows, out) = zc_rows(&t);
+        assert_eq!(rows.len(), 2, "{what}: a row per connection:\n{out}");
+        for r in &rows {
+            assert_eq!(r.mode, "zc", "{what}:\n{out}");
+            // Exactly the large payloads went zero-copy: no header, digest or small payload.
+            assert_eq!(r.n["zc_bytes"], LARGE_PAYLOAD_BYTES, "{what}:\n{out}");
+            // One zero-copy send per large payload (41 PDUs), more if some were short.
+            assert!(r.n["zc_sends"] >= 41, "{what}:\n{out}");
+            // Headers, digests, the small payloads (4 KiB x2, 512 B, sense) and login went by
+            // copy: a few KiB beyond the small payloads, never a large one.
+            let copy = r.n["copy_bytes"];
+            assert!(
+                copy > 8192 + 512 && copy < 65536,
+                "{what}: copy_bytes {copy}:\n{out}"
+            );
+            assert_eq!(
+                r.n["enobufs"] + r.n["enomem"] + r.n["unsupp"],
+                0,
+                "{what}:\n{out}"
+            );
+        }
+        let (registered, sends, failures) =
+            fixed_line(&out).unwrap_or_else(|| panic!("{what}: registered line:\n{out}"));
+        assert_eq!(failures, 0, "{what}:\n{out}");
+        if fixed {
+            assert!(
+                registered > 0 && sends >= 82,
+                "{what}: fixed buffers used:\n{out}"
+            );
+        } else {
+            assert_eq!((registered, sends), (0, 0), "{what}:\n{out}");
+        }
+    }
+}
+
+#[test]
 fn auto_mode_steps_aside_when_the_kernel_copies() {
-    for engine in ["uring", "msg"] {
-        let args = forced(engine);
+    for (engine, payload_only) in [("uring", "0"), ("msg", "0"), ("uring", "1")] {
+        let args = [
+            "--zerocopy-engine",
+            engine,
+            "--zerocopy-payload-only",
+            payload_only,
+        ];
+        let engine = format!("{engine} payload-only {payload_only}");
         let t = target(&TgtdOpts {
             cores: Some("0"),
             args: &args,
@@ -338,8 +428,14 @@ fn tcp_zerocopy_0_sends_nothing_zero_copy() {
 
 #[test]
 fn a_connection_killed_with_notifications_pending_leaks_no_buffer() {
-    for engine in ["uring", "msg"] {
-        let args = forced(engine);
+    for (engine, payload_only) in [("uring", "0"), ("msg", "0"), ("uring", "1"), ("msg", "1")] {
+        let args = [
+            "--zerocopy-engine",
+            engine,
+            "--zerocopy-payload-only",
+            payload_only,
+        ];
+        let engine = format!("{engine} payload-only {payload_only}");
         let t = target(&TgtdOpts {
             cores: Some("0"),
             args: &args,
@@ -550,37 +646,67 @@ fn enomem_from_the_locked_memory_limit_falls_back_once_per_connection() {
         euid, 0,
         "this test needs root (to start tgtd as another user)"
     );
-    // As nobody, without CAP_IPC_LOCK, io_uring charges SEND_ZC's pinned pages to the
-    // user's RLIMIT_MEMLOCK: 1 MiB holds the ring but not a batch of 256 KiB payloads.
-    let t = target(&TgtdOpts {
-        cores: Some("0"),
-        run_as: Some(65534),
-        memlock: Some(1 << 20),
-        stderr_to_file: true,
-        env: &[("CURVE_TGT_ZEROCOPY_FORCE", "1")],
-        ..TgtdOpts::default()
-    });
-    let mut conns = Vec::new();
-    for i in 0..2 {
-        let mut c = Conn::login(t.port, &format!("iqn.2026-11.test:enomem{i}"), i == 1);
-        read_and_check(&mut c);
-        let peer = c.s.local_addr().unwrap().to_string();
-        conns.push((peer, c));
-    }
-    let (rows, out) = zc_rows(&t);
-    assert_eq!(rows.len(), 2, "{out}");
-    for r in &rows {
-        assert_eq!(r.mode, "copy:enomem", "{out}");
-        assert_eq!(r.n["enomem"], 1, "one refusal, then copy mode:\n{out}");
-    }
-    let log = t.log();
-    for (p, _) in &conns {
-        let n = log
+    // As nobody, without CAP_IPC_LOCK, io_uring charges SEND_ZC's pinned pages (and its
+    // rings, about 800 KiB here) to the user's RLIMIT_MEMLOCK: 1 MiB holds the ring but not a
+    // batch of 256 KiB payloads. In payload-only mode each send is one payload, from a pool
+    // buffer registered first: the 1 MiB read's buffer cannot be registered (the shard counts
+    // the refusal once and registers no more), and then no unregistered 256 KiB payload fits.
+    for (payload_only, memlock) in [("0", 1u64 << 20), ("1", 1 << 20)] {
+        let args = ["--zerocopy-payload-only", payload_only];
+        let t = target(&TgtdOpts {
+            cores: Some("0"),
+            args: &args,
+            run_as: Some(65534),
+            memlock: Some(memlock),
+            stderr_to_file: true,
+            env: &[("CURVE_TGT_ZEROCOPY_FORCE", "1")],
+            ..TgtdOpts::default()
+        });
+        let mut conns = Vec::new();
+        for i in 0..2 {
+            let mut c = Conn::login(t.port, &format!("iqn.2026-11.test:enomem{i}"), i == 1);
+            read_and_check(&mut c);
+            let peer = c.s.local_addr().unwrap().to_string();
+            conns.push((peer, c));
+        }
+        let (rows, out) = zc_rows(&t);
+        assert_eq!(rows.len(), 2, "payload-only {payload_only}:\n{out}");
+        for r in &rows {
+            assert_eq!(r.mode, "copy:enomem", "payload-only {payload_only}:\n{out}");
+            assert_eq!(r.n["enomem"], 1, "one refusal, then copy mode:\n{out}");
+        }
+        let log = t.log();
+        for (p, _) in &conns {
+            let n = log
+                .lines()
+                .filter(|l| l.contains("got ENOMEM (locked memory, ulimit -l), turn off zerocopy"))
+                .filter(|l| l.contains(p.as_str()))
+                .count();
+            assert_eq!(n, 1, "one line for peer {p}:\n{log}");
+        }
+        let (registered, sends, failures) =
+            fixed_line(&out).unwrap_or_else(|| panic!("registered line:\n{out}"));
+        let refusals = log
             .lines()
-            .filter(|l| l.contains("got ENOMEM (locked memory, ulimit -l), turn off zerocopy"))
-            .filter(|l| l.contains(p.as_str()))
+            .filter(|l| l.contains("registering payload buffers failed: ENOMEM"))
             .count();
-        assert_eq!(n, 1, "one line for peer {p}:\n{log}");
+        if payload_only == "1" {
+            // (The 64 KiB read's buffer may have fitted, and gone by fixed-buffer sends, one
+            // per connection: a buffer registered before the refusal keeps its slot.)
+            assert!(registered <= 1 && sends <= 2, "{out}");
+            assert_eq!(
+                failures, 1,
+                "the refused registration is counted once for the shard:\n{out}"
+            );
+            assert_eq!(refusals, 1, "logged once per shard:\n{log}");
+        } else {
+            assert_eq!(
+                (registered, sends, failures),
+                (0, 0, 0),
+                "batch mode registers nothing"
+            );
+            assert_eq!(refusals, 0, "{log}");
+        }
     }
 }
 

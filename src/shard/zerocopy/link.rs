@@ -30,6 +30,14 @@ pub const DRAIN_GIVE_UP_NS: u64 = 30_000_000_000;
 /// allocates no vector per send. A handful covers the batches one socket buffer holds.
 const MAX_SPARES: usize = 4;
 
+/// A payload slice inside a registered buffer, sent by `SEND_ZC` naming its slot.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct FixedSlice {
+    pub ptr: *const u8,
+    pub len: u32,
+    pub slot: u16,
+}
+
 /// The send in flight on a connection.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum SendKind {
@@ -87,6 +95,9 @@ impl Drain {
 pub struct ZcLink {
     pub policy: ZcConn,
     pub engine: Engine,
+    /// Headers and digests by ordinary sends, payloads zero-copy, one send per run
+    /// (`super::runs`).
+    pub payload_only: bool,
     pub report_usage: bool,
     pub inflight: Inflight<Vec<TxPdu>>,
     pub send: SendKind,
@@ -111,6 +122,7 @@ impl ZcLink {
         ZcLink {
             policy: ZcConn::new(cfg, supported),
             engine: cfg.engine,
+            payload_only: cfg.payload_only,
             report_usage,
             inflight: Inflight::default(),
             send: SendKind::Copy,
@@ -172,8 +184,16 @@ impl ZcLink {
     }
 
     /// The ring entry for a prepared send (`msg` filled by `Conn::prepare_send`): ordinary,
-    /// `SENDMSG_ZC`, or `SENDMSG` with `MSG_ZEROCOPY`. Records the send's kind.
-    pub fn send_entry(&mut self, fd: RawFd, msg: *const libc::msghdr, zc: bool) -> squeue::Entry {
+    /// `SENDMSG_ZC`, or `SENDMSG` with `MSG_ZEROCOPY`; or, for a payload in a registered
+    /// buffer (`fixed`: its one slice and slot, uring engine), `SEND_ZC` with
+    /// `IORING_RECVSEND_FIXED_BUF`. Records the send's kind.
+    pub fn send_entry(
+        &mut self,
+        fd: RawFd,
+        msg: *const libc::msghdr,
+        zc: bool,
+        fixed: Option<FixedSlice>,
+    ) -> squeue::Entry {
         let flags = libc::MSG_NOSIGNAL as u32;
         if !zc {
             self.send = SendKind::Copy;
@@ -193,10 +213,17 @@ impl ZcLink {
                 } else {
                     0
                 };
-                opcode::SendMsgZc::new(types::Fd(fd), msg)
-                    .flags(flags)
-                    .ioprio(ioprio)
-                    .build()
+                match fixed {
+                    Some(f) => opcode::SendZc::new(types::Fd(fd), f.ptr, f.len)
+                        .buf_index(Some(f.slot))
+                        .flags(flags as i32)
+                        .zc_flags(ioprio)
+                        .build(),
+                    None => opcode::SendMsgZc::new(types::Fd(fd), msg)
+                        .flags(flags)
+                        .ioprio(ioprio)
+                        .build(),
+                }
             }
             Engine::Msg => {
                 self.send = SendKind::ZeroCopy {

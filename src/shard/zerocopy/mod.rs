@@ -12,10 +12,12 @@
 //! reset) are there too. The shard's side is `shard/zerocopy_glue.rs`.
 
 pub mod errqueue;
+pub mod fixed;
 pub mod inflight;
 pub mod link;
 pub mod policy;
 pub mod probe;
+pub mod runs;
 
 /// The kernel's documented break-even for `MSG_ZEROCOPY` (Documentation/networking/
 /// msg_zerocopy.rst: "likely only effective at writes over around 10 KB").
@@ -58,6 +60,15 @@ pub struct ZcConfig {
     pub engine: Engine,
     /// Payloads shorter than this are always copied.
     pub threshold_bytes: usize,
+    /// `--zerocopy-payload-only 1`: only Data-In payloads go zero-copy, headers and digests by
+    /// ordinary sends, one send per run ([`runs`]); else (default) a batch carrying a large
+    /// payload is one zero-copy send, headers included.
+    pub payload_only: bool,
+    /// `--zerocopy-fixed-buffers 1` (default): with `payload_only` on the `uring` engine, send
+    /// payloads from the pool's buffers registered with the ring (`IORING_RECVSEND_FIXED_BUF`),
+    /// so a send does not pin its pages one by one. Falls back to unregistered sends when the
+    /// kernel refuses the registration (see `shard/zerocopy/fixed.rs`).
+    pub fixed_buffers: bool,
     /// Test-only (`CURVE_TGT_ZEROCOPY_FORCE=1`): keep zero-copy on a connection whose
     /// notifications say the kernel copied (loopback always does), so tests over 127.0.0.1
     /// exercise the zero-copy send path and buffer lifetimes. Never for production: it pays
@@ -71,6 +82,8 @@ impl Default for ZcConfig {
             enabled: true,
             engine: Engine::Uring,
             threshold_bytes: DEFAULT_THRESHOLD_BYTES,
+            payload_only: false,
+            fixed_buffers: true,
             keep_when_copied: false,
         }
     }
