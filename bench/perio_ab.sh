@@ -9,7 +9,8 @@
 #   OURS_TGTD/OURS_TGTADM (default target/release), BASE_TGTD/BASE_TGTADM (default the
 #   bench-base build of 1f12202 under /work/main), REPS (default 3), TARGET_CPUS (default 0),
 #   FIO_CPUS (default 1), OUT (default bench/results/<date>-perio-ab), PERF_RECORD=1 (also a
-#   cpu-clock profile of the target per run, raw/*.perf.data, for `perf report`).
+#   cpu-clock profile of the target per run, raw/*.perf.data, for `perf report`;
+#   PERF_RECORD_ARGS replaces its '-F 2999 -e cpu-clock', e.g. '-c 1 -e io_uring:io_uring_complete').
 # The null LU only (--bstype null): what is measured is the target's iSCSI and ring path.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,7 +51,7 @@ one_run() { # KIND REP JOB
   tgt_set_target_param "$ctrl" 1 MaxQueueCmd 512 || true
   perf stat -x, -o "$OUT/raw/$tag.target.csv" "${TEV[@]}" -p "$pid" & perfpid=$!
   local recpid=''
-  [ -z "${PERF_RECORD:-}" ] || { perf record -q -F 2999 -e cpu-clock ${PERF_RECORD_ARGS:-} -o "$OUT/raw/$tag.perf.data" -p "$pid" 2>/dev/null & recpid=$!; }
+  [ -z "${PERF_RECORD:-}" ] || { perf record -q ${PERF_RECORD_ARGS:--F 2999 -e cpu-clock} -o "$OUT/raw/$tag.perf.data" -p "$pid" 2>/dev/null & recpid=$!; }
   local url="iscsi://127.0.0.1:$port/$IQN/1"
   perf stat -x, -o "$OUT/raw/$tag.fio.csv" "${FEV[@]}" -- taskset -c "$FIO_CPUS" timeout -k 5 600 \
     "$FIO" --name=ab --ioengine=libiscsi --filename="${url//:/\\:}" \
