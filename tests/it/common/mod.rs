@@ -60,6 +60,29 @@ fn setpriv(id: u32) -> Vec<String> {
     .collect()
 }
 
+/// Sets the running process `pid`'s `RLIMIT_MEMLOCK` (soft and hard) to `bytes`, as user
+/// `id`, the user it runs as: lowering another user's limit takes CAP_SYS_RESOURCE, which
+/// root lacks on some machines (this project's VM), while a process may always lower the
+/// limits of one with its own credentials.
+pub fn set_memlock_as(id: u32, pid: u32, bytes: u64) {
+    let argv = setpriv(id);
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .args([
+            "prlimit",
+            "--pid",
+            &pid.to_string(),
+            &format!("--memlock={bytes}:{bytes}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "prlimit --pid {pid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
