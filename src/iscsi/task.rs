@@ -140,7 +140,11 @@ pub struct TaskTable {
     slots: Vec<Option<Task>>,
     generations: Vec<u16>,
     free: Vec<u32>,
-    by_itt: HashMap<u32, u32>,
+    /// ITT → slot. Keyed with foldhash's per-process random seed: the ITT is the
+    /// initiator's choice, so the hash stays keyed, and the table is bounded by the command
+    /// window anyway; SipHash (std's default) was about 10 % of the shard's user CPU at
+    /// 4 KiB reads, qd512, on the null LU (bench/results/20261130T2130-perio-ab-qd512).
+    by_itt: HashMap<u32, u32, foldhash::fast::RandomState>,
     /// Emptied R2T lists of finished tasks, reused so a write that needs R2Ts does not
     /// allocate (at most one per slot).
     spare_r2ts: Vec<Vec<R2t>>,
@@ -156,7 +160,7 @@ impl TaskTable {
             slots: Vec::new(),
             generations: Vec::new(),
             free: Vec::new(),
-            by_itt: HashMap::new(),
+            by_itt: HashMap::default(),
             spare_r2ts: Vec::new(),
             capacity,
         }
