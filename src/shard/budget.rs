@@ -68,8 +68,19 @@ impl ShardBudgets {
 
 impl Shard {
     /// Whether connection `k`'s queued responses are over its backlog budget: then no receive
-    /// is armed (the send completions that drain it mark the connection again).
+    /// is armed (the send completions that drain it mark the connection again). Counts the
+    /// pause.
     pub(super) fn backlog_full(&mut self, k: SlotKey) -> bool {
+        let full = self.backlog_over(k);
+        if full {
+            self.budgets.paused += 1;
+        }
+        full
+    }
+
+    /// Whether connection `k`'s queued responses are over its backlog budget (see
+    /// `backlog_full`), without counting a pause.
+    pub(super) fn backlog_over(&self, k: SlotKey) -> bool {
         let limit = self.budgets.backlog_bytes;
         let Some(c) = self.conns.get(k) else {
             return false;
@@ -82,7 +93,6 @@ impl Shard {
             Phase::Ffp(s) => &s.out,
         };
         if c.tx_batch.len() + queued.len() > BACKLOG_PDUS {
-            self.budgets.paused += 1;
             return true;
         }
         // The batch in flight counts whole: its bytes stay ours until it completes.
@@ -93,11 +103,7 @@ impl Shard {
             }
             bytes += p.wire_len();
         }
-        let full = bytes > limit;
-        if full {
-            self.budgets.paused += 1;
-        }
-        full
+        bytes > limit
     }
 
     /// Remembers connection `k` when its session has writes waiting for the write budget.

@@ -12,6 +12,7 @@ use crate::iscsi::session::Session;
 use crate::iscsi::tx::TxPdu;
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 
 /// Receive buffer of a new or idle connection: a login PDU, or a few small commands. An idle
 /// connection holds no more than this (plus what a partly received PDU needs), so thousands of
@@ -148,6 +149,41 @@ impl Conn {
         self.rx_len += n;
         self.rx_bytes += n as u64;
         self.rx_last = n;
+    }
+
+    /// Whether a receive ended inside a PDU of a logged-in connection that nothing stops
+    /// from reading on: then `recv_now` may take the rest without waiting for the ring.
+    pub fn wants_rest_now(&self) -> bool {
+        self.rx_len > 0
+            && self.rx_len < self.rx.len()
+            && matches!(self.phase, Phase::Ffp(_))
+            && !(self.recv_inflight || self.closing || self.close_after_flush)
+            && !self.callback_running
+    }
+
+    /// One non-blocking `recv` into the free room after the buffered bytes. Returns whether
+    /// it took any; an error or end of stream is not acted on here (the next ring receive
+    /// meets it again). Call only with no receive in flight (`wants_rest_now`).
+    pub fn recv_now(&mut self) -> bool {
+        debug_assert!(!self.recv_inflight);
+        let room = &mut self.rx[self.rx_len..];
+        // SAFETY: the pointer and length name `room`, which outlives the call; no ring
+        // receive is in flight into this buffer.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                room.as_mut_ptr().cast(),
+                room.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            return false;
+        }
+        let n = n as usize;
+        self.rx_len += n;
+        self.rx_bytes += n as u64;
+        true
     }
 
     /// Sizes the receive buffer for the next receive and returns the free room in it (never

@@ -592,7 +592,30 @@ impl Shard {
         }
         c.received(res as usize);
         self.parse_pdus(k);
+        if self.recv_rest_now(k) {
+            self.parse_pdus(k);
+        }
         self.mark(k);
+    }
+
+    /// After a receive that ended inside a PDU, takes what has arrived since with one
+    /// non-blocking `recv`, so a PDU the peer wrote in two pieces (libiscsi writes a SCSI
+    /// Command's BHS and its immediate data with two calls) is usually whole in this loop
+    /// turn instead of the next: a ring receive for the rest costs a poll arm, a wakeup and a
+    /// turn. Only bytes are taken here; an error or end of stream is left for the ring
+    /// receive armed next, which sees it again. Returns whether bytes were taken.
+    fn recv_rest_now(&mut self, k: SlotKey) -> bool {
+        match self.conns.get(k) {
+            Some(c) if c.wants_rest_now() => {}
+            _ => return false,
+        }
+        if self.backlog_over(k) {
+            return false;
+        }
+        let Some(c) = self.conns.get_mut(k) else {
+            return false;
+        };
+        c.recv_now()
     }
 
     fn on_send(&mut self, k: SlotKey, cqe: &Cqe) {

@@ -40,5 +40,6 @@ mod op_stat;
 mod package;
 mod qd512;
 mod redirect_callback;
+mod split_pdus;
 mod tgt_admin_corpus;
 mod zerocopy;

@@ -120,6 +120,20 @@ impl Client {
         edtl: u32,
         data: &[u8],
     ) -> io::Result<Outcome> {
+        self.command_cut(cdb, flags, edtl, data, &[])
+    }
+
+    /// `command`, with the PDU written in pieces: one write per stretch between the byte
+    /// offsets in `cuts` (ascending), as an initiator that writes a BHS and its data with
+    /// separate calls does.
+    fn command_cut(
+        &mut self,
+        cdb: &[u8; 10],
+        flags: u8,
+        edtl: u32,
+        data: &[u8],
+        cuts: &[usize],
+    ) -> io::Result<Outcome> {
         let itt = self.itt;
         self.itt = self.itt.wrapping_add(1) & 0x7fff_ffff;
         let mut h = vec![0u8; 48];
@@ -133,7 +147,12 @@ impl Client {
         h[28..32].copy_from_slice(&self.exp_stat_sn.to_be_bytes());
         h[32..42].copy_from_slice(cdb);
         h.extend_from_slice(data);
-        self.s.write_all(&padded(h))?;
+        let pdu = padded(h);
+        let mut from = 0;
+        for &cut in cuts.iter().chain([pdu.len()].iter()) {
+            self.s.write_all(&pdu[from..cut])?;
+            from = cut;
+        }
         self.cmd_sn = self.cmd_sn.wrapping_add(1);
         let mut got = vec![0u8; if flags & 0x40 != 0 { edtl as usize } else { 0 }];
         // Bounded: one Data-In per 512 bytes at the very least, plus pings and the status.
@@ -198,6 +217,18 @@ impl Client {
         cdb[2..6].copy_from_slice(&lba.to_be_bytes());
         cdb[7..9].copy_from_slice(&((data.len() / BLOCK) as u16).to_be_bytes());
         self.command(&cdb, 0x20, data.len() as u32, data)
+    }
+
+    /// `write`, with the PDU written in pieces cut at the byte offsets `cuts` (ascending,
+    /// inside the PDU: 48 is the end of the BHS).
+    pub fn write_cut(&mut self, lba: u32, data: &[u8], cuts: &[usize]) -> io::Result<Outcome> {
+        assert!(data.len() % BLOCK == 0 && data.len() <= self.target_mrdsl.min(65536));
+        assert!(cuts.windows(2).all(|w| w[0] < w[1]) && cuts.iter().all(|c| *c < 48 + data.len()));
+        let mut cdb = [0u8; 10];
+        cdb[0] = 0x2a;
+        cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+        cdb[7..9].copy_from_slice(&((data.len() / BLOCK) as u16).to_be_bytes());
+        self.command_cut(&cdb, 0x20, data.len() as u32, data, cuts)
     }
 
     /// READ(10) of `blocks` blocks at `lba`.
