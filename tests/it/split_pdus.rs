@@ -17,32 +17,12 @@ const LU_BLOCKS: u32 = 2048;
 /// Blocks per write: 4 KiB, as fio's 4 KiB writes.
 const WRITE_BLOCKS: u32 = 8;
 
-fn start_with_file_lu() -> (Tgtd, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lu.img");
-    std::fs::File::create(&path)
-        .unwrap()
-        .set_len(u64::from(LU_BLOCKS) * BLOCK as u64)
-        .unwrap();
+fn start_with_file_lu() -> Tgtd {
     let t = Tgtd::start();
+    let path = t.sparse_file("lu.img", u64::from(LU_BLOCKS) * BLOCK as u64);
     t.add_target(1, IQN);
-    t.tgtadm_ok(&[
-        "--lld",
-        "iscsi",
-        "--op",
-        "new",
-        "--mode",
-        "logicalunit",
-        "--tid",
-        "1",
-        "--lun",
-        "1",
-        "--bstype",
-        "rdwr",
-        "-b",
-        path.to_str().unwrap(),
-    ]);
-    (t, dir)
+    t.add_lun(1, 1, "rdwr", &path);
+    t
 }
 
 fn login(t: &Tgtd, isid: u16) -> Client {
@@ -63,7 +43,7 @@ fn blocks_of(i: u32) -> (u32, Vec<u8>) {
 
 #[test]
 fn writes_cut_anywhere_land_whole() {
-    let (t, _dir) = start_with_file_lu();
+    let t = start_with_file_lu();
     let mut c = login(&t, 1);
     let len = 48 + (WRITE_BLOCKS as usize) * BLOCK;
     let every_7: Vec<usize> = (1..len).step_by(7).collect();
@@ -98,7 +78,7 @@ fn writes_cut_anywhere_land_whole() {
 
 #[test]
 fn a_write_cut_short_by_the_peer_closing_writes_nothing() {
-    let (t, _dir) = start_with_file_lu();
+    let t = start_with_file_lu();
     let mut c = login(&t, 3);
     let (lba, data) = blocks_of(40);
     // The BHS of a 4 KiB WRITE(10) with all its data immediate, then half the data, then the
