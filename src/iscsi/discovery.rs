@@ -6,8 +6,9 @@
 //! the initiator fetches each next piece with an empty Text Request echoing that tag.
 
 use super::ids::{Itt, Ttt};
-use super::login::{format_address, SessionKind};
+use super::login::SessionKind;
 use super::pdu::{Bhs, RejectReason, TextReq};
+use super::target_address::format_address;
 use super::text::{TextBuffer, TextError, TextPairs};
 use crate::config::snapshot::{ConfigSnapshot, TargetView};
 use std::net::{IpAddr, SocketAddr};

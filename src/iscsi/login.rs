@@ -32,7 +32,7 @@ use super::serial::{CmdSn, StatSn};
 use super::text::{TextBuffer, TextError, TextPairs};
 use crate::config::snapshot::{ChapAccounts, ConfigSnapshot, Redirect, TargetView};
 use crate::config::target_params::TargetParams;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Largest login response data segment: the initiator's MaxRecvDataSegmentLength is its
@@ -364,17 +364,6 @@ pub struct LoginSm {
     window: u32,
     pdus: u32,
     sent_tpgt: bool,
-}
-
-/// Strips an IPv6 zone and brackets IPv6 for TargetAddress (RFC 7143 §13.8).
-pub fn format_address(ip: IpAddr, port: u16) -> String {
-    match ip {
-        IpAddr::V4(v4) => format!("{v4}:{port}"),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => format!("{v4}:{port}"),
-            None => format!("[{v6}]:{port}"),
-        },
-    }
 }
 
 impl LoginSm {

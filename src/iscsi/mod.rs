@@ -14,6 +14,7 @@ pub mod rx;
 pub mod serial;
 pub mod session;
 pub mod stats;
+pub mod target_address;
 pub mod task;
 pub mod text;
 pub mod tx;

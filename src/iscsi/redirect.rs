@@ -12,7 +12,7 @@
 //! Sans-IO: running the program is the shard's business (`shard/callback.rs`); this file only
 //! builds its argument vector and reads its answer.
 
-use super::login::format_address;
+use super::target_address::format_address;
 use std::net::IpAddr;
 
 /// Most bytes of a callback's output read (tgt's buffer holds NI_MAXHOST + NI_MAXSERV + 4).
