@@ -1,6 +1,7 @@
 //! The management plane: the control thread, tgt's IPC, the configuration model and the text
 //! `tgtadm --op show` prints. It never touches the data path; it reaches shards by message.
 
+pub mod audit;
 pub mod cli;
 pub mod cnum;
 pub mod config;

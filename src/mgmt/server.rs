@@ -390,7 +390,7 @@ fn handle(mut stream: UnixStream, cfg: &mut Config, plane: &dyn DataPlane) -> Ha
         }
     };
     let result = dispatch::execute(cfg, &req, plane);
-    crate::log::event::admin_request(&req, &result);
+    super::audit::admin_request(&req, &result);
     if let Ok(r) = &result {
         if r.changed {
             plane.publish(Arc::new(cfg.snapshot()));

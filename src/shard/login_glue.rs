@@ -17,7 +17,9 @@ use crate::iscsi::pdu::Request;
 use crate::iscsi::rx::{next_pdu, RxLimits, RxStep};
 use crate::iscsi::session::{FfpParams, Kind, Session, WriteBudget};
 use crate::iscsi::tx::{Payload, TxPdu};
+use crate::log::Untrusted;
 use crate::scsi::{NexusId, NexusState, UnitAttention};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 impl Shard {
@@ -225,7 +227,7 @@ fn apply_login_step(
                 .push_back(TxPdu::new(bhs, payload(data), false, false));
             let mut s = build_session(&session, cfg, pool.clone());
             s.set_write_budget(budget.clone());
-            crate::log::event::login(c.peer, &session, cfg);
+            log_login(c.peer, &session, cfg);
             if let Some((shard, tid, tsih)) = session.reinstate {
                 // Reinstatement ends the old I_T nexus (RFC 7143 §6.3.5): its SPC-2
                 // reservations and removal locks go before the new session issues a command.
@@ -302,4 +304,33 @@ fn build_session(o: &LoginOutcome, cfg: &ConfigSnapshot, pool: BufPool) -> Sessi
         o.next_stat_sn,
         pool,
     )
+}
+
+/// A login finished (and, when it replaced an older session of the same initiator port, a
+/// second line for the reinstatement, RFC 7143 §6.3.5).
+fn log_login(peer: SocketAddr, o: &LoginOutcome, cfg: &ConfigSnapshot) {
+    let initiator = Untrusted(&o.initiator_name);
+    let tsih = o.tsih.0;
+    match o.kind {
+        SessionKind::Normal { tid } => {
+            let name = cfg.targets.get(&tid).map_or("", |t| t.name.as_str());
+            tracing::info!(
+                "login: initiator {initiator} from {peer} to target {} (tid {tid}, session {tsih:#06x})",
+                Untrusted(name)
+            );
+        }
+        SessionKind::Discovery => {
+            tracing::info!("discovery login: initiator {initiator} from {peer}")
+        }
+    }
+    tracing::debug!(
+        "session {tsih:#06x} of {initiator}: negotiated {:?}",
+        o.params
+    );
+    if let Some((_, tid, old)) = o.reinstate {
+        tracing::info!(
+            "session reinstatement: initiator {initiator} from {peer} on tid {tid}: session {:#06x} replaced by {tsih:#06x}",
+            old.0
+        );
+    }
 }
