@@ -9,6 +9,7 @@
 //! - [`curve`]: the native Curve client (baidu_std RPC, MDS session, chunk I/O), sans-IO;
 //! - [`shard`]: the per-core io_uring event loops that own connections and backend I/O;
 //! - [`mgmt`]: the control thread, tgt's management IPC, the configuration model and `show` text.
+//! - [`stores`]: the `--bstype` names and the store each opens (above `backing` and `curve`);
 //! - [`log`]: where log lines go (stderr or syslog), escaping of peer text, per-peer rate limits.
 //!
 //! Everything that parses initiator bytes is sans-IO, so it is unit tested without sockets.
@@ -23,3 +24,4 @@ pub mod mgmt;
 pub mod scsi;
 pub mod service;
 pub mod shard;
+pub mod stores;

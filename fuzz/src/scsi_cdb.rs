@@ -9,7 +9,8 @@
 //! MAXIMUM TRANSFER LENGTH.
 
 use crate::input::Reader;
-use curve_tgt::backing::{self, BlockIo, BsOFlags, IoResult};
+use curve_tgt::backing::{BlockIo, BsOFlags, IoResult};
+use curve_tgt::stores;
 use curve_tgt::buf::BufPool;
 use curve_tgt::scsi::inquiry::MAX_XFER_BYTES;
 use curve_tgt::scsi::lu::LuInit;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 
 /// The disk LU every target that executes commands uses.
 pub fn null_disk(tid: u32, lun: Lun, block_size: u32) -> LogicalUnit {
-    let b = backing::open("null", "/dev/null", BsOFlags::default()).expect("null store");
+    let b = stores::open("null", "/dev/null", BsOFlags::default()).expect("null store");
     LogicalUnit::new(LuInit {
         tid,
         lun,

@@ -7,7 +7,6 @@
 //! session, with no thread hop. There is no other way to serve a store: a store that cannot
 //! do something says so ([`IoResult::Unsupported`]), it is never quietly served as `null`.
 
-pub mod curve;
 pub mod delay;
 pub mod engine;
 pub mod file;
@@ -17,7 +16,6 @@ pub mod null;
 
 use std::io;
 use std::ops::Range;
-use std::sync::Arc;
 
 /// Open flags a store was created with (tgtadm `-f sync|direct|sync:direct`).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -116,49 +114,6 @@ pub trait BackingStore: Send + Sync + std::fmt::Debug {
         None
     }
 }
-
-/// Opens a store by tgt type name: `rdwr` and `aio` are files or block devices through
-/// io_uring, `null` reads zeros and drops writes. `delay` (an in-memory store whose engine
-/// completes out of order after a delay, for tests) exists only when tgtd runs with
-/// `CURVE_TGT_TEST_ENGINES=1` (see [`delay`]).
-pub fn open(
-    bstype: &str,
-    path: &str,
-    oflags: BsOFlags,
-) -> Result<Arc<dyn BackingStore>, BackingError> {
-    match bstype {
-        "null" => Ok(Arc::new(null::NullStore::new(path, oflags)?)),
-        "rdwr" | "aio" => Ok(Arc::new(file::FileStore::open(bstype, path, oflags)?)),
-        "delay" if delay::enabled() => Ok(Arc::new(delay::DelayStore::open(path, oflags)?)),
-        "curve" => open_with_opts(bstype, path, oflags, ""),
-        other => Err(BackingError::UnknownType(other.to_string())),
-    }
-}
-
-/// [`open`] with tgtadm's `--bsopts` (only `curve` takes any: `mds=ip:port[,...]`,
-/// `conf=/path`).
-pub fn open_with_opts(
-    bstype: &str,
-    path: &str,
-    oflags: BsOFlags,
-    bsopts: &str,
-) -> Result<Arc<dyn BackingStore>, BackingError> {
-    match bstype {
-        "curve" => Ok(Arc::new(crate::curve::engine_store::CurveStore::open(
-            path, oflags, bsopts,
-        )?)),
-        other => open(other, path, oflags),
-    }
-}
-
-/// Backing-store types this build supports, in the order `tgtadm --mode sys --op show` lists
-/// them, with the flags each accepts.
-pub const SUPPORTED_TYPES: &[(&str, bool)] = &[
-    ("curve", true),
-    ("null", false),
-    ("rdwr", true),
-    ("aio", true),
-];
 
 /// One block-level operation the SCSI layer asks of a backing store, in bytes.
 ///

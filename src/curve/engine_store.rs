@@ -20,7 +20,7 @@ use super::engine::CurveEngine;
 use super::engine_stats::EngineStats;
 use super::engine_volume::Volume;
 use super::rmw_engine::RmwEngine;
-use crate::backing::curve::CurveStoreSpec;
+use super::spec::CurveStoreSpec;
 use crate::backing::engine::{Completion, Engine, OpId, OpRequest, Reactor};
 use crate::backing::{BackingCaps, BackingError, BackingStore, BsOFlags, IoResult};
 

@@ -57,6 +57,7 @@ pub mod proto;
 pub mod range_lock;
 pub mod rmw;
 pub mod rmw_engine;
+pub mod spec;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

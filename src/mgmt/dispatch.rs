@@ -10,9 +10,10 @@ use super::server::DataPlane;
 use super::show::{self, ConnShow, SysShow};
 use super::stat::{self, Gathered};
 use super::stat_admission;
-use crate::backing::{self, BsOFlags, SUPPORTED_TYPES};
+use crate::backing::{self, BsOFlags};
 use crate::scsi::lu::{LuInit, LuParamError};
 use crate::scsi::{DeviceType, LogicalUnit, Lun, UnitAttention};
+use crate::stores::{self, SUPPORTED_TYPES};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -349,7 +350,7 @@ fn lu_new(cfg: &mut Config, req: &Request, plane: &dyn DataPlane) -> Result<Repl
     }
     let backing = match args.path {
         Some(p) => Some(
-            backing::open_with_opts(bstype, p, flags, args.bsopts.unwrap_or("")).map_err(|e| {
+            stores::open_with_opts(bstype, p, flags, args.bsopts.unwrap_or("")).map_err(|e| {
                 crate::log::event::backing_open_failed(tid, lun, p, &e);
                 TgtadmError::InvalidRequest
             })?,

@@ -3,7 +3,9 @@
 
 use super::lu::LuUpdate;
 use super::*;
-use crate::backing::{self, BsOFlags};
+use crate::backing::file::FileStore;
+use crate::backing::null::NullStore;
+use crate::backing::BsOFlags;
 use proptest::prelude::*;
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ fn nexus(name: &str) -> NexusState {
 }
 
 fn null_disk() -> LogicalUnit {
-    let b = backing::open("null", "/dev/null", BsOFlags::default()).unwrap();
+    let b = Arc::new(NullStore::new("/dev/null", BsOFlags::default()).unwrap());
     LogicalUnit::new(lu::LuInit {
         tid: 1,
         lun: Lun(1),
@@ -29,7 +31,8 @@ fn null_disk() -> LogicalUnit {
 fn file_disk(size: u64) -> (LogicalUnit, tempfile::NamedTempFile) {
     let f = tempfile::NamedTempFile::new().unwrap();
     f.as_file().set_len(size).unwrap();
-    let b = backing::open("rdwr", f.path().to_str().unwrap(), BsOFlags::default()).unwrap();
+    let b =
+        Arc::new(FileStore::open("rdwr", f.path().to_str().unwrap(), BsOFlags::default()).unwrap());
     let lu = LogicalUnit::new(lu::LuInit {
         tid: 1,
         lun: Lun(1),
