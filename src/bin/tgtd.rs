@@ -337,7 +337,6 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    use curve_tgt::mgmt::server::DataPlane;
     for p in &iscsi.portals {
         if let Err(e) = plane.add_portal(*p) {
             // tgt carries on when one address family is unavailable (e.g. no IPv6).

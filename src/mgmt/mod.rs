@@ -8,6 +8,7 @@ pub mod config;
 pub mod dispatch;
 pub mod ipc;
 pub mod server;
+pub mod shard_plane;
 pub mod show;
 pub mod stat;
 pub mod stat_admission;

@@ -1,6 +1,8 @@
 //! The data plane as the control thread sees it: starting the shards, accepting connections
 //! on the portals and placing each on the least-loaded shard, and carrying configuration,
-//! unit attentions and session closes to the shards by message.
+//! unit attentions and session closes to the shards by message. The control thread reaches it
+//! through its `DataPlane` trait, implemented in `mgmt::shard_plane`, so the shards never import
+//! the control plane.
 
 use super::callback::CallbackRunner;
 use super::cpus::pin_current_thread;
@@ -11,7 +13,6 @@ use super::zerocopy::ZcConfig;
 use super::{ShardHandle, ShardOptions, Shared};
 use crate::config::snapshot::ConfigSnapshot;
 use crate::iscsi::registry::SessionRegistry;
-use crate::mgmt::server::DataPlane;
 use crate::scsi::{Lun, UnitAttention};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::collections::HashMap;
@@ -174,13 +175,15 @@ fn accept_loop(
     }
 }
 
-impl DataPlane for Plane {
-    fn publish(&self, snap: Arc<ConfigSnapshot>) {
+impl Plane {
+    /// Uses this configuration from now on: for new connections' placement and on every shard.
+    pub fn publish(&self, snap: Arc<ConfigSnapshot>) {
         *self.latest.lock().expect("config lock") = snap.clone();
         self.shared.broadcast(|| ShardMsg::Config(snap.clone()));
     }
 
-    fn raise_ua(&self, tid: u32, lun: Option<Lun>, ua: UnitAttention) {
+    /// Raises a unit attention on every nexus of `tid` (on `lun`, or every LUN when `None`).
+    pub fn raise_ua(&self, tid: u32, lun: Option<Lun>, ua: UnitAttention) {
         self.shared.broadcast(|| ShardMsg::Ua {
             tid,
             lun,
@@ -190,12 +193,14 @@ impl DataPlane for Plane {
         });
     }
 
-    fn close_session(&self, tid: u32, tsih: u16) {
+    /// Closes every connection of a session, on whichever shard holds it.
+    pub fn close_session(&self, tid: u32, tsih: u16) {
         self.shared
             .broadcast(|| ShardMsg::CloseSession { tid, tsih });
     }
 
-    fn add_portal(&self, addr: SocketAddr) -> io::Result<()> {
+    /// Starts listening on a new portal, with its own accept thread.
+    pub fn add_portal(&self, addr: SocketAddr) -> io::Result<()> {
         let mut portals = self.portals.lock().expect("portals lock");
         if portals.contains_key(&addr) {
             return Err(io::Error::from(io::ErrorKind::AddrInUse));
@@ -234,7 +239,8 @@ impl DataPlane for Plane {
         Ok(())
     }
 
-    fn remove_portal(&self, addr: SocketAddr) -> io::Result<()> {
+    /// Stops listening on a portal and joins its accept thread.
+    pub fn remove_portal(&self, addr: SocketAddr) -> io::Result<()> {
         let mut p = self
             .portals
             .lock()
@@ -251,11 +257,14 @@ impl DataPlane for Plane {
         Ok(())
     }
 
-    fn admission(&self) -> super::limits::AdmissionCounts {
+    /// Connections refused or closed by a budget, and sessions lost with a dead shard.
+    pub fn admission(&self) -> super::limits::AdmissionCounts {
         self.shared.admission.counts()
     }
 
-    fn stats(&self) -> Vec<ShardStats> {
+    /// Every shard's counters and histograms; a shard that does not answer within
+    /// [`STATS_WAIT`] is left out.
+    pub fn stats(&self) -> Vec<ShardStats> {
         let n = self.shared.handles.len();
         let (tx, rx) = crossbeam_channel::bounded(n);
         self.shared.broadcast(|| ShardMsg::Stats(tx.clone()));
@@ -276,7 +285,8 @@ impl DataPlane for Plane {
         out
     }
 
-    fn shutdown(&self) {
+    /// Closes every portal, stops every shard and joins them.
+    pub fn shutdown(&self) {
         let addrs: Vec<SocketAddr> = self
             .portals
             .lock()
