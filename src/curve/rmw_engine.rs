@@ -24,7 +24,7 @@
 //! lock is never released while a write of those blocks may still land (the inner engine's
 //! deadline bounds that wait).
 //!
-//! The inner engine's completions are caught by a [`Reactor`] wrapper ([`Catch`]) and handled
+//! The inner engine's completions are caught by a [`Reactor`] wrapper (`Catch`) and handled
 //! after each call into it; inner operations get ids of their own.
 
 use std::collections::{HashMap, VecDeque};

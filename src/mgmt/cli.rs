@@ -668,7 +668,7 @@ fn build_request(argv: &[String], io: &mut Io<'_>) -> Result<(Request, u16), Exi
     ))
 }
 
-/// Runs tgtadm with `argv` (argv[0] is the program name) and returns its exit status.
+/// Runs tgtadm with `argv` (`argv[0]` is the program name) and returns its exit status.
 pub fn run(argv: &[String], io: &mut Io<'_>) -> i32 {
     let (req, port) = match build_request(argv, io) {
         Ok(r) => r,

@@ -7,8 +7,8 @@
 //!
 //! The pieces live beside this file: [`super::ring`] (ring mechanics, the one armed timeout),
 //! [`super::owners`] (tokens), [`super::slots`] (slot tables), [`super::timers`],
-//! [`super::backend`] (engines and their operations), [`super::hold`] (response batching),
-//! [`super::login_glue`] and [`super::scsi_glue`] (where the sans-IO protocol cores meet the
+//! [`super::backend`] (engines and their operations), `super::hold` (response batching),
+//! `super::login_glue` and `super::scsi_glue` (where the sans-IO protocol cores meet the
 //! shard).
 
 use super::backend::Backends;

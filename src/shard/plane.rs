@@ -263,7 +263,7 @@ impl Plane {
     }
 
     /// Every shard's counters and histograms; a shard that does not answer within
-    /// [`STATS_WAIT`] is left out.
+    /// `STATS_WAIT` (2 s) is left out.
     pub fn stats(&self) -> Vec<ShardStats> {
         let n = self.shared.handles.len();
         let (tx, rx) = crossbeam_channel::bounded(n);

@@ -5,7 +5,7 @@
 //! its heap node is skipped when it surfaces); the heap is rebuilt when cancelled nodes
 //! outnumber live ones, so it stays bounded by twice the live timers.
 //!
-//! Deadlines are nanoseconds on the shard's monotonic clock ([`super::clock`]).
+//! Deadlines are nanoseconds on the shard's monotonic clock ([`super::ring::clock`]).
 
 use super::slots::{Slab, SlotKey};
 use std::cmp::Reverse;

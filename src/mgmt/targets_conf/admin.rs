@@ -37,7 +37,7 @@ pub fn given(v: &Option<String>) -> bool {
 
 /// How tgt-admin reaches tgtd: tgtadm's command line, run in-process.
 pub trait Tgtadm {
-    /// Runs tgtadm with `argv` (argv[0] is "tgtadm"), its output going to ours; its status.
+    /// Runs tgtadm with `argv` (`argv[0]` is "tgtadm"), its output going to ours; its status.
     fn run(&mut self, argv: &[String]) -> i32;
     /// Runs tgtadm and returns what it printed on stdout (stderr passes through), as Perl's
     /// backticks do.

@@ -27,7 +27,7 @@ mod tests;
 
 pub use admin::{Admin, Options, Stop, Tgtadm};
 
-/// A whole tgt-admin run over `args` (without argv[0]); returns the exit status.
+/// A whole tgt-admin run over `args` (without `argv[0]`); returns the exit status.
 pub fn run(
     args: &[String],
     out: &mut dyn std::io::Write,
