@@ -3,9 +3,9 @@
 //! every line of a kind reads the same. They take plain values (addresses, names, reasons as
 //! `Display`), so this module imports nothing from the layers that call it; the two lines
 //! built from a layer's own types are written there (a finished login in
-//! `shard::login_glue`, a tgtadm request in `mgmt::audit`). Text that a peer or an admin chose goes through
-//! [`Untrusted`]; lines a peer can cause without logging in (refused logins, connections
-//! closed for protocol errors) go through the per-peer [`PeerLimiter`].
+//! `shard::login_glue`, a tgtadm request in `mgmt::audit`). Text that a peer or an admin
+//! chose goes through [`Untrusted`]; lines a peer can cause without logging in (refused
+//! logins, connections closed for protocol errors) go through the per-peer [`PeerLimiter`].
 
 use super::ratelimit::{self, PeerLimiter, Suppressed, Verdict};
 use super::Untrusted;
